@@ -1,0 +1,39 @@
+# docgraph: `make demo` runs the pipeline on the sample corpus; `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME := $(CURDIR)/.dagster
+
+.PHONY: install demo dev test bench lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+# The instance lives in .dagster/ (SQLite); its settings come from ./dagster.yaml.
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	@mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/docgraph demo data/sample
+
+dev: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -h 127.0.0.1 -p $${PORT:-3000} -w workspace.yaml
+
+test: install
+	scripts/test.sh
+
+bench: install
+	$(BIN)/python bench/chunking.py --json bench/out/chunking.json
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf .dagster .pytest_cache .hypothesis bench/out

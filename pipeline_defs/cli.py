@@ -1,0 +1,209 @@
+"""Command line for docgraph without the UI.
+
+    docgraph add FILES...            register documents as partitions
+    docgraph remove KEYS...          drop partitions (the files stay)
+    docgraph list                    registered documents and their latest status
+    docgraph materialize [KEYS...]   run ingest_job in-process (all partitions by default;
+                                     up-to-date ones are skipped unless --force)
+    docgraph demo [FOLDER]           add every sample document, materialize, summarise
+
+`python -m pipeline_defs.cli` is the same. Uses the instance in $DAGSTER_HOME.
+"""
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+from assets.batch import RANGE_END_TAG, RANGE_START_TAG, partition_ranges
+from assets.ingestion import INGEST_BATCH_SIZE
+from assets.partitions import documents_partitions
+from pipeline_defs.definitions import defs
+from resources.registry import (
+    SUPPORTED_SUFFIXES,
+    DocumentRegistry,
+    RegisteredDocument,
+    supported_files,
+)
+
+SAMPLE_DIR = Path("data/sample")
+
+
+@dataclass
+class Outcome:
+    key: str
+    status: str  # ok | up-to-date | failed
+    detail: dict
+
+
+def _registry() -> DocumentRegistry:
+    return defs.resources["registry"]
+
+
+def _latest_metadata(instance: dg.DagsterInstance, asset: str, key: str) -> dict | None:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1
+    ).records
+    if not records:
+        return None
+    materialization = records[0].asset_materialization
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+def add(instance: dg.DagsterInstance, paths: list[Path]) -> list[RegisteredDocument]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(supported_files(path))
+        elif not path.exists():
+            raise SystemExit(f"docgraph: {path}: no such file")
+        elif path.suffix.lower() not in SUPPORTED_SUFFIXES:
+            raise SystemExit(
+                f"docgraph: {path}: unsupported type; expected {', '.join(SUPPORTED_SUFFIXES)}"
+            )
+        else:
+            files.append(path)
+    docs = _registry().register(files)
+    keys = [d.key for d in docs]
+    known = set(instance.get_dynamic_partitions(documents_partitions.name))
+    new = [k for k in keys if k not in known]
+    # Dagster recommends adding dynamic partitions in chunks.
+    for i in range(0, len(new), 1000):
+        instance.add_dynamic_partitions(documents_partitions.name, new[i : i + 1000])
+    return docs
+
+
+def _up_to_date(instance: dg.DagsterInstance, registry: DocumentRegistry, key: str) -> bool:
+    entry = registry.lookup(key)
+    if entry is None or not entry.path.exists():
+        return False
+    current = _latest_metadata(instance, "chunks", key)
+    # register() re-hashes the file only if its size or mtime changed
+    return current is not None and current.get("source_sha256") == (
+        registry.register([entry.path])[0].sha256
+    )
+
+
+def materialize(
+    instance: dg.DagsterInstance, keys: list[str], force: bool = False,
+    batch_size: int = INGEST_BATCH_SIZE,
+) -> list[Outcome]:
+    """Run ingest_job in-process over `keys`, batched into ranges like a backfill."""
+    registry = _registry()
+    job = defs.resolve_job_def("ingest_job")
+    todo = [k for k in keys if force or not _up_to_date(instance, registry, k)]
+    ordered = instance.get_dynamic_partitions(documents_partitions.name)
+    done: set[str] = set()
+    failed: dict[str, dict] = {}
+    for start, end in partition_ranges(ordered, todo, batch_size):
+        result = job.execute_in_process(
+            instance=instance, raise_on_error=False,
+            tags={RANGE_START_TAG: start, RANGE_END_TAG: end},
+        )
+        # Batch steps log their materializations one by one; read them back from the run.
+        done.update(
+            entry.dagster_event.partition
+            for entry in instance.all_logs(
+                result.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+            )
+            if entry.dagster_event.asset_key == dg.AssetKey("chunks")
+        )
+        failed.update(_failures(result))
+    outcomes = []
+    for key in keys:
+        if key not in todo:
+            outcomes.append(Outcome(key, "up-to-date", _latest_metadata(instance, "chunks", key)))
+        elif key in done:
+            outcomes.append(Outcome(key, "ok", _latest_metadata(instance, "chunks", key) or {}))
+        else:
+            reason = {"error_class": "error", "reason": "not materialized (see the run's logs)"}
+            outcomes.append(Outcome(key, "failed", failed.get(key, reason)))
+    return outcomes
+
+
+def _failures(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
+    """{document key: {error_class, reason}} from the step's Failure metadata."""
+    failures = {}
+    for event in result.get_step_failure_events():
+        user = event.step_failure_data.user_failure_data
+        if user is not None and "failures" in user.metadata:
+            for item in user.metadata["failures"].value:
+                failures[item["document"]] = {
+                    "error_class": item["error_class"],
+                    "reason": f"{item['path']}: {item['reason']}",
+                }
+    return failures
+
+
+def print_summary(instance: dg.DagsterInstance, outcomes: list[Outcome]) -> None:
+    header = (f"{'document':<46} {'status':<10} {'format':<6} {'chars':>7} {'chunks':>6} "
+              f"{'tok/chunk':>9}")
+    print(header)
+    print("-" * len(header))
+    for outcome in outcomes:
+        if outcome.status == "failed":
+            print(f"{outcome.key:<46} {'FAILED':<10} {outcome.detail['error_class']}: "
+                  f"{outcome.detail['reason']}")
+            continue
+        doc = _latest_metadata(instance, "documents", outcome.key) or {}
+        chunk = outcome.detail
+        print(
+            f"{outcome.key:<46} {outcome.status:<10} {doc.get('format', '?'):<6} "
+            f"{doc.get('chars', 0):>7} {chunk.get('chunks', 0):>6} "
+            f"{chunk.get('tokens_mean', 0):>9}"
+        )
+    failed = sum(o.status == "failed" for o in outcomes)
+    done = sum(o.status == "ok" for o in outcomes)
+    fresh = sum(o.status == "up-to-date" for o in outcomes)
+    print(f"\n{len(outcomes)} documents: {done} materialized, {fresh} up to date, {failed} failed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="docgraph", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_add = sub.add_parser("add", help="register files or folders as document partitions")
+    p_add.add_argument("paths", nargs="+", type=Path)
+    p_add.add_argument("--materialize", action="store_true", help="also run ingest_job")
+    p_rm = sub.add_parser("remove", help="remove document partitions (files are kept)")
+    p_rm.add_argument("keys", nargs="+")
+    sub.add_parser("list", help="registered documents")
+    p_mat = sub.add_parser("materialize", help="run ingest_job for partitions, in-process")
+    p_mat.add_argument("keys", nargs="*", help="partition keys (default: all)")
+    p_mat.add_argument("--force", action="store_true", help="also re-run up-to-date documents")
+    p_demo = sub.add_parser("demo", help="add a folder of documents, materialize, summarise")
+    p_demo.add_argument("folder", nargs="?", type=Path, default=SAMPLE_DIR)
+    p_demo.add_argument("--force", action="store_true")
+    args = parser.parse_args(argv)
+
+    with dg.DagsterInstance.get() as instance:
+        if args.command == "add":
+            docs = add(instance, args.paths)
+            for doc in docs:
+                print(f"{doc.key}\t{doc.path}")
+            if args.materialize:
+                print_summary(instance, materialize(instance, [d.key for d in docs]))
+        elif args.command == "remove":
+            _registry().remove(args.keys)
+            for key in args.keys:
+                instance.delete_dynamic_partition(documents_partitions.name, key)
+            print(f"removed {len(args.keys)} partition(s)")
+        elif args.command == "list":
+            for doc in _registry().entries():
+                meta = _latest_metadata(instance, "chunks", doc.key)
+                state = f"{meta['chunks']} chunks" if meta else "not materialized"
+                print(f"{doc.key:<46} {state:<18} {doc.path}")
+        else:
+            if args.command == "demo":
+                keys = [d.key for d in add(instance, [args.folder])]
+            else:
+                keys = args.keys or instance.get_dynamic_partitions(documents_partitions.name)
+            outcomes = materialize(instance, keys, force=args.force)
+            print_summary(instance, outcomes)
+            return 1 if any(o.status == "failed" for o in outcomes) else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+import dagster as dg
+
+from assets.ingestion import ingestion
+from pipeline_defs.jobs import ingest_job
+from pipeline_defs.sensors import inbox_sensor
+from resources.registry import DocumentRegistry
+from resources.storage import AssetStore, DocgraphIOManager
+
+store = AssetStore()
+
+defs = dg.Definitions(
+    assets=[ingestion],
+    jobs=[ingest_job],
+    sensors=[inbox_sensor],
+    resources={
+        "store": store,
+        "io_manager": DocgraphIOManager(store=store),
+        "registry": DocumentRegistry(),
+    },
+    # In-process: the steps of a run share one process, so the embedded SQLite instance
+    # never sees concurrent writers from one run (README, "Design").
+    executor=dg.in_process_executor,
+)

@@ -1,0 +1,85 @@
+"""`inbox_sensor`: the inbox folder is the queue of new and changed documents."""
+
+import json
+import time
+
+import dagster as dg
+
+from assets.batch import RANGE_END_TAG, RANGE_START_TAG, data_version, partition_ranges
+from assets.ingestion import INGEST_BATCH_SIZE
+from assets.partitions import documents_partitions
+from pipeline_defs.jobs import ingest_job
+from resources.registry import DocumentRegistry, supported_files
+
+# A file modified this recently may still be being written: wait for the next tick.
+SETTLE_SECONDS = 2.0
+
+
+@dg.sensor(
+    job=ingest_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Registers new files in the inbox as `documents` partitions, requests a run "
+    "when a file's content changes, and removes the partitions of deleted files.",
+)
+def inbox_sensor(context: dg.SensorEvaluationContext, registry: DocumentRegistry):
+    inbox = registry.inbox_path()
+    if not inbox.is_dir():
+        return dg.SkipReason(f"inbox {inbox} does not exist; create it and drop documents in")
+
+    # cursor: {partition key: sha256 prefix last requested}, committed with the tick
+    requested: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    now = time.time()
+    files = [p for p in supported_files(inbox) if now - p.stat().st_mtime >= SETTLE_SECONDS]
+    current = registry.register(files)
+    ordered = context.instance.get_dynamic_partitions(documents_partitions.name)
+    partitions = set(ordered)
+
+    new_keys = [d.key for d in current if d.key not in partitions]
+    changed = {d.key: d.sha256[:16] for d in current if requested.get(d.key) != d.sha256[:16]}
+    requested.update(changed)
+    # New partitions are appended in this order, so new files batch into few runs.
+    run_requests = [
+        _run_request(keys, changed)
+        for keys in _batches(list(ordered) + new_keys, list(changed), INGEST_BATCH_SIZE)
+    ]
+
+    present = {d.key for d in current}
+    gone = [
+        d for d in registry.entries()
+        if d.path.is_relative_to(inbox) and d.key not in present and not d.path.exists()
+    ]
+    for doc in gone:
+        context.log.info(f"{doc.path} was deleted: removing partition {doc.key}")
+        requested.pop(doc.key, None)
+    registry.remove(d.key for d in gone)
+    deleted = [d.key for d in gone if d.key in partitions]
+
+    partition_requests = []
+    if new_keys:
+        partition_requests.append(documents_partitions.build_add_request(new_keys))
+    if deleted:
+        partition_requests.append(documents_partitions.build_delete_request(deleted))
+    return dg.SensorResult(
+        run_requests=run_requests,
+        dynamic_partitions_requests=partition_requests,
+        cursor=json.dumps(requested, sort_keys=True),
+    )
+
+
+def _batches(ordered: list[str], selected: list[str], size: int) -> list[list[str]]:
+    position = {key: i for i, key in enumerate(ordered)}
+    return [
+        ordered[position[start] : position[end] + 1]
+        for start, end in partition_ranges(ordered, selected, size)
+    ]
+
+
+def _run_request(keys: list[str], versions: dict[str, str]) -> dg.RunRequest:
+    # The run key names the exact content: the same files never run twice, an edit does.
+    run_key = "ingest:" + data_version(*(f"{k}={versions[k]}" for k in keys))
+    if len(keys) == 1:
+        return dg.RunRequest(run_key=run_key, partition_key=keys[0])
+    return dg.RunRequest(
+        run_key=run_key, tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]}
+    )

@@ -1,0 +1,1 @@
+"""Clients and stores for the systems docgraph talks to: files, storage, tokenizer."""

@@ -1,0 +1,166 @@
+"""The document registry: which file each `documents` partition key stands for.
+
+Dagster's dynamic partitions hold only keys. The registry keeps, per key, the path of the
+source file (relative to the project root when inside it, so a moved checkout keeps
+working) and the last size/mtime/sha256 seen, so the inbox sensor hashes a file only when
+it changed. It is a small SQLite file in WAL mode: the sensor, the CLI and runs may open
+it at the same time.
+"""
+
+import contextlib
+import hashlib
+import re
+import sqlite3
+import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+
+from resources.paths import docgraph_home, resolve
+
+SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
+_SLUG_JUNK = re.compile(r"[^a-z0-9.]+")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    key       TEXT PRIMARY KEY,
+    path      TEXT NOT NULL UNIQUE,
+    added_at  TEXT NOT NULL,
+    size      INTEGER,
+    mtime_ns  INTEGER,
+    sha256    TEXT
+)
+"""
+
+
+@dataclass(frozen=True)
+class RegisteredDocument:
+    key: str
+    path: Path
+    sha256: str | None = None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _slug(name: str) -> str:
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = _SLUG_JUNK.sub("-", ascii_name.lower())
+    # no runs of dots (Dagster rejects "..." in keys) and no dashes hugging a dot
+    slug = re.sub(r"-*\.[-.]*", ".", slug).strip("-.")
+    return slug[:60].strip("-.") or "doc"
+
+
+def document_key(relative_path: str) -> str:
+    """A readable, unique, stable partition key: the file name's slug and a short hash
+    of the whole relative path (two `Report 1.md` in different folders differ)."""
+    normalized = unicodedata.normalize("NFC", relative_path).replace("\\", "/")
+    digest = hashlib.sha256(normalized.encode()).hexdigest()[:8]
+    return f"{_slug(Path(normalized).name)}-{digest}"
+
+
+class DocumentRegistry(dg.ConfigurableResource):
+    """Maps document partition keys to source files.
+
+    `db_path` defaults to `<docgraph home>/registry.sqlite`, `inbox_dir` to `data/inbox`,
+    `root` (what stored paths are relative to) to the working directory.
+    """
+
+    db_path: str = ""
+    inbox_dir: str = "data/inbox"
+    root: str = "."
+
+    # -- locations -------------------------------------------------------------------
+    def root_path(self) -> Path:
+        return Path(self.root).expanduser().resolve()
+
+    def inbox_path(self) -> Path:
+        inbox = Path(self.inbox_dir).expanduser()
+        return (inbox if inbox.is_absolute() else self.root_path() / inbox).resolve()
+
+    def _relative(self, path: Path) -> str:
+        path = path.expanduser().resolve()
+        try:
+            return path.relative_to(self.root_path()).as_posix()
+        except ValueError:
+            return path.as_posix()
+
+    def _absolute(self, stored: str) -> Path:
+        path = Path(stored)
+        return path if path.is_absolute() else self.root_path() / path
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db_file = resolve(self.db_path, docgraph_home() / "registry.sqlite")
+        db_file.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(db_file, timeout=30)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(_SCHEMA)
+            with conn:
+                yield conn
+        finally:
+            conn.close()
+
+    # -- reads -----------------------------------------------------------------------
+    def lookup(self, key: str) -> RegisteredDocument | None:
+        with self._db() as conn:
+            row = conn.execute(
+                "SELECT key, path, sha256 FROM documents WHERE key = ?", (key,)
+            ).fetchone()
+        return RegisteredDocument(row[0], self._absolute(row[1]), row[2]) if row else None
+
+    def entries(self) -> list[RegisteredDocument]:
+        with self._db() as conn:
+            rows = conn.execute("SELECT key, path, sha256 FROM documents ORDER BY key").fetchall()
+        return [RegisteredDocument(k, self._absolute(p), s) for k, p, s in rows]
+
+    # -- writes ----------------------------------------------------------------------
+    def register(self, paths: Iterable[Path]) -> list[RegisteredDocument]:
+        """Register files (idempotent); refresh the stored hash of any that changed."""
+        registered = []
+        with self._db() as conn:
+            for path in paths:
+                registered.append(self._upsert(conn, Path(path)))
+        return registered
+
+    def _upsert(self, conn: sqlite3.Connection, path: Path) -> RegisteredDocument:
+        relative = self._relative(path)
+        key = document_key(relative)
+        stat = path.stat()
+        row = conn.execute(
+            "SELECT size, mtime_ns, sha256 FROM documents WHERE key = ?", (key,)
+        ).fetchone()
+        if row and row[0] == stat.st_size and row[1] == stat.st_mtime_ns and row[2]:
+            return RegisteredDocument(key, path.resolve(), row[2])
+        sha = file_sha256(path)
+        conn.execute(
+            "INSERT INTO documents (key, path, added_at, size, mtime_ns, sha256)"
+            " VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET size=excluded.size,"
+            " mtime_ns=excluded.mtime_ns, sha256=excluded.sha256",
+            (key, relative, datetime.now(UTC).isoformat(), stat.st_size, stat.st_mtime_ns, sha),
+        )
+        return RegisteredDocument(key, path.resolve(), sha)
+
+    def remove(self, keys: Iterable[str]) -> None:
+        with self._db() as conn:
+            conn.executemany("DELETE FROM documents WHERE key = ?", [(k,) for k in keys])
+
+
+def supported_files(folder: Path) -> list[Path]:
+    """Documents below `folder` in a stable order; hidden and partial files are skipped."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in SUPPORTED_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )

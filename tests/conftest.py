@@ -1,0 +1,80 @@
+"""Shared fixtures: an isolated docgraph home per test and real Dagster instances.
+
+`pg_url` is the real PostgreSQL server started by scripts/postgres.sh (by `make test`, or
+here when pytest runs alone). It is never skipped: no server, no green run.
+"""
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import psycopg2
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = REPO / "data" / "sample"
+
+
+@pytest.fixture(autouse=True)
+def docgraph_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own registry, asset storage and inbox."""
+    home = tmp_path / "docgraph-home"
+    monkeypatch.setenv("DOCGRAPH_HOME", str(home))
+    monkeypatch.chdir(REPO)
+    return home
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    url = os.environ.get("DOCGRAPH_PG_URL")
+    if url:
+        yield url
+        return
+    script = REPO / "scripts" / "postgres.sh"
+    was_running = subprocess.run([script, "status"], capture_output=True).returncode == 0
+    url = subprocess.run([script, "start"], capture_output=True, text=True, check=True)
+    yield url.stdout.strip()
+    if not was_running:
+        subprocess.run([script, "stop"], check=True)
+
+
+def _admin(url: str, sql: str) -> None:
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def pg_instance(pg_url: str, tmp_path: Path, request) -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance on a fresh database of the real server, with our dagster.yaml."""
+    name = "dg_" + hashlib.sha256(f"{os.getpid()}:{request.node.nodeid}".encode()).hexdigest()[:16]
+    _admin(pg_url, f"DROP DATABASE IF EXISTS {name}")
+    _admin(pg_url, f"CREATE DATABASE {name}")
+    settings = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; dagster-postgres ships psycopg2.
+    db_url = pg_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://")
+    settings["storage"] = {"postgres": {"postgres_url": f"{db_url}/{name}"}}
+    home = tmp_path / "dagster-home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(yaml.safe_dump(settings))
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        yield instance
+    finally:
+        instance.dispose()
+        _admin(pg_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    """A throwaway local instance for tests whose subject is not the storage."""
+    with dg.instance_for_test() as inst:
+        yield inst
