@@ -24,6 +24,9 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 DATA_VERSION_TAG = "dagster/data_version"
 CODE_VERSION_TAG = "dagster/code_version"
+USER_VERSION_TAG = "dagster/data_version_is_user_provided"
+INPUT_VERSION_TAG = "dagster/input_data_version/{}"
+INPUT_POINTER_TAG = "dagster/input_event_pointer/{}"
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,25 @@ def data_version(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class Upstream:
+    """The materialization of an upstream partition that a value was computed from."""
+
+    asset_key: dg.AssetKey
+    version: str
+    storage_id: int
+
+
+def latest_upstream(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str
+) -> Upstream:
+    [latest] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
+    ).records
+    version = latest.asset_materialization.tags[DATA_VERSION_TAG]
+    return Upstream(asset_key, version, latest.storage_id)
+
+
 def record(
     context: dg.AssetExecutionContext,
     store: AssetStore,
@@ -50,14 +72,23 @@ def record(
     metadata: dict,
     version: str,
     code_version: str,
+    upstream: tuple[Upstream, ...] = (),
 ) -> None:
+    """Store one partition's value and log its materialization with the provenance tags
+    Dagster writes for an output (code version, data version, the upstream versions it was
+    computed from), so staleness in the UI works per partition as for any asset."""
     path = store.write(asset_key, partition, value)
+    tags = {DATA_VERSION_TAG: version, CODE_VERSION_TAG: code_version, USER_VERSION_TAG: "true"}
+    for up in upstream:
+        name = up.asset_key.to_user_string()
+        tags[INPUT_VERSION_TAG.format(name)] = up.version
+        tags[INPUT_POINTER_TAG.format(name)] = str(up.storage_id)
     context.log_event(
         dg.AssetMaterialization(
             asset_key=asset_key,
             partition=partition,
             metadata={**metadata, "path": dg.MetadataValue.path(str(path))},
-            tags={DATA_VERSION_TAG: version, CODE_VERSION_TAG: code_version},
+            tags=tags,
         )
     )
 

@@ -8,7 +8,7 @@ of chunk size) without reading the source files again.
 
 import dagster as dg
 
-from assets.batch import PartitionError, data_version, raise_failures, record
+from assets.batch import PartitionError, data_version, latest_upstream, raise_failures, record
 from assets.chunks import CHUNKER_VERSION, chunk_document, chunks_metadata
 from assets.documents import INGEST_VERSION, document_metadata, read_document
 from assets.models import Document
@@ -83,7 +83,9 @@ def ingestion(
                     frame, document, encoding, config.max_tokens, config.overlap_tokens
                 )
                 version = data_version(CHUNKER_VERSION, *frame["chunk_id"])
-                record(context, store, CHUNKS, key, frame, meta, version, CHUNKER_VERSION)
+                source = latest_upstream(context.instance, DOCUMENTS, key)
+                record(context, store, CHUNKS, key, frame, meta, version, CHUNKER_VERSION,
+                       upstream=(source,))
         except PartitionError as error:
             failures.append(error)
         except ValueError as exc:  # an invalid IngestConfig: the same for every document

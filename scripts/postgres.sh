@@ -36,13 +36,20 @@ install_postgres() {
   mkdir -p /etc/postgresql-common
   echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends postgresql >&2
+  local apt_log=/tmp/docgraph-postgres-apt.log
+  if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql; } \
+      >"$apt_log" 2>&1; then
+    tail -n 20 "$apt_log" >&2
+    log "apt-get failed (full log: $apt_log)"
+    exit 1
+  fi
+  log "installed $(ls /usr/lib/postgresql) (log: $apt_log)"
 }
 
-# Root may not run postgres: run as the 'postgres' user the package creates.
+# Root may not run postgres: run as the 'postgres' user the package creates, from /
+# (the caller's directory may be private to root, e.g. a mktemp -d checkout).
 as_owner() {
-  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+  if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

@@ -11,16 +11,19 @@ import time
 import urllib.request
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from pipeline_defs import cli
 from tests.conftest import REPO
 from tests.helpers import run_ingest
 
-STATUS_QUERY = """{ assetNodes(assetKeys: [{path: ["documents"]}, {path: ["chunks"]}]) {
-  assetKey { path }
+ASSETS = 'assetNodes(assetKeys: [{path: ["documents"]}, {path: ["chunks"]}])'
+STATUS_QUERY = "{ " + ASSETS + """ { assetKey { path }
   assetPartitionStatuses { ... on DefaultPartitionStatuses {
     materializedPartitions failedPartitions } } } }"""
+STALE_QUERY = "query($k: String) { " + ASSETS + """ { assetKey { path }
+  staleStatus(partition: $k) staleCauses(partition: $k) { key { path } reason } } }"""
 
 
 def _free_port() -> int:
@@ -61,9 +64,9 @@ def webserver(pg_instance):
             proc.wait()
 
 
-def _graphql(url: str, query: str) -> dict:
+def _graphql(url: str, query: str, variables: dict | None = None) -> dict:
     request = urllib.request.Request(
-        f"{url}/graphql", data=json.dumps({"query": query}).encode(),
+        f"{url}/graphql", data=json.dumps({"query": query, "variables": variables}).encode(),
         headers={"Content-Type": "application/json"},
     )
     body = json.loads(urllib.request.urlopen(request, timeout=30).read())
@@ -92,3 +95,34 @@ def test_batch_with_a_bad_document_shows_good_materialized_and_bad_failed(
             [docs["a-good.md"], docs["c-good.txt"]]
         ), node["assetKey"]
         assert status["failedPartitions"] == [docs["b-bad.txt"]], node["assetKey"]
+
+
+def _staleness(url: str, key: str) -> dict[str, tuple[str, list[str]]]:
+    """{asset: (stale status, ["<cause asset> <reason>", ...])} for one partition."""
+    return {
+        n["assetKey"]["path"][0]: (
+            n["staleStatus"], [f"{c['key']['path'][0]} {c['reason']}" for c in n["staleCauses"]]
+        )
+        for n in _graphql(url, STALE_QUERY, {"k": key})["assetNodes"]
+    }
+
+
+def test_editing_a_file_makes_only_its_own_chunks_stale(pg_instance, tmp_path, webserver):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.md").write_text("# A\n\nElena Petrova announced the 2027 pricing.")
+    (folder / "b.md").write_text("# B\n\nMarcus Feld fixed the mobile crash.")
+    a, b = cli.add(pg_instance, [folder])
+    assert all(o.status == "ok" for o in cli.materialize(pg_instance, [a.key, b.key]))
+    for key in (a.key, b.key):
+        assert _staleness(webserver, key) == {"documents": ("FRESH", []), "chunks": ("FRESH", [])}
+
+    # re-reading an unchanged file yields the same data version: chunks stay fresh
+    assert run_ingest(pg_instance, a.key, asset_selection=[dg.AssetKey("documents")]).success
+    assert _staleness(webserver, a.key)["chunks"] == ("FRESH", [])
+
+    (folder / "a.md").write_text("# A\n\nElena Petrova announced the 2028 pricing.")
+    assert run_ingest(pg_instance, a.key, asset_selection=[dg.AssetKey("documents")]).success
+    status, causes = _staleness(webserver, a.key)["chunks"]
+    assert status == "STALE" and causes == ["documents has a new data version"]
+    assert _staleness(webserver, b.key)["chunks"] == ("FRESH", [])
