@@ -117,21 +117,21 @@ def raise_failures(failures: list[PartitionError], attempted: int) -> None:
     raise dg.Failure(description=description, metadata=metadata, allow_retries=False)
 
 
-def partition_ranges(
+def partition_batches(
     ordered_keys: list[str], selected: list[str], max_per_run: int
-) -> list[tuple[str, str]]:
+) -> list[list[str]]:
     """Contiguous stretches of `selected` in partition order, at most `max_per_run` long:
-    the (start, end) ranges to launch one run each for."""
+    each is one run over the range batch[0]..batch[-1]."""
     wanted = set(selected)
-    ranges: list[tuple[str, str]] = []
+    batches: list[list[str]] = []
     run: list[str] = []
     for key in ordered_keys:
         if key in wanted and len(run) < max_per_run:
             run.append(key)
             continue
         if run:
-            ranges.append((run[0], run[-1]))
+            batches.append(run)
         run = [key] if key in wanted else []
     if run:
-        ranges.append((run[0], run[-1]))
-    return ranges
+        batches.append(run)
+    return batches

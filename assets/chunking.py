@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from resources.tokenizer import Tokenizer
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+")
+# The break is the whitespace (group 1) after terminal punctuation and any closing quote
+# or bracket, which stay with their sentence.
+_SENTENCE_BREAK = re.compile(r"[.!?…][\"'”’)\]]*(\s+)")
 _LINE_BREAK = re.compile(r"\n")
 _WORD_BREAK = re.compile(r"\s+")
 _LEVELS = (_PARAGRAPH_BREAK, _SENTENCE_BREAK, _LINE_BREAK, _WORD_BREAK)
@@ -43,11 +45,13 @@ class Chunk:
 
 
 def _pieces(text: str, start: int, end: int, pattern: re.Pattern) -> list[tuple[int, int]]:
-    """Non-blank sub-spans of text[start:end] between matches of `pattern`, trimmed."""
+    """Non-blank sub-spans of text[start:end] between matches of `pattern` (of its group 1
+    if it has one), trimmed."""
     spans, cursor = [], start
+    group = 1 if pattern.groups else 0
     for match in pattern.finditer(text, start, end):
-        spans.append((cursor, match.start()))
-        cursor = match.end()
+        spans.append((cursor, match.start(group)))
+        cursor = match.end(group)
     spans.append((cursor, end))
     trimmed = []
     for a, b in spans:

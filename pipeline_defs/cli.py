@@ -19,7 +19,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.batch import RANGE_END_TAG, RANGE_START_TAG, partition_ranges
+from assets.batch import RANGE_END_TAG, RANGE_START_TAG, partition_batches
 from assets.ingestion import INGEST_BATCH_SIZE
 from assets.partitions import documents_partitions
 from pipeline_defs.definitions import defs
@@ -99,10 +99,10 @@ def materialize(
     ordered = instance.get_dynamic_partitions(documents_partitions.name)
     done: set[str] = set()
     failed: dict[str, dict] = {}
-    for start, end in partition_ranges(ordered, todo, batch_size):
+    for batch in partition_batches(ordered, todo, batch_size):
         result = job.execute_in_process(
             instance=instance, raise_on_error=False,
-            tags={RANGE_START_TAG: start, RANGE_END_TAG: end},
+            tags={RANGE_START_TAG: batch[0], RANGE_END_TAG: batch[-1]},
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         )
         # Batch steps log their materializations one by one; read them back from the run.
@@ -113,8 +113,7 @@ def materialize(
             )
             if entry.dagster_event.asset_key == dg.AssetKey("chunks")
         )
-        run_keys = ordered[ordered.index(start) : ordered.index(end) + 1]
-        failed.update(_failures(result, run_keys))
+        failed.update(_failures(result, batch))
     outcomes = []
     for key in keys:
         if key not in todo:

@@ -2,10 +2,11 @@
 
 import json
 import time
+from pathlib import Path
 
 import dagster as dg
 
-from assets.batch import RANGE_END_TAG, RANGE_START_TAG, data_version, partition_ranges
+from assets.batch import RANGE_END_TAG, RANGE_START_TAG, data_version, partition_batches
 from assets.ingestion import INGEST_BATCH_SIZE
 from assets.partitions import documents_partitions
 from pipeline_defs.jobs import ingest_job
@@ -30,7 +31,7 @@ def inbox_sensor(context: dg.SensorEvaluationContext, registry: DocumentRegistry
     # cursor: {partition key: sha256 prefix last requested}, committed with the tick
     requested: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     now = time.time()
-    files = [p for p in supported_files(inbox) if now - p.stat().st_mtime >= SETTLE_SECONDS]
+    files = [p for p in supported_files(inbox) if _settled(p, now)]
     current = registry.register(files)
     ordered = context.instance.get_dynamic_partitions(documents_partitions.name)
     partitions = set(ordered)
@@ -41,7 +42,7 @@ def inbox_sensor(context: dg.SensorEvaluationContext, registry: DocumentRegistry
     # New partitions are appended in this order, so new files batch into few runs.
     run_requests = [
         _run_request(keys, changed)
-        for keys in _batches(list(ordered) + new_keys, list(changed), INGEST_BATCH_SIZE)
+        for keys in partition_batches(list(ordered) + new_keys, list(changed), INGEST_BATCH_SIZE)
     ]
 
     present = {d.key for d in current}
@@ -67,19 +68,18 @@ def inbox_sensor(context: dg.SensorEvaluationContext, registry: DocumentRegistry
     )
 
 
-def _batches(ordered: list[str], selected: list[str], size: int) -> list[list[str]]:
-    position = {key: i for i, key in enumerate(ordered)}
-    return [
-        ordered[position[start] : position[end] + 1]
-        for start, end in partition_ranges(ordered, selected, size)
-    ]
-
-
 def _run_request(keys: list[str], versions: dict[str, str]) -> dg.RunRequest:
     # The run key names the exact content: the same files never run twice, an edit does.
-    run_key = "ingest:" + data_version(*(f"{k}={versions[k]}" for k in keys))
     if len(keys) == 1:
-        return dg.RunRequest(run_key=run_key, partition_key=keys[0])
+        return dg.RunRequest(run_key=f"{keys[0]}:{versions[keys[0]]}", partition_key=keys[0])
+    run_key = "ingest:" + data_version(*(f"{k}={versions[k]}" for k in keys))
     return dg.RunRequest(
         run_key=run_key, tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]}
     )
+
+
+def _settled(path: Path, now: float) -> bool:
+    try:
+        return now - path.stat().st_mtime >= SETTLE_SECONDS
+    except FileNotFoundError:  # deleted since it was listed: the next tick sees that
+        return False

@@ -2,19 +2,18 @@
 
 import dagster as dg
 
-from assets.batch import partition_ranges
+from assets.batch import partition_batches
 from pipeline_defs import cli
 from pipeline_defs.definitions import defs
 from tests.helpers import materializations, run_ingest, stored_chunks
 
 
-def test_partition_ranges_are_contiguous_and_bounded():
+def test_partition_batches_are_contiguous_and_bounded():
     order = list("abcdefghij")
-    assert partition_ranges(order, list("abcdefghij"), 4) == [("a", "d"), ("e", "h"), ("i", "j")]
-    assert partition_ranges(order, list("jbcaeh"), 10) == [("a", "c"), ("e", "e"), ("h", "h"),
-                                                          ("j", "j")]
-    assert partition_ranges(order, [], 3) == []
-    assert partition_ranges(order, ["z"], 3) == []  # unknown keys are never run
+    assert partition_batches(order, order, 4) == [list("abcd"), list("efgh"), list("ij")]
+    assert partition_batches(order, list("jbcaeh"), 10) == [list("abc"), ["e"], ["h"], ["j"]]
+    assert partition_batches(order, [], 3) == []
+    assert partition_batches(order, ["z"], 3) == []  # unknown keys are never run
 
 
 def test_chunks_alone_rechunks_stored_documents(tmp_path, instance):

@@ -25,7 +25,7 @@ limits = st.tuples(st.integers(8, 200), st.floats(0, 0.5)).map(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=documents, limit=limits)
 def test_chunks_cover_the_text_in_order_within_the_limit(text, limit):
     max_tokens, overlap = limit
@@ -125,3 +125,14 @@ def test_chunk_document_frame_columns_and_ids():
     assert frame["chunk_id"].tolist() == [
         chunk_id("k-1", i, t) for i, t in zip(frame["chunk_index"], frame["text"], strict=True)
     ]
+
+
+def test_closing_brackets_and_quotes_stay_with_their_sentence():
+    # found by hypothesis: the ")" after "!" used to fall between two chunks
+    text = "0. 0 !) 0."
+    chunks = chunk_text(text, 8, 0, TOK)
+    assert "".join(c.text for c in chunks).replace(" ", "") == text.replace(" ", "")
+    units = split_units('He said "Stop!" Then (it ended.) Fine.', 8, TOK)
+    assert [
+        'He said "Stop!" Then (it ended.) Fine.'[u.start : u.end] for u in units
+    ] == ['He said "Stop!"', "Then (it ended.)", "Fine."]
