@@ -1,0 +1,88 @@
+"""A circuit breaker that holds work during an outage instead of failing it.
+
+Closed: calls flow. After `threshold` outage-type failures in a row it opens: no calls
+for `cooldown` seconds (doubling up to `max_cooldown` while probes keep failing). Then
+half-open: exactly one probe call; its success closes the circuit, its failure reopens
+it. Callers ask `decide(now)` before each call and wait while told to; only when the
+circuit has been open for longer than `max_outage` are they told to give up.
+"""
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class State(Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True)
+class Decision:
+    proceed: bool
+    wait: float = 0.0
+    give_up: bool = False
+    probe: bool = False
+
+
+class CircuitBreaker:
+    def __init__(self, threshold: int = 5, cooldown: float = 1.0, max_cooldown: float = 30.0,
+                 max_outage: float = 300.0):
+        self.threshold = threshold
+        self.base_cooldown = cooldown
+        self.max_cooldown = max_cooldown
+        self.max_outage = max_outage
+        self.state = State.CLOSED
+        self.failures_in_a_row = 0
+        self.opened_at: float | None = None  # start of the current outage
+        self.retry_at = 0.0
+        self.cooldown = cooldown
+        self.probe_in_flight = False
+        self.times_opened = 0
+
+    def decide(self, now: float) -> Decision:
+        if self.state is State.CLOSED:
+            return Decision(proceed=True)
+        if self.opened_at is not None and now - self.opened_at > self.max_outage:
+            return Decision(proceed=False, give_up=True)
+        if self.state is State.OPEN and now >= self.retry_at:
+            self.state = State.HALF_OPEN
+        if self.state is State.HALF_OPEN and not self.probe_in_flight:
+            self.probe_in_flight = True
+            return Decision(proceed=True, probe=True)
+        # Waiting for the probe (or the cooldown): check back soon, not busily.
+        return Decision(proceed=False, wait=max(self.retry_at - now, self.base_cooldown / 4))
+
+    def on_success(self, probe: bool = False) -> None:
+        self.failures_in_a_row = 0
+        if probe or self.state is not State.CLOSED:
+            self.state = State.CLOSED
+            self.opened_at = None
+            self.cooldown = self.base_cooldown
+            self.probe_in_flight = False
+
+    def on_failure(self, now: float, outage: bool, probe: bool = False) -> None:
+        """`outage`: the failure says the provider is down (not a 429 or a 4xx)."""
+        if probe:
+            self.probe_in_flight = False
+        if not outage:
+            if probe:  # the provider answered: it is up
+                self.on_success(probe=True)
+            return
+        self.failures_in_a_row += 1
+        if probe:
+            self.cooldown = min(self.max_cooldown, self.cooldown * 2)
+            self._open(now)
+        elif self.state is State.CLOSED and self.failures_in_a_row >= self.threshold:
+            self._open(now)
+
+    def _open(self, now: float) -> None:
+        if self.state is State.CLOSED:
+            self.opened_at = now
+            self.times_opened += 1
+        self.state = State.OPEN
+        self.retry_at = now + self.cooldown
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state is State.CLOSED

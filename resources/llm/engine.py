@@ -1,0 +1,453 @@
+"""LLMEngine: every chat and embedding call, bounded, throttled, retried, cached, counted.
+
+    engine = LLMEngine(LLMSettings.from_env())
+    async with engine:
+        metrics = await engine.run(items, on_result=results.append, concurrency=16)
+
+`run` feeds a fixed set of workers from the item iterator, so memory stays O(concurrency)
+whatever the number of items, and every item ends as exactly one `ItemResult`: succeeded,
+or failed with an error class. Cancelling `run` cancels its workers and their requests.
+"""
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import httpx2
+import openai
+from pydantic import BaseModel, ValidationError
+
+from resources.llm.breaker import CircuitBreaker
+from resources.llm.cache import Cache, SQLiteCache, cache_key
+from resources.llm.limits import AIMDLimit, ConcurrencyGate, TokenBucket, parse_reset
+from resources.llm.metrics import BatchMetrics, MetricsRecorder
+from resources.llm.retry import OUTAGE, RETRYABLE, backoff_seconds, classify, retry_after_seconds
+from resources.llm.settings import LLMSettings
+from resources.tokenizer import get_tokenizer
+
+log = logging.getLogger(__name__)
+
+OFFLINE_BASE_URL = "http://offline.docgraph/v1"
+REPAIR_PROMPT = (
+    "Your previous answer was not valid: {error}\n"
+    "Answer again with only a JSON object that matches the requested schema."
+)
+
+
+@dataclass(frozen=True)
+class ChatItem:
+    key: str
+    messages: list[dict]
+    schema: type[BaseModel] | None = None  # structured output, validated
+    prompt_version: str = "v1"
+    max_tokens: int | None = None
+    temperature: float = 0.0
+
+
+@dataclass(frozen=True)
+class EmbedItem:
+    key: str
+    inputs: list[str]  # one request embeds them all
+    dimensions: int | None = None
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    key: str
+    value: object = None  # a model instance, text, or a list of vectors
+    error_class: str | None = None
+    error: str | None = None
+    http_calls: int = 0
+    cached: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error_class is None
+
+
+class _ItemFailed(Exception):
+    def __init__(self, error_class: str, message: str):
+        super().__init__(message)
+        self.error_class = error_class
+
+
+@dataclass
+class _Batch:
+    gate: ConcurrencyGate
+    stats: MetricsRecorder = field(default_factory=MetricsRecorder)
+    models: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Call:
+    """Per-item accounting of the HTTP calls made for it."""
+
+    http_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class LLMEngine:
+    def __init__(
+        self,
+        settings: LLMSettings,
+        *,
+        cache: Cache | None = None,
+        use_cache: bool = True,
+        rng: random.Random | None = None,
+        logger: logging.Logger | None = None,
+    ):
+        self.settings = settings
+        path = settings.resolved_cache_path()
+        self.cache = cache if cache is not None else (
+            SQLiteCache(path) if use_cache and path else None
+        )
+        self.rng = rng or random.Random()
+        self.log = logger or log
+        self.tokenizer = get_tokenizer()
+        self.breaker = CircuitBreaker(
+            threshold=settings.breaker_threshold,
+            cooldown=settings.breaker_cooldown_seconds,
+            max_cooldown=max(settings.breaker_cooldown_seconds, settings.backoff_cap_seconds),
+            max_outage=settings.max_outage_seconds,
+        )
+        now = time.monotonic()
+        burst = settings.burst_seconds
+        self.rpm = self._bucket(settings.rpm, burst, now)
+        self.tpm = self._bucket(settings.tpm, burst, now)
+        self._client: openai.AsyncOpenAI | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @staticmethod
+    def _bucket(per_minute: float | None, burst: float, now: float) -> TokenBucket | None:
+        if not per_minute:
+            return None
+        rate = per_minute / 60
+        return TokenBucket(rate, max(1.0, rate * burst), now)
+
+    # -- client: one per event loop ---------------------------------------------------
+    def _client_here(self) -> openai.AsyncOpenAI:
+        loop = asyncio.get_running_loop()
+        if self._client is not None and self._loop is not loop:
+            raise RuntimeError("LLMEngine is bound to another event loop; make one per loop")
+        if self._client is None:
+            self._loop = loop
+            self._client = self._make_client()
+            self.log.info(
+                "LLM provider: %s (chat %s, embeddings %s)%s", self.settings.provider,
+                self.settings.chat_model, self.settings.embed_model,
+                " - deterministic heuristics, not a language model" if self.settings.offline
+                else "",
+            )
+        return self._client
+
+    def _make_client(self) -> openai.AsyncOpenAI:
+        s = self.settings
+        timeout = httpx2.Timeout(s.timeout_seconds, connect=min(10.0, s.timeout_seconds))
+        if s.offline:
+            from resources.llm.offline.app import create_app
+
+            http = httpx2.AsyncClient(
+                transport=httpx2.ASGITransport(app=create_app()), timeout=timeout
+            )
+            base_url, api_key = OFFLINE_BASE_URL, "offline"
+        else:
+            # The pool holds every request the gate lets through: none wait for a socket.
+            size = max(s.max_concurrency, 1)
+            http = httpx2.AsyncClient(
+                timeout=timeout,
+                limits=httpx2.Limits(max_connections=size, max_keepalive_connections=size),
+            )
+            base_url, api_key = s.base_url, s.api_key or "unused"
+        # max_retries=0: the engine owns retries, so every HTTP call is counted.
+        return openai.AsyncOpenAI(
+            base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout, http_client=http
+        )
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client, self._loop = None, None
+
+    async def __aenter__(self) -> "LLMEngine":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    # -- batches ------------------------------------------------------------------------
+    async def run(
+        self,
+        items: Iterable[ChatItem | EmbedItem],
+        on_result: Callable[[ItemResult], None],
+        concurrency: int | None = None,
+    ) -> BatchMetrics:
+        """Process every item; call `on_result` once per item, in completion order."""
+        self._client_here()
+        ceiling = concurrency or self.settings.max_concurrency
+        floor = min(self.settings.min_concurrency, ceiling)
+        batch = _Batch(gate=ConcurrencyGate(AIMDLimit(floor, ceiling)))
+        source = iter(items)
+        started = time.monotonic()
+
+        async def worker() -> None:
+            for item in source:  # workers share one iterator: items are pulled, not queued
+                batch.stats.attempted += 1
+                result = await self._process(item, batch)
+                if result.ok:
+                    batch.stats.succeeded += 1
+                else:
+                    batch.stats.failed[result.error_class] += 1
+                on_result(result)
+
+        async with asyncio.TaskGroup() as workers:
+            for _ in range(ceiling):
+                workers.create_task(worker())
+
+        return batch.stats.snapshot(
+            provider=self.settings.provider,
+            model=",".join(sorted(batch.models)) or self.settings.chat_model,
+            peak=batch.gate.peak,
+            limit=batch.gate.aimd.limit,
+            wall=time.monotonic() - started,
+        )
+
+    async def run_all(self, items: Iterable[ChatItem | EmbedItem], concurrency: int | None = None
+                      ) -> tuple[list[ItemResult], BatchMetrics]:
+        results: list[ItemResult] = []
+        metrics = await self.run(items, results.append, concurrency)
+        return results, metrics
+
+    async def _process(self, item: ChatItem | EmbedItem, batch: _Batch) -> ItemResult:
+        call = _Call()
+        try:
+            if isinstance(item, ChatItem):
+                value, cached = await self._chat(item, batch, call)
+            else:
+                value, cached = await self._embed(item, batch, call)
+        except _ItemFailed as failure:
+            return ItemResult(item.key, error_class=failure.error_class, error=str(failure),
+                              http_calls=call.http_calls, prompt_tokens=call.prompt_tokens,
+                              completion_tokens=call.completion_tokens)
+        return ItemResult(item.key, value, http_calls=call.http_calls, cached=cached,
+                          prompt_tokens=call.prompt_tokens,
+                          completion_tokens=call.completion_tokens)
+
+    # -- chat -----------------------------------------------------------------------------
+    async def _chat(self, item: ChatItem, batch: _Batch, call: _Call) -> tuple[object, bool]:
+        model = self.settings.chat_model
+        batch.models.add(model)
+        schema = item.schema.model_json_schema() if item.schema else None
+        request: dict = {"model": model, "messages": list(item.messages),
+                         "temperature": item.temperature}
+        if item.max_tokens:
+            request["max_tokens"] = item.max_tokens
+        if schema is not None:
+            request["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": item.schema.__name__, "schema": schema, "strict": True},
+            }
+        key = cache_key(kind="chat", prompt_version=item.prompt_version, **request)
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            batch.stats.cache_hits += 1
+            return (item.schema.model_validate(hit["value"]) if item.schema else hit["value"]), True
+
+        estimate = self._estimate(request["messages"], item.max_tokens)
+        reply = await self._call(batch, call, "chat", request, estimate)
+        content = reply.choices[0].message.content if reply.choices else None
+        try:
+            value = self._parse(content, item.schema)
+        except (ValidationError, ValueError) as first:
+            # One repair attempt that shows the model its own mistake.
+            batch.stats.repairs += 1
+            request["messages"] = [
+                *request["messages"],
+                {"role": "assistant", "content": content or ""},
+                {"role": "user", "content": REPAIR_PROMPT.format(error=_short(first))},
+            ]
+            reply = await self._call(batch, call, "chat", request, estimate)
+            content = reply.choices[0].message.content if reply.choices else None
+            try:
+                value = self._parse(content, item.schema)
+            except (ValidationError, ValueError) as second:
+                raise _ItemFailed("invalid_output",
+                                  f"invalid after one repair: {_short(second)}") from second
+        if self.cache is not None:
+            stored = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+            self.cache.put(key, {"value": stored})
+        return value, False
+
+    @staticmethod
+    def _parse(content: str | None, schema: type[BaseModel] | None) -> object:
+        if not content or not content.strip():
+            raise ValueError("the answer was empty")
+        if schema is None:
+            return content
+        return schema.model_validate_json(content)
+
+    def _estimate(self, messages: list[dict], max_tokens: int | None) -> int:
+        prompt = sum(4 + self.tokenizer.count(str(m.get("content") or "")) for m in messages)
+        return prompt + (max_tokens or self.settings.expected_completion_tokens)
+
+    # -- embeddings ------------------------------------------------------------------------
+    async def _embed(self, item: EmbedItem, batch: _Batch, call: _Call) -> tuple[object, bool]:
+        model = self.settings.embed_model
+        batch.models.add(model)
+        request: dict = {"model": model, "input": list(item.inputs)}
+        if item.dimensions:
+            request["dimensions"] = item.dimensions
+        key = cache_key(kind="embeddings", **request)
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            batch.stats.cache_hits += 1
+            return hit["value"], True
+        estimate = sum(self.tokenizer.count(text) for text in item.inputs)
+        reply = await self._call(batch, call, "embeddings", request, estimate)
+        vectors = [d.embedding for d in sorted(reply.data, key=lambda d: d.index)]
+        dims = {len(v) for v in vectors}
+        if len(vectors) != len(item.inputs) or len(dims) != 1:
+            raise _ItemFailed("invalid_output", f"{len(vectors)} vectors of sizes {sorted(dims)}"
+                                                f" for {len(item.inputs)} inputs")
+        if self.cache is not None:
+            self.cache.put(key, {"value": vectors})
+        return vectors, False
+
+    # -- one request, with throttling, retries and the breaker ------------------------------
+    async def _call(self, batch: _Batch, call: _Call, kind: str, request: dict,
+                    estimate: int):
+        client = self._client_here()
+        create = (client.chat.completions if kind == "chat" else client.embeddings)
+        create = create.with_raw_response.create
+        stats = batch.stats
+        attempts = 0
+        while True:
+            probe = await self._wait_for_breaker()
+            async with batch.gate.slot():
+                wait = self._reserve(estimate)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                stats.http_calls += 1
+                call.http_calls += 1
+                sent = time.monotonic()
+                try:
+                    raw = await create(**request)
+                    reply = raw.parse()
+                except (openai.OpenAIError, ValueError) as exc:  # ValueError: a garbled body
+                    error, headers = exc, getattr(getattr(exc, "response", None), "headers", None)
+                else:
+                    error, headers = None, raw.headers
+            now = time.monotonic()
+            self._follow_headers(headers, now)
+            if error is None:
+                stats.latencies.append(now - sent)
+                usage = getattr(reply, "usage", None)
+                prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
+                completion_tokens = getattr(usage, "completion_tokens", 0) or 0
+                stats.add_usage(
+                    prompt_tokens, completion_tokens,
+                    self.settings.cost_usd(request["model"], prompt_tokens, completion_tokens),
+                )
+                call.prompt_tokens += prompt_tokens
+                call.completion_tokens += completion_tokens
+                if self.tpm is not None and usage is not None:
+                    self.tpm.settle(estimate, prompt_tokens + completion_tokens, now)
+                self.breaker.on_success(probe)
+                batch.gate.aimd.on_success()
+                return reply
+
+            error_class = classify(error)
+            if self.tpm is not None and error_class != "timeout":
+                self.tpm.settle(estimate, 0, now)  # rejected requests spend no tokens
+            retry_after = retry_after_seconds(headers)
+            if error_class == "rate_limited":
+                stats.rate_limited += 1
+                # With x-ratelimit-* headers the buckets already follow the server (above);
+                # without them, the Retry-After is all we know and holds for every caller.
+                if retry_after and not _has_ratelimit_headers(headers):
+                    for bucket in (self.rpm, self.tpm):
+                        if bucket is not None:
+                            bucket.pause(retry_after, now)
+            if error_class in ("rate_limited", "timeout") and batch.gate.aimd.on_overload(now):
+                await batch.gate.limit_changed()
+            was_closed = self.breaker.is_closed
+            self.breaker.on_failure(now, outage=error_class in OUTAGE, probe=probe)
+            if was_closed and not self.breaker.is_closed:
+                self.log.warning("circuit opened after %s failures in a row (last: %s)",
+                                 self.breaker.failures_in_a_row, error_class)
+            message = f"{error_class}: {_short(error)}"
+            if error_class not in RETRYABLE:
+                raise _ItemFailed(error_class, message)
+            # A failure during an outage does not spend the item's retries: the breaker
+            # holds it until the provider is back.
+            if self.breaker.is_closed:
+                attempts += 1
+            if attempts >= self.settings.max_attempts:
+                raise _ItemFailed(error_class, f"{message} (after {attempts} attempts)")
+            stats.retries += 1
+            delay = retry_after if retry_after is not None else backoff_seconds(
+                attempts, self.settings.backoff_base_seconds, self.settings.backoff_cap_seconds,
+                self.rng,
+            )
+            await asyncio.sleep(delay)
+
+    async def _wait_for_breaker(self) -> bool:
+        """Wait while the circuit is open; True if this call is the half-open probe."""
+        while True:
+            decision = self.breaker.decide(time.monotonic())
+            if decision.proceed:
+                return decision.probe
+            if decision.give_up:
+                raise _ItemFailed(
+                    "circuit_open",
+                    f"provider unavailable for over {self.settings.max_outage_seconds:.0f}s",
+                )
+            await asyncio.sleep(decision.wait)
+
+    def _reserve(self, estimate: int) -> float:
+        now = time.monotonic()
+        waits = [0.0]
+        if self.rpm is not None:
+            waits.append(self.rpm.reserve(1, now))
+        if self.tpm is not None:
+            waits.append(self.tpm.reserve(estimate, now))
+        return max(waits)
+
+    def _follow_headers(self, headers, now: float) -> None:
+        if not headers:
+            return
+        for bucket_name, unit in (("rpm", "requests"), ("tpm", "tokens")):
+            remaining = headers.get(f"x-ratelimit-remaining-{unit}")
+            if remaining is None:
+                continue
+            bucket = getattr(self, bucket_name)
+            if bucket is None:  # the server tells us its limit: adopt it
+                limit = headers.get(f"x-ratelimit-limit-{unit}")
+                if not limit:
+                    continue
+                bucket = self._bucket(float(limit), self.settings.burst_seconds, now)
+                setattr(self, bucket_name, bucket)
+            try:
+                bucket.sync(float(remaining), parse_reset(
+                    headers.get(f"x-ratelimit-reset-{unit}")), now)
+            except ValueError:
+                continue
+
+
+def _has_ratelimit_headers(headers) -> bool:
+    return bool(headers) and any(
+        headers.get(f"x-ratelimit-remaining-{unit}") is not None for unit in ("requests", "tokens")
+    )
+
+
+def _short(error: BaseException, limit: int = 300) -> str:
+    text = str(error).replace("\n", " ")
+    if isinstance(error, ValidationError):
+        text = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in error.errors()
+        )
+    return text[:limit]
+

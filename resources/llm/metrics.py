@@ -1,0 +1,102 @@
+"""What a batch attempted, what succeeded, what failed and why, and what it cost."""
+
+import statistics
+from collections import Counter
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from resources.llm.retry import ERROR_CLASSES
+
+
+class BatchMetrics(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: str
+    model: str
+    attempted: int
+    succeeded: int
+    failed: int
+    failed_by_class: dict[str, int]
+    retries: int
+    http_calls: int
+    repairs: int
+    cache_hits: int
+    rate_limited_responses: int
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    latency_max_ms: float | None
+    prompt_tokens: int
+    completion_tokens: int
+    estimated_cost_usd: float | None
+    peak_concurrency: int
+    final_concurrency_limit: int
+    wall_seconds: float
+
+    @model_validator(mode="after")
+    def _accounts(self) -> "BatchMetrics":
+        # The invariant every report must keep: nothing attempted goes unaccounted for.
+        if self.attempted != self.succeeded + self.failed:
+            raise ValueError(f"attempted {self.attempted} != succeeded {self.succeeded} "
+                             f"+ failed {self.failed}")
+        if sum(self.failed_by_class.values()) != self.failed:
+            raise ValueError(f"failed_by_class {self.failed_by_class} != failed {self.failed}")
+        return self
+
+    @property
+    def success_rate(self) -> float:
+        return self.succeeded / self.attempted if self.attempted else 1.0
+
+
+class MetricsRecorder:
+    """Mutable counters for one batch; `snapshot` turns them into BatchMetrics."""
+
+    def __init__(self):
+        self.attempted = 0
+        self.succeeded = 0
+        self.failed: Counter[str] = Counter()
+        self.retries = 0
+        self.http_calls = 0
+        self.repairs = 0
+        self.cache_hits = 0
+        self.rate_limited = 0
+        self.latencies: list[float] = []
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cost_usd: float | None = 0.0  # None once any call's price is unknown
+
+    def add_usage(self, prompt_tokens: int, completion_tokens: int, cost: float | None) -> None:
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        self.cost_usd = None if cost is None or self.cost_usd is None else self.cost_usd + cost
+
+    def snapshot(self, *, provider: str, model: str, peak: int, limit: int,
+                 wall: float) -> BatchMetrics:
+        lat = sorted(self.latencies)
+
+        def pct(q: float) -> float | None:
+            if not lat:
+                return None
+            return round(1000 * lat[min(len(lat) - 1, int(q * len(lat)))], 1)
+
+        return BatchMetrics(
+            provider=provider,
+            model=model,
+            attempted=self.attempted,
+            succeeded=self.succeeded,
+            failed=sum(self.failed.values()),
+            failed_by_class={c: self.failed[c] for c in ERROR_CLASSES if self.failed[c]},
+            retries=self.retries,
+            http_calls=self.http_calls,
+            repairs=self.repairs,
+            cache_hits=self.cache_hits,
+            rate_limited_responses=self.rate_limited,
+            latency_p50_ms=round(1000 * statistics.median(lat), 1) if lat else None,
+            latency_p95_ms=pct(0.95),
+            latency_max_ms=round(1000 * lat[-1], 1) if lat else None,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            estimated_cost_usd=None if self.cost_usd is None else round(self.cost_usd, 6),
+            peak_concurrency=peak,
+            final_concurrency_limit=limit,
+            wall_seconds=round(wall, 3),
+        )

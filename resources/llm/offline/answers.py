@@ -1,0 +1,188 @@
+"""Shaping the analytics into whatever JSON schema a request asks for.
+
+Fields are filled by what their names say (title, summary, keywords, entities,
+relationships, themes, category, language, …) and by their types and enums, so the
+pipeline's own pydantic models get sensible, schema-valid answers.
+"""
+
+import re
+
+from resources.llm.offline import analytics as ta
+
+_CHUNK_ID = re.compile(r"\[chunk[:\s]+([0-9a-f]{8,})\]|chunk_id[\"':=\s]+([0-9a-f]{8,})", re.I)
+_RELATION_CUES = {
+    "WORKS_FOR": ("works for", "works at", "joined", "employee", "lead at", "engineer at"),
+    "USES": ("uses", "using", "integrat", "relies on", "customer of", "subscribes"),
+    "REPORTED": ("reported", "raised", "opened", "filed", "escalated"),
+    "FIXED": ("fixed", "resolved", "patched", "rolled back", "mitigated"),
+    "LOCATED_IN": (" in ", " based in", " office"),
+    "PART_OF": ("part of", "member of", "team", "belongs"),
+}
+
+
+def document_text(messages: list[dict]) -> str:
+    """The text a request is about: inside <document> tags if present, else the first
+    user message (a repair turn comes later and is not the subject)."""
+    users = [str(m.get("content") or "") for m in messages if m.get("role") == "user"]
+    text = users[0] if users else ""
+    match = re.search(r"<document>(.*?)</document>", text, re.S)
+    return match.group(1).strip() if match else text
+
+
+class Answerer:
+    def __init__(self, text: str, root_schema: dict):
+        self.text = text
+        self.defs = root_schema.get("$defs", {})
+        self.keywords = ta.keywords(text, 12)
+        self.entities = ta.entities(text)
+        self.chunk_ids = [a or b for a, b in _CHUNK_ID.findall(text)]
+
+    # -- schema walking -------------------------------------------------------------------
+    def _resolve(self, schema: dict) -> dict:
+        while "$ref" in schema:
+            schema = self.defs[schema["$ref"].rsplit("/", 1)[-1]]
+        for key in ("anyOf", "oneOf"):
+            if key in schema:
+                options = [self._resolve(s) for s in schema[key]]
+                return next((s for s in options if s.get("type") != "null"), options[0])
+        return schema
+
+    def fill(self, schema: dict, name: str = "", context: dict | None = None) -> object:
+        schema = self._resolve(schema)
+        context = context or {}
+        if name in context:
+            return self._coerce(context[name], schema)
+        if "const" in schema:
+            return schema["const"]
+        if "enum" in schema:
+            return self._choose(schema["enum"], context.get("_hint", ""))
+        kind = schema.get("type")
+        if kind == "object":
+            return {
+                prop: self.fill(sub, prop, context)
+                for prop, sub in schema.get("properties", {}).items()
+            }
+        if kind == "array":
+            return self._array(name, schema)
+        if kind == "string":
+            return self._string(name, schema, context)
+        if kind in ("integer", "number"):
+            return self._number(name, schema, kind)
+        if kind == "boolean":
+            return ta.has_personal_data(self.text) if _has(name, "personal", "pii") else False
+        return None
+
+    def _coerce(self, value: object, schema: dict) -> object:
+        if "enum" in schema:
+            return self._choose(schema["enum"], str(value))
+        if schema.get("type") == "array" and not isinstance(value, list):
+            return [value]
+        return value
+
+    def _choose(self, options: list, hint: str) -> object:
+        """The enum value that matches the hint exactly, else the one whose words the
+        text mentions most; ties go to the first option."""
+        for option in options:
+            if str(option).lower() == hint.lower():
+                return option
+        text_words = ta.words(self.text)
+
+        def score(option: object) -> int:
+            parts = [p for p in re.split(r"[_\W]+", str(option).lower()) if p]
+            return sum(text_words.count(p) for p in parts)
+
+        return max(options, key=lambda o: (score(o), -options.index(o)))
+
+    # -- arrays ---------------------------------------------------------------------------
+    def _array(self, name: str, schema: dict) -> list:
+        items = self._resolve(schema.get("items", {}))
+        low, high = schema.get("minItems", 0), schema.get("maxItems", 20)
+        props = set(items.get("properties", {}))
+        if items.get("type") == "object":
+            if {"source", "target"} <= props:
+                contexts = self._relations(items)
+            elif "signature" in props or "label" in props:
+                contexts = self._themes()
+            elif "name" in props:
+                contexts = [{"name": n, "type": t, "_hint": t, "aliases": []}
+                            for n, t in self.entities]
+            else:
+                contexts = [{}]
+            values = [self.fill(items, name, c) for c in contexts[:high]]
+        elif _has(name, "chunk", "evidence"):
+            values = self.chunk_ids[:high]
+        elif _has(name, "alias"):
+            values = []
+        else:
+            values = [self._coerce(k, items) for k in self.keywords[: min(high, 8)]]
+        while len(values) < low:
+            values.append(self.fill(items, name, {}))
+        return values
+
+    def _relations(self, items: dict) -> list[dict]:
+        type_schema = self._resolve(items["properties"].get("type", {}))
+        options = type_schema.get("enum", [])
+        names = [n for n, _ in self.entities]
+        relations = []
+        for source, target, sentence in ta.cooccurrences(self.text, names):
+            hint = next((label for label, cues in _RELATION_CUES.items()
+                         if label in options and any(c in sentence.lower() for c in cues)),
+                        "RELATED_TO")
+            evidence = self.chunk_ids[0] if self.chunk_ids else sentence
+            relations.append({"source": source, "target": target, "type": hint, "_hint": hint,
+                              "evidence": evidence, "evidence_chunk_id": evidence,
+                              "description": sentence})
+        return relations
+
+    def _themes(self) -> list[dict]:
+        themes = []
+        for i in range(0, min(len(self.keywords), 6), 2):
+            terms = self.keywords[i : i + 2]
+            themes.append({
+                "signature": ta.signature(terms),
+                "label": " ".join(t.capitalize() for t in terms),
+                "description": self._sentence_with(terms) or ta.summary(self.text, 1),
+                "evidence_chunk_ids": self.chunk_ids[:3],
+            })
+        return themes or [{"signature": "general", "label": "General"}]
+
+    def _sentence_with(self, terms: list[str]) -> str:
+        for sentence in ta.sentences(self.text):
+            if all(t in sentence.lower() for t in terms):
+                return sentence
+        return ""
+
+    # -- scalars --------------------------------------------------------------------------
+    def _string(self, name: str, schema: dict, context: dict) -> str:
+        if _has(name, "title", "headline"):
+            value = ta.title(self.text)
+        elif _has(name, "summary", "description", "abstract", "explanation", "reason"):
+            value = ta.summary(self.text)
+        elif _has(name, "language", "lang"):
+            value = ta.language(self.text)
+        elif _has(name, "signature", "slug"):
+            value = ta.signature(self.keywords[:2])
+        elif _has(name, "label", "name", "topic"):
+            value = " ".join(k.capitalize() for k in self.keywords[:2]) or "General"
+        else:
+            value = ta.summary(self.text, 1)
+        limit = schema.get("maxLength")
+        return value[:limit] if limit else value
+
+    def _number(self, name: str, schema: dict, kind: str) -> float | int:
+        low = schema.get("minimum", 0)
+        high = schema.get("maximum", 1 if kind == "number" else 5)
+        # Denser, more repetitive text scores higher: crude, but deterministic.
+        words = ta.words(self.text)
+        density = (sum(words.count(k) for k in self.keywords[:4]) / len(words)) if words else 0
+        value = low + (high - low) * min(1.0, density * 8)
+        return round(value) if kind == "integer" else round(value, 3)
+
+
+def _has(name: str, *parts: str) -> bool:
+    lowered = name.lower()
+    return any(p in lowered for p in parts)
+
+
+def answer(schema: dict, messages: list[dict]) -> object:
+    return Answerer(document_text(messages), schema).fill(schema)

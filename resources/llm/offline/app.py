@@ -1,0 +1,117 @@
+"""OpenAI-compatible ASGI app: /v1/chat/completions, /v1/embeddings, /v1/models.
+
+Used in-process (httpx ASGITransport, no port) as the embedded default provider, and
+served over loopback by the simulator. Chat answers fill the requested JSON schema from
+the prompt's document text (answers.py); without a schema they are an extractive summary.
+"""
+
+import hashlib
+import json
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from resources.llm.offline import analytics as ta
+from resources.llm.offline.answers import answer, document_text
+from resources.tokenizer import get_tokenizer
+
+DEFAULT_DIMENSIONS = 256
+MODELS = ("offline-heuristics", "offline-embeddings")
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"message": message, "type": "invalid_request_error", "code": None}},
+        status_code=status,
+    )
+
+
+def chat_completion(body: dict) -> dict:
+    """The response body for a chat request (raises ValueError on a bad request)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("'messages' must be a non-empty list")
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") == "json_schema":
+        schema = response_format.get("json_schema", {}).get("schema")
+        if not isinstance(schema, dict):
+            raise ValueError("response_format.json_schema.schema must be an object")
+        content = json.dumps(answer(schema, messages), ensure_ascii=False)
+    elif response_format.get("type") == "json_object":
+        content = json.dumps({"summary": ta.summary(document_text(messages))})
+    else:
+        content = ta.summary(document_text(messages), max_sentences=3)
+    tok = get_tokenizer()
+    prompt_tokens = sum(4 + tok.count(str(m.get("content") or "")) for m in messages)
+    completion_tokens = tok.count(content)
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
+    return {
+        "id": f"chatcmpl-offline-{digest}",
+        "object": "chat.completion",
+        "created": 0,
+        "model": body.get("model") or MODELS[0],
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "finish_reason": "stop",
+        }],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def embeddings(body: dict) -> dict:
+    inputs = body.get("input")
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
+        raise ValueError("'input' must be a string or a non-empty list of strings")
+    dims = int(body.get("dimensions") or DEFAULT_DIMENSIONS)
+    if not 8 <= dims <= 4096:
+        raise ValueError("'dimensions' must be between 8 and 4096")
+    tok = get_tokenizer()
+    tokens = sum(tok.count(text) for text in inputs)
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": ta.embed(text, dims)}
+                 for i, text in enumerate(inputs)],
+        "model": body.get("model") or MODELS[1],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def _endpoint(build):
+    async def handler(request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "the request body is not JSON")
+        try:
+            return JSONResponse(build(body))
+        except (ValueError, TypeError, KeyError) as exc:
+            return _error(400, str(exc))
+
+    return handler
+
+
+async def models(_: Request) -> JSONResponse:
+    return JSONResponse({"object": "list", "data": [
+        {"id": m, "object": "model", "created": 0, "owned_by": "docgraph"} for m in MODELS
+    ]})
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/v1/chat/completions", _endpoint(chat_completion), methods=["POST"]),
+        Route("/v1/embeddings", _endpoint(embeddings), methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+    ]
+
+
+def create_app() -> Starlette:
+    return Starlette(routes=routes())

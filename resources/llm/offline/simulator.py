@@ -1,0 +1,345 @@
+"""The offline provider served over loopback, behaving like a real API under load.
+
+Knobs (`SimConfig`): latency, a server-side concurrency cap (extra requests queue), RPM
+and TPM limits answering 429 with Retry-After and x-ratelimit-* headers, injected
+500/503/429, hangs, connection resets, malformed JSON answers, garbled bodies, scripted
+statuses, and a full outage window. `GET /sim/stats` reports what it saw, including the
+most requests in flight at once; `POST /sim/config` changes knobs, `POST /sim/reset`
+clears the stats.
+
+    with SimulatorServer(SimConfig(latency_ms=100, concurrency_cap=32)) as sim:
+        settings = LLMSettings(base_url=sim.base_url, ...)
+
+    python -m resources.llm.offline.simulator --port 8765 --config '{"rpm": 600}'
+"""
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import random
+import socket
+import threading
+import time
+from collections import Counter
+
+import uvicorn
+from pydantic import BaseModel, ConfigDict, Field
+
+from resources.llm.limits import TokenBucket
+from resources.llm.offline.app import MODELS, chat_completion, embeddings
+
+
+class SimConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    latency_ms: float = Field(0.0, ge=0)
+    latency_jitter_ms: float = Field(0.0, ge=0)  # uniform +/- around latency_ms
+    concurrency_cap: int | None = Field(None, ge=1)
+    rpm: float | None = Field(None, gt=0)
+    tpm: float | None = Field(None, gt=0)
+    burst_seconds: float = Field(1.0, gt=0)
+    ratelimit_headers: bool = True
+    rate_429: float = Field(0.0, ge=0, le=1)
+    rate_500: float = Field(0.0, ge=0, le=1)
+    rate_503: float = Field(0.0, ge=0, le=1)
+    rate_hang: float = Field(0.0, ge=0, le=1)
+    rate_reset: float = Field(0.0, ge=0, le=1)
+    rate_malformed: float = Field(0.0, ge=0, le=1)  # answer content is broken JSON
+    rate_garbled: float = Field(0.0, ge=0, le=1)  # HTTP body is not JSON at all
+    retry_after_seconds: float = Field(1.0, ge=0)
+    hang_seconds: float = Field(30.0, ge=0)
+    outage_after_seconds: float | None = Field(None, ge=0)  # from when the config is set
+    outage_seconds: float = Field(0.0, ge=0)
+    outage_status: int = 503
+    script: list[int] = Field(default_factory=list)  # statuses for the next requests; 200 = normal
+    seed: int = 0
+
+
+FAULTS = ("429", "500", "503", "hang", "reset", "malformed", "garbled")
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class Simulator:
+    """An ASGI app: the offline provider plus latency, limits and faults."""
+
+    def __init__(self, config: SimConfig | None = None):
+        self.configure(config or SimConfig())
+        self.reset()
+
+    def configure(self, config: SimConfig) -> None:
+        now = time.monotonic()
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.cap = asyncio.Semaphore(config.concurrency_cap) if config.concurrency_cap else None
+        self.rpm = self._bucket(config.rpm, now)
+        self.tpm = self._bucket(config.tpm, now)
+        self.script = list(config.script)
+        start = config.outage_after_seconds
+        self.outage = (now + start, now + start + config.outage_seconds) if start is not None \
+            else None
+
+    def _bucket(self, per_minute: float | None, now: float) -> TokenBucket | None:
+        if not per_minute:
+            return None
+        rate = per_minute / 60
+        return TokenBucket(rate, max(1.0, rate * self.config.burst_seconds), now)
+
+    def reset(self) -> None:
+        self.requests = 0
+        self.by_path: Counter[str] = Counter()
+        self.by_status: Counter[int] = Counter()
+        self.faults: Counter[str] = Counter()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.arrivals: list[float] = []
+
+    def stats(self) -> dict:
+        return {
+            "requests": self.requests,
+            "chat_requests": self.by_path["/v1/chat/completions"],
+            "embedding_requests": self.by_path["/v1/embeddings"],
+            "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
+            "faults": dict(self.faults),
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "arrivals": self.arrivals[-10_000:],
+        }
+
+    # -- ASGI -----------------------------------------------------------------------------
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        try:
+            body = await _read_body(receive)
+        except _Disconnected:
+            return
+        if path.startswith("/sim/"):
+            await self._control(path, body, send)
+            return
+        if path == "/v1/models":
+            await _send_json(send, 200, {"object": "list", "data": [
+                {"id": m, "object": "model", "created": 0, "owned_by": "docgraph"}
+                for m in MODELS]})
+            return
+        self.requests += 1
+        self.by_path[path] += 1
+        self.arrivals.append(time.monotonic())
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            status = await self._serve(path, body, receive, send)
+        except _Disconnected:
+            status = 499  # the client gave up (its timeout), as nginx would log it
+        finally:
+            self.in_flight -= 1
+        self.by_status[status] += 1
+
+    async def _serve(self, path: str, body: bytes, receive, send) -> int:
+        cfg = self.config
+        now = time.monotonic()
+        scripted = self.script.pop(0) if self.script else None
+        if scripted == 429:
+            return await self._rate_limited(send, cfg.retry_after_seconds)
+        if scripted not in (None, 200):
+            return await self._error(send, scripted, "scripted failure")
+        if self.outage and self.outage[0] <= now < self.outage[1]:
+            return await self._error(send, cfg.outage_status, "the service is unavailable")
+        wait = self._over_limit(body, now)
+        if wait:
+            return await self._rate_limited(send, wait)
+        fault = None if scripted == 200 else self._draw_fault()
+        if fault in ("429", "500", "503"):
+            self.faults[fault] += 1
+            if fault == "429":
+                return await self._rate_limited(send, cfg.retry_after_seconds)
+            return await self._error(send, int(fault), "injected server error")
+        if fault:
+            self.faults[fault] += 1
+        if fault == "hang":
+            await _sleep_or_disconnect(receive, cfg.hang_seconds)
+        async with self.cap or contextlib.nullcontext():  # beyond the cap, requests queue
+            latency = cfg.latency_ms + self.rng.uniform(-1, 1) * cfg.latency_jitter_ms
+            await _sleep_or_disconnect(receive, max(0.0, latency) / 1000)
+        if fault == "reset":
+            # Start the response, then drop the connection: the client sees a reset.
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            raise ConnectionResetError("injected connection reset")
+        try:
+            payload = json.loads(body)
+            answer = chat_completion(payload) if path.endswith("chat/completions") \
+                else embeddings(payload) if path.endswith("/embeddings") else None
+        except (ValueError, TypeError, KeyError) as exc:
+            return await self._error(send, 400, str(exc), "invalid_request_error")
+        if answer is None:
+            return await self._error(send, 404, f"no route {path}", "invalid_request_error")
+        if fault == "garbled":
+            await _send_raw(send, 200, b'{"id": "chatcmpl-garbled", "choices": [', self._headers())
+            return 200
+        if fault == "malformed" and "choices" in answer:
+            content = answer["choices"][0]["message"]["content"]
+            answer["choices"][0]["message"]["content"] = content[: len(content) // 2]
+        await _send_json(send, 200, answer, self._headers())
+        return 200
+
+    def _draw_fault(self) -> str | None:
+        cfg = self.config
+        roll = self.rng.random()
+        for name, rate in zip(FAULTS, (cfg.rate_429, cfg.rate_500, cfg.rate_503, cfg.rate_hang,
+                                       cfg.rate_reset, cfg.rate_malformed, cfg.rate_garbled),
+                              strict=True):
+            if roll < rate:
+                return name
+            roll -= rate
+        return None
+
+    def _over_limit(self, body: bytes, now: float) -> float:
+        """Seconds until this request would fit the RPM and TPM limits; 0.0 if it fits."""
+        if self.rpm is not None:
+            wait = self.rpm.try_take(1, now)
+            if wait:
+                return wait
+        if self.tpm is not None:
+            wait = self.tpm.try_take(max(1, len(body) // 4), now)
+            if wait:
+                if self.rpm is not None:
+                    self.rpm.settle(1, 0, now)  # refused: the request slot is given back
+                return wait
+        return 0.0
+
+    def _headers(self) -> dict[str, str]:
+        if not self.config.ratelimit_headers:
+            return {}
+        headers = {}
+        for unit, bucket, per_minute in (("requests", self.rpm, self.config.rpm),
+                                         ("tokens", self.tpm, self.config.tpm)):
+            if bucket is None:
+                continue
+            level = max(0.0, bucket.level)
+            headers[f"x-ratelimit-limit-{unit}"] = str(int(per_minute))
+            headers[f"x-ratelimit-remaining-{unit}"] = str(int(level))
+            headers[f"x-ratelimit-reset-{unit}"] = f"{(bucket.capacity - level) / bucket.rate:.3f}s"
+        return headers
+
+    async def _rate_limited(self, send, wait: float) -> int:
+        wait = max(wait, 0.001)
+        headers = {**self._headers(), "retry-after-ms": str(math.ceil(wait * 1000)),
+                   "retry-after": str(math.ceil(wait))}
+        await _send_json(send, 429, {"error": {
+            "message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}},
+            headers)
+        return 429
+
+    async def _error(self, send, status: int, message: str, kind: str = "server_error") -> int:
+        await _send_json(send, status, {"error": {"message": message, "type": kind}})
+        return status
+
+    async def _control(self, path: str, body: bytes, send) -> None:
+        if path == "/sim/stats":
+            await _send_json(send, 200, self.stats())
+        elif path == "/sim/config":
+            self.configure(SimConfig.model_validate_json(body or b"{}"))
+            await _send_json(send, 200, self.config.model_dump())
+        elif path == "/sim/reset":
+            self.reset()
+            await _send_json(send, 200, {"ok": True})
+        else:
+            await _send_json(send, 404, {"error": {"message": f"no route {path}"}})
+
+
+async def _read_body(receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _sleep_or_disconnect(receive, seconds: float) -> None:
+    """Sleep, but stop (raise) if the client goes away meanwhile, so requests a client
+    abandoned do not count as in flight."""
+    if seconds <= 0:
+        return
+    waiter = asyncio.ensure_future(receive())
+    try:
+        done, _ = await asyncio.wait({waiter}, timeout=seconds)
+        if done and waiter.result()["type"] == "http.disconnect":
+            raise _Disconnected
+    finally:
+        waiter.cancel()
+
+
+async def _send_raw(send, status: int, body: bytes, headers: dict[str, str]) -> None:
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_json(send, status: int, payload: dict, headers: dict | None = None) -> None:
+    await _send_raw(send, status, json.dumps(payload).encode(), headers or {})
+
+
+class SimulatorServer:
+    """The simulator on 127.0.0.1 in a background thread; stops on exit."""
+
+    def __init__(self, config: SimConfig | None = None, port: int = 0):
+        self.simulator = Simulator(config)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", port))
+        self.port = self._sock.getsockname()[1]
+        self._server = uvicorn.Server(uvicorn.Config(
+            self.simulator, log_level="critical", lifespan="off", access_log=False,
+            timeout_graceful_shutdown=1,
+        ))
+        self._thread = threading.Thread(target=self._server.run,
+                                        kwargs={"sockets": [self._sock]}, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> "SimulatorServer":
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the simulator did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()
+
+    def stats(self) -> dict:
+        return self.simulator.stats()
+
+    def configure(self, **knobs) -> None:
+        config = self.simulator.config.model_copy(update=knobs)
+        self.simulator.configure(SimConfig.model_validate(config.model_dump()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Serve the fault-injecting simulator.")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--config", default="{}", help="SimConfig as JSON")
+    args = parser.parse_args()
+    config = SimConfig.model_validate_json(args.config)
+    # Loopback only: the simulator is a test double, never a service.
+    uvicorn.run(Simulator(config), host="127.0.0.1", port=args.port, log_level="warning",
+                lifespan="off", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
