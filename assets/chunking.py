@@ -19,7 +19,8 @@ from resources.tokenizer import Tokenizer
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 # The break is the whitespace (group 1) after terminal punctuation and any closing quote
 # or bracket, which stay with their sentence.
-_SENTENCE_BREAK = re.compile(r"[.!?…][\"'”’)\]]*(\s+)")
+# CJK full stops end a sentence even with no space after them.
+_SENTENCE_BREAK = re.compile(r"[.!?…][\"'”’)\]]*(\s+)|[。！？][」』”’)\]]*(\s*)")
 _LINE_BREAK = re.compile(r"\n")
 _WORD_BREAK = re.compile(r"\s+")
 _LEVELS = (_PARAGRAPH_BREAK, _SENTENCE_BREAK, _LINE_BREAK, _WORD_BREAK)
@@ -45,11 +46,11 @@ class Chunk:
 
 
 def _pieces(text: str, start: int, end: int, pattern: re.Pattern) -> list[tuple[int, int]]:
-    """Non-blank sub-spans of text[start:end] between matches of `pattern` (of its group 1
-    if it has one), trimmed."""
+    """Non-blank sub-spans of text[start:end] between matches of `pattern` (of the group
+    that matched, if it has groups), trimmed."""
     spans, cursor = [], start
-    group = 1 if pattern.groups else 0
     for match in pattern.finditer(text, start, end):
+        group = match.lastindex or 0
         spans.append((cursor, match.start(group)))
         cursor = match.end(group)
     spans.append((cursor, end))
@@ -107,9 +108,7 @@ def split_units(text: str, max_tokens: int, tok: Tokenizer) -> list[Unit]:
     return units
 
 
-def chunk_text(
-    text: str, max_tokens: int, overlap_tokens: int, tok: Tokenizer
-) -> list[Chunk]:
+def validate_limits(max_tokens: int, overlap_tokens: int) -> None:
     if max_tokens < 8:
         raise ValueError(f"max_tokens must be at least 8, got {max_tokens}")
     if not 0 <= overlap_tokens <= max_tokens // 2:
@@ -117,6 +116,12 @@ def chunk_text(
             f"overlap_tokens must be between 0 and max_tokens/2 ({max_tokens // 2}), "
             f"got {overlap_tokens}"
         )
+
+
+def chunk_text(
+    text: str, max_tokens: int, overlap_tokens: int, tok: Tokenizer
+) -> list[Chunk]:
+    validate_limits(max_tokens, overlap_tokens)
     units = split_units(text, max_tokens, tok)
     # prefix[i] = estimated tokens of units[:i], for O(log n) window sums
     prefix = [0]

@@ -6,6 +6,7 @@ with a stable `error_class` that the `documents` asset puts on its Failure.
 
 import hashlib
 import io
+import logging
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -13,15 +14,19 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from pypdf import PdfReader
-from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
+from pypdf.errors import DependencyError, FileNotDecryptedError
 
 from assets.models import DocumentFormat
+
+# pypdf warns on stderr about every repairable glitch; the outcome is what we report.
+logging.getLogger("pypdf").setLevel(logging.ERROR)
 
 FORMATS: dict[str, DocumentFormat] = {
     ".txt": "txt", ".md": "md", ".markdown": "md", ".html": "html", ".htm": "html", ".pdf": "pdf",
 }
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff]")
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f\u200b\ufeff]")
+_PAGE_BREAK = re.compile(r"[\x0b\x0c\u2028\u2029]")  # vertical tab, form feed, separators
 _INLINE_SPACE = re.compile(r"[^\S\n]+")
 _MANY_NEWLINES = re.compile(r"\n{3,}")
 
@@ -45,7 +50,7 @@ def normalize_text(text: str) -> str:
     """NFC, one kind of newline, no control characters, single spaces inside lines, at
     most one blank line between paragraphs (paragraph breaks are what chunking keys on)."""
     text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
-    text = _CONTROL.sub("", text)
+    text = _PAGE_BREAK.sub("\n\n", _CONTROL.sub("", text))
     lines = (_INLINE_SPACE.sub(" ", line).strip() for line in text.split("\n"))
     return _MANY_NEWLINES.sub("\n\n", "\n".join(lines)).strip()
 
@@ -61,7 +66,7 @@ def _decode(data: bytes) -> str:
         sample = data[:8192]
         if b"\x00" in sample:
             raise IngestError("binary", "contains NUL bytes: this is binary data, not text")
-        controls = sum(1 for b in sample if b < 32 and b not in (9, 10, 12, 13))
+        controls = sum(1 for b in sample if b < 32 and b not in (9, 10, 11, 12, 13))
         if controls > len(sample) * 0.05:
             raise IngestError(
                 "binary", f"{controls} control bytes in the first {len(sample)}: not text"
@@ -70,9 +75,10 @@ def _decode(data: bytes) -> str:
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as exc:
+        name = "UTF-16" if encoding == "utf-16" else "UTF-8"
         raise IngestError(
             "undecodable",
-            f"not valid {encoding.upper()}: byte 0x{data[exc.start]:02x} at offset {exc.start}",
+            f"not valid {name}: byte 0x{data[exc.start]:02x} at offset {exc.start}",
         ) from exc
 
 
@@ -84,7 +90,9 @@ class _HTMLText(HTMLParser):
         "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "main", "aside",
         "nav", "dl", "dt", "dd", "figure", "figcaption", "hr", "body", "form",
     }
-    _HIDDEN = {"script", "style", "noscript", "template", "head", "svg"}
+    _HIDDEN = {"script", "style", "noscript", "template", "svg"}
+    # Tags that can only be in the body: seeing one ends an unclosed <head>.
+    _BODY_START = _BLOCKS | {"span", "a", "img", "table", "b", "i", "em", "strong"}
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
@@ -92,10 +100,15 @@ class _HTMLText(HTMLParser):
         self.title_parts: list[str] = []
         self._hidden = 0
         self._pre = 0
+        self._in_head = False
         self._in_title = False
 
     def handle_starttag(self, tag, attrs):
-        if tag == "title":
+        if tag == "head":
+            self._in_head = True
+        elif self._in_head and tag in self._BODY_START:
+            self._in_head = False
+        if tag == "title" and not self._hidden:  # an SVG icon's <title> is not the page's
             self._in_title = True
         elif tag == "pre":
             self._pre += 1
@@ -110,6 +123,8 @@ class _HTMLText(HTMLParser):
             self.parts.append(" ")
 
     def handle_endtag(self, tag):
+        if tag == "head":
+            self._in_head = False
         if tag == "title":
             self._in_title = False
         elif tag == "pre":
@@ -123,7 +138,7 @@ class _HTMLText(HTMLParser):
     def handle_data(self, data):
         if self._in_title:
             self.title_parts.append(data)
-        elif not self._hidden:
+        elif not self._hidden and not self._in_head:
             # Outside <pre>, source line breaks are layout, not structure.
             self.parts.append(data if self._pre else data.replace("\n", " "))
 
@@ -148,8 +163,13 @@ def _pdf(data: bytes) -> Extracted:
         raise IngestError(
             "encrypted_pdf", f"the PDF is encrypted and cannot be opened: {exc}"
         ) from exc
-    except PdfReadError as exc:
-        raise IngestError("malformed_pdf", f"not a readable PDF: {exc}") from exc
+    except IngestError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pypdf raises many types on broken files
+        # (PdfReadError, ValueError, TypeError, AttributeError, LimitReachedError, ...)
+        raise IngestError(
+            "malformed_pdf", f"not a readable PDF ({type(exc).__name__}: {exc})"
+        ) from exc
     if not any(p.strip() for p in pages):
         raise IngestError(
             "no_text_layer",

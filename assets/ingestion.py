@@ -9,6 +9,7 @@ of chunk size) without reading the source files again.
 import dagster as dg
 
 from assets.batch import PartitionError, data_version, latest_upstream, raise_failures, record
+from assets.chunking import validate_limits
 from assets.chunks import CHUNKER_VERSION, chunk_document, chunks_metadata
 from assets.documents import INGEST_VERSION, document_metadata, read_document
 from assets.models import Document
@@ -64,33 +65,48 @@ def ingestion(
     registry: DocumentRegistry,
     store: AssetStore,
 ):
-    selected = context.selected_asset_keys
+    try:
+        validate_limits(config.max_tokens, config.overlap_tokens)
+    except ValueError as exc:  # the same for every document: fail once, before any work
+        raise dg.Failure(f"invalid ingestion config: {exc}", allow_retries=False) from exc
     keys = context.partition_keys
     failures: list[PartitionError] = []
     for key in keys:
         try:
-            if DOCUMENTS in selected:
-                document = read_document(key, registry, config.max_bytes)
-                record(context, store, DOCUMENTS, key, document, document_metadata(document),
-                       document.text_sha256[:16], INGEST_VERSION)
-            else:
-                document = store.read(DOCUMENTS, key, Document)
-            if CHUNKS in selected:
-                frame, encoding = chunk_document(
-                    document, config.max_tokens, config.overlap_tokens, config.encoding
-                )
-                meta = chunks_metadata(
-                    frame, document, encoding, config.max_tokens, config.overlap_tokens
-                )
-                version = data_version(CHUNKER_VERSION, *frame["chunk_id"])
-                source = latest_upstream(context.instance, DOCUMENTS, key)
-                record(context, store, CHUNKS, key, frame, meta, version, CHUNKER_VERSION,
-                       upstream=(source,))
+            _ingest(context, config, registry, store, key)
         except PartitionError as error:
             failures.append(error)
-        except ValueError as exc:  # an invalid IngestConfig: the same for every document
-            raise dg.Failure(f"invalid ingestion config: {exc}", allow_retries=False) from exc
+        except Exception as exc:  # noqa: BLE001 - one document's surprise must not stop the rest
+            context.log.exception(f"document {key}: unexpected {type(exc).__name__}")
+            entry = registry.lookup(key)
+            failures.append(PartitionError(key, str(entry.path) if entry else "?",
+                                           "internal_error", f"{type(exc).__name__}: {exc}"))
     if len(keys) > 1:
         context.log.info(f"ingested {len(keys) - len(failures)} of {len(keys)} documents")
     raise_failures(failures, len(keys))
     yield from ()  # every partition was recorded above, one by one
+
+
+def _ingest(context, config: IngestConfig, registry: DocumentRegistry, store: AssetStore,
+            key: str) -> None:
+    selected = context.selected_asset_keys
+    if DOCUMENTS in selected:
+        document = read_document(key, registry, config.max_bytes)
+        record(context, store, DOCUMENTS, key, document, document_metadata(document),
+               document.text_sha256[:16], INGEST_VERSION)
+    elif store.exists(DOCUMENTS, key, Document):
+        document = store.read(DOCUMENTS, key, Document)
+    else:
+        entry = registry.lookup(key)
+        raise PartitionError(key, str(entry.path) if entry else "?", "not_materialized",
+                             "no stored document to re-chunk: materialize documents first")
+    if CHUNKS in selected:
+        frame, encoding = chunk_document(
+            document, config.max_tokens, config.overlap_tokens, config.encoding
+        )
+        meta = chunks_metadata(frame, document, encoding, config.max_tokens,
+                               config.overlap_tokens)
+        version = data_version(CHUNKER_VERSION, *frame["chunk_id"])
+        source = latest_upstream(context.instance, DOCUMENTS, key)
+        record(context, store, CHUNKS, key, frame, meta, version, CHUNKER_VERSION,
+               upstream=(source,))

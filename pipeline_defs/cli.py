@@ -13,6 +13,7 @@
 import argparse
 import os
 import shutil
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +24,13 @@ from assets.batch import RANGE_END_TAG, RANGE_START_TAG, partition_batches
 from assets.ingestion import INGEST_BATCH_SIZE
 from assets.partitions import documents_partitions
 from pipeline_defs.definitions import defs
+from resources.paths import dagster_home, project_root
 from resources.registry import (
     SUPPORTED_SUFFIXES,
     DocumentRegistry,
     RegisteredDocument,
     supported_files,
 )
-
-SAMPLE_DIR = Path("data/sample")
 
 
 @dataclass
@@ -61,6 +61,8 @@ def add(instance: dg.DagsterInstance, paths: list[Path]) -> list[RegisteredDocum
             files.extend(supported_files(path))
         elif not path.exists():
             raise SystemExit(f"docgraph: {path}: no such file")
+        elif not path.is_file():
+            raise SystemExit(f"docgraph: {path}: not a regular file")
         elif path.suffix.lower() not in SUPPORTED_SUFFIXES:
             raise SystemExit(
                 f"docgraph: {path}: unsupported type; expected {', '.join(SUPPORTED_SUFFIXES)}"
@@ -152,11 +154,14 @@ def _failures(result: dg.ExecuteInProcessResult, keys: list[str]) -> dict[str, d
 
 
 def _instance() -> dg.DagsterInstance:
-    """The instance in $DAGSTER_HOME, by default ./.dagster with this repo's dagster.yaml."""
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster").resolve())))
+    """The instance in $DAGSTER_HOME, by default the project's .dagster/, created with the
+    project's dagster.yaml."""
+    home = dagster_home()
+    os.environ["DAGSTER_HOME"] = str(home)  # Dagster insists on an absolute path
     home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists() and Path("dagster.yaml").exists():
-        shutil.copy("dagster.yaml", home / "dagster.yaml")
+    settings = project_root() / "dagster.yaml"
+    if not (home / "dagster.yaml").exists() and settings.exists():
+        shutil.copy(settings, home / "dagster.yaml")
     return dg.DagsterInstance.get()
 
 
@@ -198,6 +203,8 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # `docgraph list | head` should end quietly, like any Unix tool.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = argparse.ArgumentParser(prog="docgraph", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_add = sub.add_parser("add", help="register files or folders as document partitions")
@@ -211,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     p_mat.add_argument("keys", nargs="*", help="partition keys (default: all)")
     _run_options(p_mat)
     p_demo = sub.add_parser("demo", help="add a folder of documents, materialize, summarise")
-    p_demo.add_argument("folder", nargs="?", type=Path, default=SAMPLE_DIR)
+    p_demo.add_argument("folder", nargs="?", type=Path,
+                        help="default: the project's data/sample")
     _run_options(p_demo)
     args = parser.parse_args(argv)
 
@@ -240,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             keys = [d.key for d in docs]
         elif args.command == "demo":
-            keys = [d.key for d in add(instance, [args.folder])]
+            folder = args.folder or project_root() / "data" / "sample"
+            keys = [d.key for d in add(instance, [folder])]
         else:
             unknown = sorted(set(args.keys) - set(known))
             if unknown:

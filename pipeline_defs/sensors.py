@@ -28,8 +28,10 @@ def inbox_sensor(context: dg.SensorEvaluationContext, registry: DocumentRegistry
     if not inbox.is_dir():
         return dg.SkipReason(f"inbox {inbox} does not exist; create it and drop documents in")
 
-    # cursor: {partition key: sha256 prefix last requested}, committed with the tick
-    requested: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    # cursor: {partition key: [sha256 prefix last requested, revision]}, committed with the
+    # tick. The revision counts changes, so a file edited back to an earlier content gets a
+    # new run key: Dagster skips a run key it has seen before.
+    requested: dict[str, list] = json.loads(context.cursor) if context.cursor else {}
     now = time.time()
     files = [p for p in supported_files(inbox) if _settled(p, now)]
     current = registry.register(files)
@@ -37,8 +39,12 @@ def inbox_sensor(context: dg.SensorEvaluationContext, registry: DocumentRegistry
     partitions = set(ordered)
 
     new_keys = [d.key for d in current if d.key not in partitions]
-    changed = {d.key: d.sha256[:16] for d in current if requested.get(d.key) != d.sha256[:16]}
-    requested.update(changed)
+    changed = {}
+    for doc in current:
+        version, revision = requested.get(doc.key, [None, 0])
+        if version != doc.sha256[:16]:
+            requested[doc.key] = [doc.sha256[:16], revision + 1]
+            changed[doc.key] = f"{revision + 1}:{doc.sha256[:16]}"
     # New partitions are appended in this order, so new files batch into few runs.
     run_requests = [
         _run_request(keys, changed)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from resources.paths import docgraph_home, resolve
+from resources.paths import docgraph_home, project_root, resolve
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
 _SLUG_JUNK = re.compile(r"[^a-z0-9.]+")
@@ -69,17 +69,18 @@ def document_key(relative_path: str) -> str:
 class DocumentRegistry(dg.ConfigurableResource):
     """Maps document partition keys to source files.
 
-    `db_path` defaults to `<docgraph home>/registry.sqlite`, `inbox_dir` to `data/inbox`,
-    `root` (what stored paths are relative to) to the working directory.
+    `db_path` defaults to `<docgraph home>/registry.sqlite`, `inbox_dir` to `data/inbox`
+    in the project, `root` (what keys and stored paths are relative to) to the project
+    root (resources.paths.project_root), so neither depends on the working directory.
     """
 
     db_path: str = ""
     inbox_dir: str = "data/inbox"
-    root: str = "."
+    root: str = ""
 
     # -- locations -------------------------------------------------------------------
     def root_path(self) -> Path:
-        return Path(self.root).expanduser().resolve()
+        return resolve(self.root, project_root())
 
     def inbox_path(self) -> Path:
         inbox = Path(self.inbox_dir).expanduser()
@@ -160,7 +161,7 @@ def supported_files(folder: Path) -> list[Path]:
     return sorted(
         p
         for p in folder.rglob("*")
-        if p.is_file()
+        if p.is_file()  # regular files only: a FIFO would block the hash forever
         and p.suffix.lower() in SUPPORTED_SUFFIXES
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )

@@ -12,6 +12,8 @@ crashed step never leaves a half-written file behind.
 
 import collections.abc
 import io
+import os
+import tempfile
 import typing
 
 import dagster as dg
@@ -50,12 +52,18 @@ class AssetStore(dg.ConfigurableResource):
         path = self.path(asset_key, partition, type(value))
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.protocol in _LOCAL_PROTOCOLS:
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_bytes(data)
-            tmp.rename(path)
+            # A private temporary name per writer, then an atomic replace: two runs writing
+            # the same partition never see each other's half-written file.
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.",
+                                             delete=False) as tmp:
+                tmp.write(data)
+            os.replace(tmp.name, path.path)
         else:
             path.write_bytes(data)
         return path
+
+    def exists(self, asset_key: dg.AssetKey, partition: str, kind: type) -> bool:
+        return self.path(asset_key, partition, kind).exists()
 
     def read(self, asset_key: dg.AssetKey, partition: str, kind: type):
         path = self.path(asset_key, partition, kind)

@@ -2,12 +2,17 @@
 other partitions of the same batch materialize."""
 
 import io
+import random
+from collections import Counter
+from pathlib import Path
 
 import dagster as dg
 import pytest
 from pypdf import PdfReader, PdfWriter
 
+from assets.ingest import IngestError, extract
 from pipeline_defs import cli
+from tests.conftest import SAMPLE_DIR
 from tests.helpers import materializations, run_ingest
 from tests.pdfgen import make_pdf
 
@@ -112,3 +117,65 @@ def test_unregistered_key_fails_clearly(instance):
     failure = _failure(result)
     assert failure.metadata["error_class"].value == "unregistered"
     assert "ghost-00000000" in failure.description
+
+
+def _mutations(source: bytes, count: int, seed: int = 1):
+    """Deterministically damaged copies of a real PDF: flipped bytes, cut tails."""
+    rng = random.Random(seed)
+    for _ in range(count):
+        data = bytearray(source)
+        for _ in range(rng.randint(1, 12)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if rng.random() < 0.3:
+            del data[rng.randrange(len(data)):]
+        yield bytes(data)
+
+
+def test_damaged_pdfs_never_escape_as_anything_but_a_classified_error():
+    source = (SAMPLE_DIR / "security-advisory-webhook-signatures.pdf").read_bytes()
+    outcomes = Counter()
+    for data in _mutations(source, 400):
+        try:
+            extract(Path("damaged.pdf"), data)
+            outcomes["ok"] += 1
+        except IngestError as exc:
+            outcomes[exc.error_class] += 1
+    assert set(outcomes) <= {"ok", "malformed_pdf", "no_text_layer", "empty", "encrypted_pdf"}
+    assert outcomes["malformed_pdf"] > 0
+
+
+def test_a_batch_with_damaged_pdfs_still_materializes_every_good_document(tmp_path, instance):
+    source = (SAMPLE_DIR / "security-advisory-webhook-signatures.pdf").read_bytes()
+    broken = []
+    for data in _mutations(source, 400, seed=2):
+        try:
+            extract(Path("x.pdf"), data)
+        except IngestError:
+            broken.append(data)
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i, data in enumerate(broken[:6]):
+        (folder / f"{i}-broken.pdf").write_bytes(data)
+        (folder / f"{i}-good.txt").write_text(f"Good document {i} about Okta SSO.")
+    docs = {d.path.name: d.key for d in cli.add(instance, [folder])}
+    keys = instance.get_dynamic_partitions("documents")
+    result = run_ingest(instance, keys[0], keys[-1])
+    assert not result.success
+    for name, key in docs.items():
+        recorded = materializations(instance, "chunks", key)
+        assert bool(recorded) == name.endswith("good.txt"), name
+
+
+def test_chunks_alone_reports_documents_never_stored_and_rechunks_the_rest(tmp_path, instance):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Alpha was never ingested.")
+    (folder / "b.txt").write_text("Bravo was ingested. It has a second sentence.")
+    docs = {d.path.name: d.key for d in cli.add(instance, [folder])}
+    assert run_ingest(instance, docs["b.txt"]).success
+    keys = instance.get_dynamic_partitions("documents")
+    result = run_ingest(instance, keys[0], keys[-1], asset_selection=[dg.AssetKey("chunks")])
+    failure = _failure(result)
+    assert failure.metadata["error_class"].value == "not_materialized"
+    assert docs["a.txt"] in failure.description
+    assert len(materializations(instance, "chunks", docs["b.txt"])) == 2

@@ -70,10 +70,17 @@ def test_inbox_lifecycle(tmp_path, instance, capfd):
     assert sorted(_keys(instance, r)[0] for r in third.run_requests) == sorted([a_key, w_key])
     assert batch.run_key not in {r.run_key for r in third.run_requests}
 
+    # editing a.md back to its first content is a change too: a run key never used before
+    _write(inbox / "a.md", "# A\n\nPriya Raman")
+    reverted = _tick(instance, registry, third.cursor)
+    [back] = reverted.run_requests
+    used = {r.run_key for t in (first, second, third) for r in t.run_requests}
+    assert back.partition_key == a_key and back.run_key not in used
+
     # a deleted file's partition is removed, with a log line naming it
     (inbox / "b.txt").unlink()
     b_key = next(k for k in keys if k != a_key)
-    fourth = _tick(instance, registry, third.cursor)
+    fourth = _tick(instance, registry, reverted.cursor)
     assert fourth.run_requests == []
     assert b_key not in instance.get_dynamic_partitions("documents")
     assert registry.lookup(b_key) is None

@@ -1,12 +1,15 @@
 """A circuit breaker that holds work during an outage instead of failing it.
 
-Closed: calls flow. After `threshold` outage-type failures in a row it opens: no calls
-for `cooldown` seconds (doubling up to `max_cooldown` while probes keep failing). Then
+Closed: calls flow. When `threshold` of the last `window` outcomes are outage-type
+failures (5xx, timeouts, connection errors) it opens: no calls for `cooldown` seconds
+(doubling up to `max_cooldown` while probes keep failing). A rate, not a run of failures
+in a row: with many requests in flight, scattered faults line up by chance. Then
 half-open: exactly one probe call; its success closes the circuit, its failure reopens
 it. Callers ask `decide(now)` before each call and wait while told to; only when the
 circuit has been open for longer than `max_outage` are they told to give up.
 """
 
+from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 
@@ -26,14 +29,14 @@ class Decision:
 
 
 class CircuitBreaker:
-    def __init__(self, threshold: int = 5, cooldown: float = 1.0, max_cooldown: float = 30.0,
-                 max_outage: float = 300.0):
-        self.threshold = threshold
+    def __init__(self, threshold: int = 10, cooldown: float = 1.0, max_cooldown: float = 30.0,
+                 max_outage: float = 300.0, window: int = 20):
+        self.threshold = min(threshold, window)
+        self.recent: deque[bool] = deque(maxlen=window)  # True = outage failure
         self.base_cooldown = cooldown
         self.max_cooldown = max_cooldown
         self.max_outage = max_outage
         self.state = State.CLOSED
-        self.failures_in_a_row = 0
         self.opened_at: float | None = None  # start of the current outage
         self.retry_at = 0.0
         self.cooldown = cooldown
@@ -54,7 +57,7 @@ class CircuitBreaker:
         return Decision(proceed=False, wait=max(self.retry_at - now, self.base_cooldown / 4))
 
     def on_success(self, probe: bool = False) -> None:
-        self.failures_in_a_row = 0
+        self.recent.append(False)
         if probe or self.state is not State.CLOSED:
             self.state = State.CLOSED
             self.opened_at = None
@@ -69,17 +72,18 @@ class CircuitBreaker:
             if probe:  # the provider answered: it is up
                 self.on_success(probe=True)
             return
-        self.failures_in_a_row += 1
+        self.recent.append(True)
         if probe:
             self.cooldown = min(self.max_cooldown, self.cooldown * 2)
             self._open(now)
-        elif self.state is State.CLOSED and self.failures_in_a_row >= self.threshold:
+        elif self.state is State.CLOSED and sum(self.recent) >= self.threshold:
             self._open(now)
 
     def _open(self, now: float) -> None:
         if self.state is State.CLOSED:
             self.opened_at = now
             self.times_opened += 1
+            self.recent.clear()
         self.state = State.OPEN
         self.retry_at = now + self.cooldown
 

@@ -101,8 +101,12 @@ class LLMEngine:
         use_cache: bool = True,
         rng: random.Random | None = None,
         logger: logging.Logger | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
     ):
+        """`transport` replaces the network for an online base_url (benchmarks use it to
+        measure the engine alone)."""
         self.settings = settings
+        self._transport = transport
         path = settings.resolved_cache_path()
         self.cache = cache if cache is not None else (
             SQLiteCache(path) if use_cache and path else None
@@ -157,11 +161,12 @@ class LLMEngine:
             )
             base_url, api_key = OFFLINE_BASE_URL, "offline"
         else:
-            # The pool holds every request the gate lets through: none wait for a socket.
-            size = max(s.max_concurrency, 1)
+            # The gate bounds requests in flight (per batch ceiling), so the pool itself is
+            # unbounded: a request let through never waits for a socket (no pool timeouts).
             http = httpx2.AsyncClient(
-                timeout=timeout,
-                limits=httpx2.Limits(max_connections=size, max_keepalive_connections=size),
+                timeout=timeout, transport=self._transport,
+                limits=httpx2.Limits(max_connections=None,
+                                     max_keepalive_connections=s.max_concurrency),
             )
             base_url, api_key = s.base_url, s.api_key or "unused"
         # max_retries=0: the engine owns retries, so every HTTP call is counted.
@@ -376,8 +381,9 @@ class LLMEngine:
             was_closed = self.breaker.is_closed
             self.breaker.on_failure(now, outage=error_class in OUTAGE, probe=probe)
             if was_closed and not self.breaker.is_closed:
-                self.log.warning("circuit opened after %s failures in a row (last: %s)",
-                                 self.breaker.failures_in_a_row, error_class)
+                self.log.warning("circuit opened: %s of the last %s calls failed (last: %s)",
+                                 self.breaker.threshold, self.breaker.recent.maxlen,
+                                 error_class)
             message = f"{error_class}: {_short(error)}"
             if error_class not in RETRYABLE:
                 raise _ItemFailed(error_class, message)

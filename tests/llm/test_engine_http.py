@@ -53,7 +53,7 @@ def test_every_item_ends_succeeded_or_failed_with_class_under_faults(sim):
     sim.configure(latency_ms=5, rate_429=0.05, rate_500=0.1, rate_503=0.05, rate_reset=0.03,
                   rate_hang=0.02, hang_seconds=3, rate_garbled=0.03, rate_malformed=0.05,
                   retry_after_seconds=0.05, seed=11)
-    settings = fast_settings(sim, timeout_seconds=0.5, max_attempts=3, breaker_threshold=50)
+    settings = fast_settings(sim, timeout_seconds=0.5, max_attempts=3)
     results, metrics = run(settings, chat_items(400, Summary), concurrency=16)
     assert_accounted(results, metrics, 400)
     stats = sim.stats()

@@ -136,19 +136,22 @@ def test_classify_transport_errors():
 
 
 # -- circuit breaker ----------------------------------------------------------------------------
-def test_breaker_opens_after_consecutive_outage_failures_only():
+def test_breaker_opens_on_a_rate_of_outage_failures_not_on_scattered_ones():
     clock = FakeClock()
-    breaker = CircuitBreaker(threshold=3, cooldown=1.0, max_outage=60)
-    for _ in range(2):
+    breaker = CircuitBreaker(threshold=3, cooldown=1.0, max_outage=60, window=5)
+    for _ in range(10):  # one failure in five: noise
         breaker.on_failure(clock.now, outage=True)
-    breaker.on_success()
-    breaker.on_failure(clock.now, outage=True)
-    assert breaker.state is State.CLOSED  # a success in between resets the count
-    for _ in range(5):
+        for _ in range(4):
+            breaker.on_success()
+    assert breaker.state is State.CLOSED
+    for _ in range(20):
         breaker.on_failure(clock.now, outage=False)  # 429s and 4xx say nothing of outages
     assert breaker.state is State.CLOSED
-    for _ in range(3):
-        breaker.on_failure(clock.now, outage=True)
+    breaker.on_failure(clock.now, outage=True)
+    breaker.on_success()
+    breaker.on_failure(clock.now, outage=True)
+    assert breaker.state is State.CLOSED
+    breaker.on_failure(clock.now, outage=True)  # three of the last five
     assert breaker.state is State.OPEN and breaker.times_opened == 1
 
 
