@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster
+SIM ?= {}
 
-.PHONY: install demo dev test bench lint clean
+.PHONY: install demo dev test bench simulator lint clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +32,11 @@ test: install
 
 bench: install
 	$(BIN)/python bench/chunking.py --json bench/out/chunking.json
+	$(BIN)/python bench/llm_throughput.py --json bench/out/llm_throughput.json
+
+simulator: install
+	$(BIN)/python -m resources.llm.offline.simulator --port $${PORT:-8765} --config '$(SIM)'
+
 
 lint: install
 	$(BIN)/ruff check .

@@ -11,6 +11,7 @@ or failed with an error class. Cancelling `run` cancels its workers and their re
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -81,6 +82,10 @@ class _Batch:
     gate: ConcurrencyGate
     stats: MetricsRecorder = field(default_factory=MetricsRecorder)
     models: set[str] = field(default_factory=set)
+    latency: float | None = None  # moving average of successful calls, seconds
+
+    def observe(self, seconds: float) -> None:
+        self.latency = seconds if self.latency is None else 0.9 * self.latency + 0.1 * seconds
 
 
 @dataclass
@@ -197,6 +202,7 @@ class LLMEngine:
         ceiling = concurrency or self.settings.max_concurrency
         floor = min(self.settings.min_concurrency, ceiling)
         batch = _Batch(gate=ConcurrencyGate(AIMDLimit(floor, ceiling)))
+        batch.gate.cap = lambda: self._useful_concurrency(batch)
         source = iter(items)
         started = time.monotonic()
 
@@ -218,7 +224,7 @@ class LLMEngine:
             provider=self.settings.provider,
             model=",".join(sorted(batch.models)) or self.settings.chat_model,
             peak=batch.gate.peak,
-            limit=batch.gate.aimd.limit,
+            limit=batch.gate.limit(),
             wall=time.monotonic() - started,
         )
 
@@ -349,6 +355,7 @@ class LLMEngine:
             self._follow_headers(headers, now)
             if error is None:
                 stats.latencies.append(now - sent)
+                batch.observe(now - sent)
                 usage = getattr(reply, "usage", None)
                 prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
                 completion_tokens = getattr(usage, "completion_tokens", 0) or 0
@@ -412,6 +419,13 @@ class LLMEngine:
                     f"provider unavailable for over {self.settings.max_outage_seconds:.0f}s",
                 )
             await asyncio.sleep(decision.wait)
+
+    def _useful_concurrency(self, batch: _Batch) -> int | None:
+        """Little's law: with the RPM budget binding, rate x latency requests in flight
+        already use it all; a quarter more absorbs jitter, more would only queue."""
+        if self.rpm is None or batch.latency is None:
+            return None
+        return math.ceil(self.rpm.rate * batch.latency * 1.25) + 2
 
     def _reserve(self, estimate: int) -> float:
         now = time.monotonic()

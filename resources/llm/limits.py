@@ -9,6 +9,7 @@ import contextlib
 import math
 import re
 from collections import deque
+from collections.abc import Callable
 
 
 class TokenBucket:
@@ -126,18 +127,28 @@ class AIMDLimit:
 
 
 class ConcurrencyGate:
-    """At most `aimd.limit` holders at once; records the peak."""
+    """At most `limit()` holders at once; records the peak.
 
-    def __init__(self, aimd: AIMDLimit):
+    `cap` (optional) lowers the AIMD limit to what is useful: when a rate budget binds,
+    requests beyond rate x latency only queue for tokens (Little's law), and a long queue
+    of reservations delays the retries that finish a batch.
+    """
+
+    def __init__(self, aimd: AIMDLimit, cap: Callable[[], int | None] = lambda: None):
         self.aimd = aimd
+        self.cap = cap
         self.in_flight = 0
         self.peak = 0
         self._changed = asyncio.Condition()
 
+    def limit(self) -> int:
+        cap = self.cap()
+        return self.aimd.limit if cap is None else max(self.aimd.floor, min(self.aimd.limit, cap))
+
     @contextlib.asynccontextmanager
     async def slot(self):
         async with self._changed:
-            await self._changed.wait_for(lambda: self.in_flight < self.aimd.limit)
+            await self._changed.wait_for(lambda: self.in_flight < self.limit())
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
         try:

@@ -63,8 +63,8 @@ class LLMSettings(BaseModel):
     burst_seconds: float = Field(1.0, gt=0)
     timeout_seconds: float = Field(60.0, gt=0)
     max_attempts: int = Field(6, ge=1)
-    backoff_base_seconds: float = Field(0.25, ge=0)
-    backoff_cap_seconds: float = Field(30.0, ge=0)
+    backoff_base_seconds: float = Field(0.1, ge=0)
+    backoff_cap_seconds: float = Field(20.0, ge=0)
     breaker_threshold: int = Field(10, ge=1)  # outage failures among the last 20 calls
     breaker_cooldown_seconds: float = Field(1.0, gt=0)
     max_outage_seconds: float = Field(300.0, ge=0)

@@ -1,5 +1,6 @@
 """Buckets, backoff, breaker and AIMD, driven by a fake clock (plain numbers for `now`)."""
 
+import asyncio
 import random
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -9,7 +10,7 @@ import openai
 import pytest
 
 from resources.llm.breaker import CircuitBreaker, State
-from resources.llm.limits import AIMDLimit, TokenBucket, parse_reset
+from resources.llm.limits import AIMDLimit, ConcurrencyGate, TokenBucket, parse_reset
 from resources.llm.retry import backoff_seconds, classify, retry_after_seconds
 
 
@@ -233,3 +234,29 @@ def test_aimd_halves_on_sustained_overload_not_on_noise():
 def test_aimd_rejects_a_floor_above_the_ceiling():
     with pytest.raises(ValueError):
         AIMDLimit(floor=8, ceiling=4)
+
+
+def test_gate_admits_the_lower_of_aimd_and_the_useful_cap():
+    gate = ConcurrencyGate(AIMDLimit(floor=2, ceiling=10), cap=lambda: 4)
+    assert gate.limit() == 4
+    gate.cap = lambda: None
+    assert gate.limit() == 10
+    gate.cap = lambda: 0
+    assert gate.limit() == 2  # never below the floor
+
+    async def crowd():
+        gate.cap = lambda: 3
+        now_in, seen = 0, []
+
+        async def one():
+            nonlocal now_in
+            async with gate.slot():
+                now_in += 1
+                seen.append(now_in)
+                await asyncio.sleep(0.001)
+                now_in -= 1
+
+        await asyncio.gather(*(one() for _ in range(50)))
+        return max(seen)
+
+    assert asyncio.run(crowd()) == 3 and gate.peak == 3
