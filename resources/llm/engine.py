@@ -10,6 +10,7 @@ or failed with an error class. Cancelling `run` cancels its workers and their re
 """
 
 import asyncio
+import functools
 import logging
 import math
 import random
@@ -161,8 +162,11 @@ class LLMEngine:
         if s.offline:
             from resources.llm.offline.app import create_app
 
+            # raise_app_exceptions=False: a bug in the offline app answers 500, like a
+            # server would, instead of escaping into the engine.
             http = httpx2.AsyncClient(
-                transport=httpx2.ASGITransport(app=create_app()), timeout=timeout
+                transport=httpx2.ASGITransport(app=create_app(), raise_app_exceptions=False),
+                timeout=timeout,
             )
             base_url, api_key = OFFLINE_BASE_URL, "offline"
         else:
@@ -253,7 +257,7 @@ class LLMEngine:
     async def _chat(self, item: ChatItem, batch: _Batch, call: _Call) -> tuple[object, bool]:
         model = self.settings.chat_model
         batch.models.add(model)
-        schema = item.schema.model_json_schema() if item.schema else None
+        schema = _json_schema(item.schema) if item.schema else None
         request: dict = {"model": model, "messages": list(item.messages),
                          "temperature": item.temperature}
         if item.max_tokens:
@@ -455,6 +459,11 @@ class LLMEngine:
                     headers.get(f"x-ratelimit-reset-{unit}")), now)
             except ValueError:
                 continue
+
+
+@functools.cache
+def _json_schema(model: type[BaseModel]) -> dict:
+    return model.model_json_schema()
 
 
 def _has_ratelimit_headers(headers) -> bool:
