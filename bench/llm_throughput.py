@@ -7,8 +7,8 @@ Scenarios: `clean` (latency 100 ms, server concurrency cap 32, 12,000 RPM) and `
 process so peak RSS is its own:
 
 - sequential: one blocking openai client call after another (SDK defaults: 2 retries);
-  run for at most --sequential-seconds and reported per second (2,000 calls would take
-  minutes);
+  run for --sequential-seconds (default 10) and reported per second (2,000 calls would
+  take minutes);
 - threads: a pool of 32 threads sharing a blocking client (SDK defaults);
 - gather: every call as an asyncio task at once, `asyncio.gather(return_exceptions=True)`
   on the async client (SDK defaults);
@@ -216,7 +216,7 @@ def _child(args: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--sequential-seconds", type=float, default=15.0)
+    parser.add_argument("--sequential-seconds", type=float, default=10.0)
     parser.add_argument("--memory-items", type=int, default=100_000)
     parser.add_argument("--extra-seeds", type=int, default=2,
                         help="more fault-scenario runs of the engine, with other seeds")

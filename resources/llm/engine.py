@@ -58,14 +58,21 @@ class EmbedItem:
 
 @dataclass(frozen=True)
 class ItemResult:
+    """One item's outcome and exactly what it cost; batch metrics are sums of these."""
+
     key: str
     value: object = None  # a model instance, text, or a list of vectors
     error_class: str | None = None
     error: str | None = None
-    http_calls: int = 0
     cached: bool = False
+    http_calls: int = 0
+    retries: int = 0
+    repairs: int = 0
+    rate_limited: int = 0  # 429 responses seen
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float | None = 0.0  # None if a model's price is unknown
+    latencies: tuple[float, ...] = ()  # seconds, of each successful HTTP call
 
     @property
     def ok(self) -> bool:
@@ -91,11 +98,25 @@ class _Batch:
 
 @dataclass
 class _Call:
-    """Per-item accounting of the HTTP calls made for it."""
+    """Per-item accounting while the item is being processed."""
 
+    cached: bool = False
     http_calls: int = 0
+    retries: int = 0
+    repairs: int = 0
+    rate_limited: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float | None = 0.0
+    latencies: list[float] = field(default_factory=list)
+
+    def result(self, key: str, value: object = None, error_class: str | None = None,
+               error: str | None = None) -> ItemResult:
+        return ItemResult(
+            key, value, error_class, error, self.cached, self.http_calls, self.retries,
+            self.repairs, self.rate_limited, self.prompt_tokens, self.completion_tokens,
+            self.cost_usd, tuple(self.latencies),
+        )
 
 
 class LLMEngine:
@@ -212,12 +233,8 @@ class LLMEngine:
 
         async def worker() -> None:
             for item in source:  # workers share one iterator: items are pulled, not queued
-                batch.stats.attempted += 1
                 result = await self._process(item, batch)
-                if result.ok:
-                    batch.stats.succeeded += 1
-                else:
-                    batch.stats.failed[result.error_class] += 1
+                batch.stats.add(result)
                 on_result(result)
 
         async with asyncio.TaskGroup() as workers:
@@ -242,19 +259,15 @@ class LLMEngine:
         call = _Call()
         try:
             if isinstance(item, ChatItem):
-                value, cached = await self._chat(item, batch, call)
+                value = await self._chat(item, batch, call)
             else:
-                value, cached = await self._embed(item, batch, call)
+                value = await self._embed(item, batch, call)
         except _ItemFailed as failure:
-            return ItemResult(item.key, error_class=failure.error_class, error=str(failure),
-                              http_calls=call.http_calls, prompt_tokens=call.prompt_tokens,
-                              completion_tokens=call.completion_tokens)
-        return ItemResult(item.key, value, http_calls=call.http_calls, cached=cached,
-                          prompt_tokens=call.prompt_tokens,
-                          completion_tokens=call.completion_tokens)
+            return call.result(item.key, error_class=failure.error_class, error=str(failure))
+        return call.result(item.key, value)
 
     # -- chat -----------------------------------------------------------------------------
-    async def _chat(self, item: ChatItem, batch: _Batch, call: _Call) -> tuple[object, bool]:
+    async def _chat(self, item: ChatItem, batch: _Batch, call: _Call) -> object:
         model = self.settings.chat_model
         batch.models.add(model)
         schema = _json_schema(item.schema) if item.schema else None
@@ -269,8 +282,8 @@ class LLMEngine:
             }
         key = cache_key(kind="chat", prompt_version=item.prompt_version, **request)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            batch.stats.cache_hits += 1
-            return (item.schema.model_validate(hit["value"]) if item.schema else hit["value"]), True
+            call.cached = True
+            return item.schema.model_validate(hit["value"]) if item.schema else hit["value"]
 
         estimate = self._estimate(request["messages"], item.max_tokens)
         reply = await self._call(batch, call, "chat", request, estimate)
@@ -279,7 +292,7 @@ class LLMEngine:
             value = self._parse(content, item.schema)
         except (ValidationError, ValueError) as first:
             # One repair attempt that shows the model its own mistake.
-            batch.stats.repairs += 1
+            call.repairs += 1
             request["messages"] = [
                 *request["messages"],
                 {"role": "assistant", "content": content or ""},
@@ -295,7 +308,7 @@ class LLMEngine:
         if self.cache is not None:
             stored = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
             self.cache.put(key, {"value": stored})
-        return value, False
+        return value
 
     @staticmethod
     def _parse(content: str | None, schema: type[BaseModel] | None) -> object:
@@ -310,7 +323,7 @@ class LLMEngine:
         return prompt + (max_tokens or self.settings.expected_completion_tokens)
 
     # -- embeddings ------------------------------------------------------------------------
-    async def _embed(self, item: EmbedItem, batch: _Batch, call: _Call) -> tuple[object, bool]:
+    async def _embed(self, item: EmbedItem, batch: _Batch, call: _Call) -> object:
         model = self.settings.embed_model
         batch.models.add(model)
         request: dict = {"model": model, "input": list(item.inputs)}
@@ -318,8 +331,8 @@ class LLMEngine:
             request["dimensions"] = item.dimensions
         key = cache_key(kind="embeddings", **request)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            batch.stats.cache_hits += 1
-            return hit["value"], True
+            call.cached = True
+            return hit["value"]
         estimate = sum(self.tokenizer.count(text) for text in item.inputs)
         reply = await self._call(batch, call, "embeddings", request, estimate)
         vectors = [d.embedding for d in sorted(reply.data, key=lambda d: d.index)]
@@ -329,7 +342,7 @@ class LLMEngine:
                                                 f" for {len(item.inputs)} inputs")
         if self.cache is not None:
             self.cache.put(key, {"value": vectors})
-        return vectors, False
+        return vectors
 
     # -- one request, with throttling, retries and the breaker ------------------------------
     async def _call(self, batch: _Batch, call: _Call, kind: str, request: dict,
@@ -337,7 +350,6 @@ class LLMEngine:
         client = self._client_here()
         create = (client.chat.completions if kind == "chat" else client.embeddings)
         create = create.with_raw_response.create
-        stats = batch.stats
         attempts = 0
         while True:
             probe = await self._wait_for_breaker()
@@ -345,7 +357,6 @@ class LLMEngine:
                 wait = self._reserve(estimate)
                 if wait > 0:
                     await asyncio.sleep(wait)
-                stats.http_calls += 1
                 call.http_calls += 1
                 sent = time.monotonic()
                 try:
@@ -358,17 +369,16 @@ class LLMEngine:
             now = time.monotonic()
             self._follow_headers(headers, now)
             if error is None:
-                stats.latencies.append(now - sent)
+                call.latencies.append(now - sent)
                 batch.observe(now - sent)
                 usage = getattr(reply, "usage", None)
                 prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
                 completion_tokens = getattr(usage, "completion_tokens", 0) or 0
-                stats.add_usage(
-                    prompt_tokens, completion_tokens,
-                    self.settings.cost_usd(request["model"], prompt_tokens, completion_tokens),
-                )
                 call.prompt_tokens += prompt_tokens
                 call.completion_tokens += completion_tokens
+                cost = self.settings.cost_usd(request["model"], prompt_tokens, completion_tokens)
+                call.cost_usd = None if cost is None or call.cost_usd is None \
+                    else call.cost_usd + cost
                 if self.tpm is not None and usage is not None:
                     self.tpm.settle(estimate, prompt_tokens + completion_tokens, now)
                 self.breaker.on_success(probe)
@@ -380,7 +390,7 @@ class LLMEngine:
                 self.tpm.settle(estimate, 0, now)  # rejected requests spend no tokens
             retry_after = retry_after_seconds(headers)
             if error_class == "rate_limited":
-                stats.rate_limited += 1
+                call.rate_limited += 1
                 # With x-ratelimit-* headers the buckets already follow the server (above);
                 # without them, the Retry-After is all we know and holds for every caller.
                 if retry_after and not _has_ratelimit_headers(headers):
@@ -404,7 +414,7 @@ class LLMEngine:
                 attempts += 1
             if attempts >= self.settings.max_attempts:
                 raise _ItemFailed(error_class, f"{message} (after {attempts} attempts)")
-            stats.retries += 1
+            call.retries += 1
             delay = retry_after if retry_after is not None else backoff_seconds(
                 attempts, self.settings.backoff_base_seconds, self.settings.backoff_cap_seconds,
                 self.rng,

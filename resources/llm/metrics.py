@@ -2,10 +2,14 @@
 
 import statistics
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from resources.llm.retry import ERROR_CLASSES
+
+if TYPE_CHECKING:
+    from resources.llm.engine import ItemResult
 
 
 class BatchMetrics(BaseModel):
@@ -48,7 +52,8 @@ class BatchMetrics(BaseModel):
 
 
 class MetricsRecorder:
-    """Mutable counters for one batch; `snapshot` turns them into BatchMetrics."""
+    """Sums of item results; `snapshot` turns them into BatchMetrics. The same sums serve a
+    whole engine run and any subset of its items (one document's chunks, say)."""
 
     def __init__(self):
         self.attempted = 0
@@ -64,10 +69,22 @@ class MetricsRecorder:
         self.completion_tokens = 0
         self.cost_usd: float | None = 0.0  # None once any call's price is unknown
 
-    def add_usage(self, prompt_tokens: int, completion_tokens: int, cost: float | None) -> None:
-        self.prompt_tokens += prompt_tokens
-        self.completion_tokens += completion_tokens
-        self.cost_usd = None if cost is None or self.cost_usd is None else self.cost_usd + cost
+    def add(self, result: "ItemResult") -> None:
+        self.attempted += 1
+        if result.ok:
+            self.succeeded += 1
+        else:
+            self.failed[result.error_class] += 1
+        self.retries += result.retries
+        self.http_calls += result.http_calls
+        self.repairs += result.repairs
+        self.cache_hits += result.cached
+        self.rate_limited += result.rate_limited
+        self.latencies.extend(result.latencies)
+        self.prompt_tokens += result.prompt_tokens
+        self.completion_tokens += result.completion_tokens
+        if self.cost_usd is not None:
+            self.cost_usd = None if result.cost_usd is None else self.cost_usd + result.cost_usd
 
     def snapshot(self, *, provider: str, model: str, peak: int, limit: int,
                  wall: float) -> BatchMetrics:
