@@ -54,6 +54,11 @@ class SimConfig(BaseModel):
     outage_seconds: float = Field(0.0, ge=0)
     outage_status: int = 503
     script: list[int] = Field(default_factory=list)  # statuses for the next requests; 200 = normal
+    # Faults for some content only: requests whose body contains `target` fail with
+    # `target_status` at `target_rate` (e.g. one document's chunks).
+    target: str | None = None
+    target_status: int = 400
+    target_rate: float = Field(0.0, ge=0, le=1)
     seed: int = 0
 
 
@@ -75,6 +80,7 @@ class Simulator:
         now = time.monotonic()
         self.config = config
         self.rng = random.Random(config.seed)
+        self.target_rng = random.Random(config.seed + 1)  # drawn only for targeted requests
         self.cap = asyncio.Semaphore(config.concurrency_cap) if config.concurrency_cap else None
         self.rpm = self._bucket(config.rpm, now)
         self.tpm = self._bucket(config.tpm, now)
@@ -153,6 +159,12 @@ class Simulator:
         wait = self._over_limit(body, now)
         if wait:
             return await self._rate_limited(send, wait)
+        targeted = bool(cfg.target) and cfg.target.encode() in body
+        if targeted and self.target_rng.random() < cfg.target_rate:
+            self.faults["targeted"] += 1
+            return await self._error(send, cfg.target_status, "targeted failure",
+                                     "invalid_request_error" if cfg.target_status < 500
+                                     else "server_error")
         fault = None if scripted == 200 else self._draw_fault()
         if fault in ("429", "500", "503"):
             self.faults[fault] += 1

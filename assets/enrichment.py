@@ -1,0 +1,99 @@
+"""Running the LLM engine over a batch of document partitions, and judging the results.
+
+A step over a range of documents sends every item of every document through one engine
+run, so the provider sees one steady stream at its rate limit; the results are then split
+back per document for storage, metadata and the success-rate gate.
+"""
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterable
+
+import dagster as dg
+
+from resources.llm import ChatItem, EmbedItem, ItemResult
+from resources.llm.metrics import BatchMetrics, MetricsRecorder
+from resources.llm.resource import LLMResource
+
+MAX_LISTED_FAILURES = 50
+
+
+class EnrichConfig(dg.Config):
+    concurrency: int | None = None  # this stage's ceiling; default: LLM_MAX_CONCURRENCY
+    success_threshold: float = 0.99  # below it the <asset>_success_rate check fails
+
+
+def run_llm(
+    context: dg.AssetExecutionContext,
+    llm: LLMResource,
+    work: dict[str, list[ChatItem | EmbedItem]],
+    concurrency: int | None,
+) -> tuple[dict[str, list[ItemResult]], BatchMetrics]:
+    """Every item of every partition through one engine run; results per partition."""
+    owner: dict[str, str] = {}
+    by_partition: dict[str, list[ItemResult]] = defaultdict(list)
+
+    def items() -> Iterable[ChatItem | EmbedItem]:
+        for partition, partition_items in work.items():
+            for item in partition_items:
+                owner[item.key] = partition
+                yield item
+
+    async def go() -> BatchMetrics:
+        async with llm.engine(context.log) as engine:
+            return await engine.run(
+                items(), lambda r: by_partition[owner[r.key]].append(r), concurrency
+            )
+
+    metrics = asyncio.run(go())
+    return by_partition, metrics
+
+
+def partition_metrics(results: list[ItemResult], run: BatchMetrics) -> BatchMetrics:
+    """One partition's share of a run: its own counts, the run's concurrency and time."""
+    recorder = MetricsRecorder()
+    for result in results:
+        recorder.add(result)
+    return recorder.snapshot(provider=run.provider, model=run.model, peak=run.peak_concurrency,
+                             limit=run.final_concurrency_limit, wall=run.wall_seconds)
+
+
+def success_rate(results: list[ItemResult]) -> float:
+    return sum(r.ok for r in results) / len(results) if results else 1.0
+
+
+def success_rate_check(
+    asset_key: dg.AssetKey, partition: str, results: list[ItemResult], threshold: float
+) -> dg.AssetCheckEvaluation:
+    """`<asset>_success_rate` for one partition, with the failed items in its metadata."""
+    failed = sorted((r for r in results if not r.ok), key=lambda r: r.key)
+    rate = success_rate(results)
+    return dg.AssetCheckEvaluation(
+        asset_key=asset_key,
+        check_name=f"{asset_key.to_user_string()}_success_rate",
+        passed=rate >= threshold,
+        severity=dg.AssetCheckSeverity.ERROR,
+        partition=partition,
+        metadata={
+            "success_rate": dg.MetadataValue.float(round(rate, 4)),
+            "threshold": dg.MetadataValue.float(threshold),
+            "attempted": dg.MetadataValue.int(len(results)),
+            "failed": dg.MetadataValue.int(len(failed)),
+            "failed_items": dg.MetadataValue.json([
+                {"id": r.key, "error_class": r.error_class, "error": r.error}
+                for r in failed[:MAX_LISTED_FAILURES]
+            ]),
+        },
+    )
+
+
+def success_rate_spec(asset_key: dg.AssetKey, partitions_def) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        f"{asset_key.to_user_string()}_success_rate",
+        asset=asset_key,
+        blocking=True,
+        partitions_def=partitions_def,
+        description="succeeded / attempted items of the partition >= success_threshold "
+        "(default 0.99); the failed item ids and error classes are in the metadata. "
+        "Downstream enrichment skips a partition whose check failed.",
+    )

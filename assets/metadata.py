@@ -1,0 +1,115 @@
+"""`chunk_metadata`: an LLM's title, summary, keywords, category, language and personal-data
+flag for every chunk, one row per chunk, failures kept with their error class."""
+
+import dagster as dg
+import pandas as pd
+
+from assets.batch import PartitionError, data_version, latest_upstream, raise_failures, record
+from assets.enrichment import (
+    EnrichConfig,
+    partition_metrics,
+    run_llm,
+    success_rate_check,
+    success_rate_spec,
+)
+from assets.ingestion import CHUNKS
+from assets.models import ChunkMetadata
+from assets.partitions import documents_partitions
+from assets.prompts import CHUNK_METADATA
+from resources.llm import ChatItem, ItemResult
+from resources.llm.resource import LLMResource, metrics_metadata
+from resources.registry import DocumentRegistry
+from resources.storage import AssetStore
+
+CHUNK_METADATA_KEY = dg.AssetKey("chunk_metadata")
+# Documents per run: each brings ~10 chunks, so a run keeps the engine busy at its ceiling.
+ENRICH_BATCH_SIZE = 50
+METADATA_COLUMNS = ["chunk_id", "document_key", "chunk_index", *ChunkMetadata.model_fields,
+                    "error_class", "error"]
+
+
+def metadata_frame(chunks: pd.DataFrame, results: list[ItemResult]) -> pd.DataFrame:
+    by_id = {r.key: r for r in results}
+    rows = []
+    for chunk in chunks.itertuples():
+        result = by_id[chunk.chunk_id]
+        fields = result.value.model_dump() if result.ok else dict.fromkeys(
+            ChunkMetadata.model_fields)
+        rows.append({"chunk_id": chunk.chunk_id, "document_key": chunk.document_key,
+                     "chunk_index": chunk.chunk_index, **fields,
+                     "error_class": result.error_class, "error": result.error})
+    return pd.DataFrame(rows, columns=METADATA_COLUMNS)
+
+
+def _preview(frame: pd.DataFrame, rows: int = 5) -> str:
+    lines = ["| # | category | title | keywords |", "|---|---|---|---|"]
+    for row in frame.head(rows).itertuples():
+        if row.error_class:
+            lines.append(f"| {row.chunk_index} | **failed** | {row.error_class} | |")
+        else:
+            title = str(row.title).replace("|", "\\|")[:80]
+            lines.append(f"| {row.chunk_index} | {row.category} | {title} | "
+                         f"{', '.join(row.keywords)} |")
+    return "\n".join(lines)
+
+
+@dg.multi_asset(
+    specs=[dg.AssetSpec(
+        CHUNK_METADATA_KEY,
+        deps=[CHUNKS],
+        skippable=True,
+        partitions_def=documents_partitions,
+        group_name="enrichment",
+        kinds={"openai", "pandas", "parquet"},
+        code_version=CHUNK_METADATA.version,
+        description="Per chunk: title, summary, keywords, category (fixed list), language "
+        "and a personal-data flag from the LLM, validated; failed chunks keep their error "
+        "class. Re-materializing asks the LLM again only for chunks that failed (the "
+        "response cache answers the rest).",
+    )],
+    check_specs=[success_rate_spec(CHUNK_METADATA_KEY, documents_partitions)],
+    can_subset=True,  # outputs are optional: results are logged per partition instead
+    pool="llm",
+    op_tags={"docgraph/stage": "llm"},
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=ENRICH_BATCH_SIZE),
+)
+def chunk_metadata(
+    context: dg.AssetExecutionContext,
+    config: EnrichConfig,
+    llm: LLMResource,
+    store: AssetStore,
+    registry: DocumentRegistry,
+):
+    failures: list[PartitionError] = []
+    chunks: dict[str, pd.DataFrame] = {}
+    for key in context.partition_keys:
+        if store.exists(CHUNKS, key, pd.DataFrame):
+            chunks[key] = store.read(CHUNKS, key, pd.DataFrame)
+        else:
+            entry = registry.lookup(key)
+            failures.append(PartitionError(key, str(entry.path) if entry else "?",
+                                           "not_materialized", "chunks are not materialized"))
+    work = {
+        key: [ChatItem(c.chunk_id, CHUNK_METADATA.messages(c.text), ChunkMetadata,
+                       CHUNK_METADATA.version) for c in frame.itertuples()]
+        for key, frame in chunks.items()
+    }
+    results, run = run_llm(context, llm, work, config.concurrency)
+    context.log.info(f"{run.attempted} chunks of {len(work)} documents: {run.succeeded} ok, "
+                     f"{run.failed} failed {run.failed_by_class}, {run.cache_hits} cached, "
+                     f"{run.http_calls} HTTP calls")
+    for key, frame in chunks.items():
+        partition_results = results.get(key, [])
+        rows = metadata_frame(frame, partition_results)
+        metrics = partition_metrics(partition_results, run)
+        record(
+            context, store, CHUNK_METADATA_KEY, key, rows,
+            {**metrics_metadata(metrics), "preview": dg.MetadataValue.md(_preview(rows))},
+            data_version(CHUNK_METADATA.version, rows.to_json()),
+            CHUNK_METADATA.version,
+            upstream=(latest_upstream(context.instance, CHUNKS, key),),
+        )
+        context.log_event(success_rate_check(CHUNK_METADATA_KEY, key, partition_results,
+                                             config.success_threshold))
+    raise_failures(failures, len(context.partition_keys))
+    yield from ()

@@ -1,0 +1,112 @@
+"""chunk_metadata: the engine over batches of documents, metrics per document, and the
+success-rate gate — offline and over real HTTP to the simulator."""
+
+import dagster as dg
+import pandas as pd
+
+from assets.batch import RANGE_END_TAG, RANGE_START_TAG
+from assets.metadata import chunk_metadata
+from assets.models import ChunkMetadata
+from pipeline_defs import cli
+from pipeline_defs.definitions import defs
+from resources.llm.offline.simulator import SimConfig, SimulatorServer
+from resources.llm.resource import LLMResource
+from tests.helpers import materializations, run_ingest
+
+MARKER = "Zephyrine"  # appears only in document A, so the simulator can target its chunks
+SMALL_CHUNKS = {"ops": {"ingestion": {"config": {"max_tokens": 48, "overlap_tokens": 0}}}}
+
+
+def _corpus(tmp_path, instance) -> dict[str, str]:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.md").write_text("\n\n".join(
+        f"{MARKER} ticket {i}: Priya Raman refunded a double charge for Bluebird Dental "
+        f"after the Stripe retry." for i in range(20)))
+    (folder / "b.md").write_text("\n\n".join(
+        f"Ticket {i}: Marcus Feld rotated the Okta SAML certificate for Acme Logistics."
+        for i in range(20)))
+    docs = {d.path.name: d.key for d in cli.add(instance, [folder])}
+    keys = instance.get_dynamic_partitions("documents")
+    assert run_ingest(instance, keys[0], keys[-1], run_config=SMALL_CHUNKS).success
+    return docs
+
+
+def _enrich(instance, llm: LLMResource, keys: list[str]) -> dg.ExecuteInProcessResult:
+    resources = {**defs.resources, "llm": llm}
+    return dg.materialize([chunk_metadata], instance=instance, resources=resources,
+                          tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]},
+                          raise_on_error=False)
+
+
+def _checks(instance, run_id: str) -> dict[str, dg.AssetCheckEvaluation]:
+    return {
+        e.dagster_event.event_specific_data.partition: e.dagster_event.event_specific_data
+        for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    }
+
+
+def _metadata(instance, key: str) -> dict:
+    [latest, *_] = materializations(instance, "chunk_metadata", key)
+    return {k: v.value for k, v in latest.asset_materialization.metadata.items()}
+
+
+def test_offline_metadata_for_a_batch_of_documents(tmp_path, instance, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    docs = _corpus(tmp_path, instance)
+    keys = instance.get_dynamic_partitions("documents")
+    result = _enrich(instance, LLMResource(cache_path=str(tmp_path / "cache.sqlite")), keys)
+    assert result.success
+    checks = _checks(instance, result.run_id)
+    for key in docs.values():
+        frame = defs.resources["store"].read(dg.AssetKey("chunk_metadata"), key, pd.DataFrame)
+        chunks = defs.resources["store"].read(dg.AssetKey("chunks"), key, pd.DataFrame)
+        assert frame["chunk_id"].tolist() == chunks["chunk_id"].tolist()
+        assert frame["error_class"].isna().all()
+        for row in frame.to_dict("records"):
+            ChunkMetadata.model_validate({k: row[k] for k in ChunkMetadata.model_fields} |
+                                         {"keywords": list(row["keywords"])})
+        meta = _metadata(instance, key)
+        assert meta["llm_provider"] == "offline"
+        assert meta["attempted"] == meta["succeeded"] == len(chunks)
+        assert checks[key].passed
+
+
+def test_a_document_with_failing_chunks_fails_its_gate_alone_and_heals(
+    tmp_path, instance, monkeypatch
+):
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    docs = _corpus(tmp_path, instance)
+    a, b = docs["a.md"], docs["b.md"]
+    keys = instance.get_dynamic_partitions("documents")
+    config = SimConfig(target=MARKER, target_status=400, target_rate=0.2, rate_500=0.1,
+                       seed=7)
+    with SimulatorServer(config) as sim:
+        llm = LLMResource(base_url=sim.base_url, cache_path=str(tmp_path / "cache.sqlite"),
+                          max_concurrency=8)
+        result = _enrich(instance, llm, keys)
+        calls_first_run = sim.stats()["requests"]
+        assert result.success  # the step recorded both documents; the gate judges them
+        checks = _checks(instance, result.run_id)
+        assert not checks[a].passed and checks[b].passed
+        failed = checks[a].metadata["failed_items"].value
+        assert failed and {f["error_class"] for f in failed} == {"client_error"}
+
+        meta_a, meta_b = _metadata(instance, a), _metadata(instance, b)
+        for meta in (meta_a, meta_b):
+            assert meta["attempted"] == meta["succeeded"] + meta["failed"]
+        assert meta_a["failed"] == len(failed) and meta_b["failed"] == 0
+        # the metadata accounts for every HTTP request the simulator saw
+        assert meta_a["http_calls"] + meta_b["http_calls"] == calls_first_run
+        assert meta_a["retries"] + meta_b["retries"] > 0  # the 500s were retried, not failed
+
+        frame = defs.resources["store"].read(dg.AssetKey("chunk_metadata"), a, pd.DataFrame)
+        assert sorted(frame.loc[frame["error_class"].notna(), "chunk_id"]) == sorted(
+            f["id"] for f in failed)
+
+        # faults stop: re-materializing asks only for the chunks that failed
+        sim.configure(target_rate=0.0, rate_500=0.0)
+        again = _enrich(instance, llm, [a])
+        assert again.success and _checks(instance, again.run_id)[a].passed
+        assert sim.stats()["requests"] - calls_first_run == len(failed)
+        assert _metadata(instance, a)["cache_hits"] == meta_a["succeeded"]
