@@ -109,7 +109,7 @@ def chunk_metadata(
             CHUNK_METADATA.version,
             upstream=(latest_upstream(context.instance, CHUNKS, key),),
         )
-        context.log_event(success_rate_check(CHUNK_METADATA_KEY, key, partition_results,
+        context.log_event(success_rate_check(CHUNK_METADATA_KEY, key, rows,
                                              config.success_threshold))
     raise_failures(failures, len(context.partition_keys))
     yield from ()

@@ -1,5 +1,6 @@
 import dagster as dg
 
+from assets.embeddings import chunk_embeddings
 from assets.ingestion import ingestion
 from assets.metadata import chunk_metadata
 from pipeline_defs.jobs import ingest_job
@@ -11,7 +12,7 @@ from resources.storage import AssetStore, DocgraphIOManager
 store = AssetStore()
 
 defs = dg.Definitions(
-    assets=[ingestion, chunk_metadata],
+    assets=[ingestion, chunk_metadata, chunk_embeddings],
     jobs=[ingest_job],
     sensors=[inbox_sensor],
     resources={

@@ -5,6 +5,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.batch import RANGE_END_TAG, RANGE_START_TAG
+from assets.embeddings import chunk_embeddings
 from assets.metadata import chunk_metadata
 from assets.models import ChunkMetadata
 from pipeline_defs import cli
@@ -110,3 +111,42 @@ def test_a_document_with_failing_chunks_fails_its_gate_alone_and_heals(
         assert again.success and _checks(instance, again.run_id)[a].passed
         assert sim.stats()["requests"] - calls_first_run == len(failed)
         assert _metadata(instance, a)["cache_hits"] == meta_a["succeeded"]
+
+
+def _embed(instance, llm: LLMResource, keys: list[str], per_request: int):
+    resources = {**defs.resources, "llm": llm}
+    config = {"ops": {"chunk_embeddings": {"config": {"inputs_per_request": per_request}}}}
+    return dg.materialize([chunk_embeddings], instance=instance, resources=resources,
+                          run_config=config, raise_on_error=False,
+                          tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]})
+
+
+def test_embeddings_are_batched_per_request_and_gated_per_document(
+    tmp_path, instance, monkeypatch
+):
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    docs = _corpus(tmp_path, instance)
+    a, b = docs["a.md"], docs["b.md"]
+    keys = instance.get_dynamic_partitions("documents")
+    store = defs.resources["store"]
+    n_chunks = {k: len(store.read(dg.AssetKey("chunks"), k, pd.DataFrame)) for k in (a, b)}
+    with SimulatorServer(SimConfig(target=MARKER, target_status=400, target_rate=1.0)) as sim:
+        llm = LLMResource(base_url=sim.base_url, cache_path=str(tmp_path / "cache.sqlite"))
+        result = _embed(instance, llm, keys, per_request=4)
+        requests = sim.stats()["embedding_requests"]
+    assert result.success
+    assert requests == sum(-(-n // 4) for n in n_chunks.values())  # ceil(chunks / 4) each
+    checks = {}
+    for e in instance.all_logs(result.run_id,
+                               of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        data = e.dagster_event.event_specific_data
+        checks[(data.check_name, data.partition)] = data
+    assert not checks[("chunk_embeddings_success_rate", a)].passed
+    assert checks[("chunk_embeddings_success_rate", b)].passed
+    assert checks[("chunk_embeddings_dimension", b)].passed
+    good = store.read(dg.AssetKey("chunk_embeddings"), b, pd.DataFrame)
+    assert len(good) == n_chunks[b] and good["error_class"].isna().all()
+    assert set(good["dimensions"]) == {256} and set(good["model"]) == {"text-embedding-3-small"}
+    assert all(len(v) == 256 for v in good["embedding"])
+    bad = store.read(dg.AssetKey("chunk_embeddings"), a, pd.DataFrame)
+    assert set(bad["error_class"]) == {"client_error"} and bad["embedding"].isna().all()

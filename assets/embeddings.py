@@ -1,0 +1,137 @@
+"""`chunk_embeddings`: a vector per chunk, requested in batches of chunks, stored with the
+model's name and the dimension."""
+
+import dagster as dg
+import pandas as pd
+
+from assets.batch import PartitionError, data_version, latest_upstream, raise_failures, record
+from assets.enrichment import (
+    EnrichConfig,
+    partition_metrics,
+    run_llm,
+    success_rate_check,
+    success_rate_spec,
+)
+from assets.ingestion import CHUNKS
+from assets.metadata import ENRICH_BATCH_SIZE
+from assets.partitions import documents_partitions
+from resources.llm import EmbedItem, ItemResult
+from resources.llm.resource import LLMResource, metrics_metadata
+from resources.registry import DocumentRegistry
+from resources.storage import AssetStore
+
+CHUNK_EMBEDDINGS_KEY = dg.AssetKey("chunk_embeddings")
+EMBEDDINGS_VERSION = "chunk-embeddings-v1"
+EMBEDDING_COLUMNS = ["chunk_id", "document_key", "chunk_index", "embedding", "model",
+                     "dimensions", "error_class", "error"]
+
+
+class EmbedConfig(EnrichConfig):
+    inputs_per_request: int = 32  # chunks embedded by one API call
+    dimensions: int | None = None  # ask the model for this size (if it supports it)
+
+
+def embedding_items(key: str, chunks: pd.DataFrame, per_request: int,
+                    dimensions: int | None) -> list[EmbedItem]:
+    rows = list(chunks.itertuples())
+    return [
+        EmbedItem(f"{key}#{start}", [r.text for r in rows[start : start + per_request]],
+                  dimensions)
+        for start in range(0, len(rows), per_request)
+    ]
+
+
+def embeddings_frame(chunks: pd.DataFrame, results: list[ItemResult], per_request: int,
+                     model: str) -> pd.DataFrame:
+    """One row per chunk: the vector from its request, or that request's error."""
+    by_start = {int(r.key.rsplit("#", 1)[1]): r for r in results}
+    rows = []
+    for position, chunk in enumerate(chunks.itertuples()):
+        start = position - position % per_request
+        result = by_start[start]
+        vector = result.value[position - start] if result.ok else None
+        rows.append({"chunk_id": chunk.chunk_id, "document_key": chunk.document_key,
+                     "chunk_index": chunk.chunk_index, "embedding": vector, "model": model,
+                     "dimensions": len(vector) if vector else None,
+                     "error_class": result.error_class, "error": result.error})
+    return pd.DataFrame(rows, columns=EMBEDDING_COLUMNS)
+
+
+def dimension_check(key: str, frame: pd.DataFrame,
+                    expected: int | None) -> dg.AssetCheckEvaluation:
+    dims = sorted(int(d) for d in frame["dimensions"].dropna().unique())
+    wrong = [] if expected is None else [d for d in dims if d != expected]
+    return dg.AssetCheckEvaluation(
+        asset_key=CHUNK_EMBEDDINGS_KEY, check_name="chunk_embeddings_dimension",
+        passed=len(dims) <= 1 and not wrong, severity=dg.AssetCheckSeverity.WARN,
+        partition=key,
+        metadata={"dimensions": dg.MetadataValue.json(dims),
+                  "expected": dg.MetadataValue.json(expected)},
+    )
+
+
+@dg.multi_asset(
+    specs=[dg.AssetSpec(
+        CHUNK_EMBEDDINGS_KEY,
+        deps=[CHUNKS],
+        skippable=True,
+        partitions_def=documents_partitions,
+        group_name="enrichment",
+        kinds={"openai", "pandas", "parquet"},
+        code_version=EMBEDDINGS_VERSION,
+        description="A vector per chunk with the model name and dimension; chunks are "
+        "embedded `inputs_per_request` at a time and cached like chat calls.",
+    )],
+    check_specs=[
+        success_rate_spec(CHUNK_EMBEDDINGS_KEY, documents_partitions),
+        dg.AssetCheckSpec("chunk_embeddings_dimension", asset=CHUNK_EMBEDDINGS_KEY,
+                          partitions_def=documents_partitions,
+                          description="every vector of the document has the same size "
+                          "(the configured `dimensions`, if set)"),
+    ],
+    can_subset=True,
+    pool="llm",
+    op_tags={"docgraph/stage": "llm"},
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=ENRICH_BATCH_SIZE),
+)
+def chunk_embeddings(
+    context: dg.AssetExecutionContext,
+    config: EmbedConfig,
+    llm: LLMResource,
+    store: AssetStore,
+    registry: DocumentRegistry,
+):
+    failures: list[PartitionError] = []
+    chunks: dict[str, pd.DataFrame] = {}
+    for key in context.partition_keys:
+        if store.exists(CHUNKS, key, pd.DataFrame):
+            chunks[key] = store.read(CHUNKS, key, pd.DataFrame)
+        else:
+            entry = registry.lookup(key)
+            failures.append(PartitionError(key, str(entry.path) if entry else "?",
+                                           "not_materialized", "chunks are not materialized"))
+    work = {key: embedding_items(key, frame, config.inputs_per_request, config.dimensions)
+            for key, frame in chunks.items()}
+    results, run = run_llm(context, llm, work, config.concurrency)
+    model = llm.settings().embed_model
+    for key, frame in chunks.items():
+        rows = embeddings_frame(frame, results.get(key, []), config.inputs_per_request, model)
+        metrics = partition_metrics(results.get(key, []), run)
+        embedded = int(rows["error_class"].isna().sum())
+        record(
+            context, store, CHUNK_EMBEDDINGS_KEY, key, rows,
+            {**metrics_metadata(metrics),
+             "chunks_embedded": dg.MetadataValue.int(embedded),
+             "chunks_failed": dg.MetadataValue.int(len(rows) - embedded),
+             "embedding_model": dg.MetadataValue.text(model),
+             "dimensions": dg.MetadataValue.int(int(rows["dimensions"].dropna().max()) if embedded
+                                                else 0)},
+            data_version(EMBEDDINGS_VERSION, model, rows.to_json()),
+            EMBEDDINGS_VERSION,
+            upstream=(latest_upstream(context.instance, CHUNKS, key),),
+        )
+        context.log_event(success_rate_check(CHUNK_EMBEDDINGS_KEY, key, rows,
+                                             config.success_threshold))
+        context.log_event(dimension_check(key, rows, config.dimensions))
+    raise_failures(failures, len(context.partition_keys))
+    yield from ()
