@@ -5,8 +5,10 @@ failures (5xx, timeouts, connection errors) it opens: no calls for `cooldown` se
 (doubling up to `max_cooldown` while probes keep failing). A rate, not a run of failures
 in a row: with many requests in flight, scattered faults line up by chance. Then
 half-open: exactly one probe call; its success closes the circuit, its failure reopens
-it. Callers ask `decide(now)` before each call and wait while told to; only when the
-circuit has been open for longer than `max_outage` are they told to give up.
+it. Callers ask `decide(now)` before each call and wait while told to. How long one
+caller may wait is the caller's business (the engine gives up on an item after
+LLM_MAX_OUTAGE_SECONDS of its own waiting); the breaker itself never stops probing, so it
+closes as soon as the provider is back, whoever asks next.
 """
 
 from collections import deque
@@ -24,18 +26,16 @@ class State(Enum):
 class Decision:
     proceed: bool
     wait: float = 0.0
-    give_up: bool = False
     probe: bool = False
 
 
 class CircuitBreaker:
     def __init__(self, threshold: int = 10, cooldown: float = 1.0, max_cooldown: float = 30.0,
-                 max_outage: float = 300.0, window: int = 20):
+                 window: int = 20):
         self.threshold = min(threshold, window)
         self.recent: deque[bool] = deque(maxlen=window)  # True = outage failure
         self.base_cooldown = cooldown
         self.max_cooldown = max_cooldown
-        self.max_outage = max_outage
         self.state = State.CLOSED
         self.opened_at: float | None = None  # start of the current outage
         self.retry_at = 0.0
@@ -46,8 +46,6 @@ class CircuitBreaker:
     def decide(self, now: float) -> Decision:
         if self.state is State.CLOSED:
             return Decision(proceed=True)
-        if self.opened_at is not None and now - self.opened_at > self.max_outage:
-            return Decision(proceed=False, give_up=True)
         if self.state is State.OPEN and now >= self.retry_at:
             self.state = State.HALF_OPEN
         if self.state is State.HALF_OPEN and not self.probe_in_flight:
@@ -55,6 +53,10 @@ class CircuitBreaker:
             return Decision(proceed=True, probe=True)
         # Waiting for the probe (or the cooldown): check back soon, not busily.
         return Decision(proceed=False, wait=max(self.retry_at - now, self.base_cooldown / 4))
+
+    def abandon_probe(self) -> None:
+        """The probe never finished (cancelled): let the next caller probe instead."""
+        self.probe_in_flight = False
 
     def on_success(self, probe: bool = False) -> None:
         self.recent.append(False)

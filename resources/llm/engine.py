@@ -14,12 +14,14 @@ import functools
 import logging
 import math
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import httpx2
 import openai
+from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel, ValidationError
 
 from resources.llm.breaker import CircuitBreaker
@@ -33,6 +35,8 @@ from resources.tokenizer import get_tokenizer
 log = logging.getLogger(__name__)
 
 OFFLINE_BASE_URL = "http://offline.docgraph/v1"
+# An item stops after this many HTTP calls per allowed attempt, whatever the breaker says.
+MAX_CALLS_PER_ATTEMPT = 3
 REPAIR_PROMPT = (
     "Your previous answer was not valid: {error}\n"
     "Answer again with only a JSON object that matches the requested schema."
@@ -145,12 +149,17 @@ class LLMEngine:
             threshold=settings.breaker_threshold,
             cooldown=settings.breaker_cooldown_seconds,
             max_cooldown=max(settings.breaker_cooldown_seconds, settings.backoff_cap_seconds),
-            max_outage=settings.max_outage_seconds,
         )
+        # A 429 without x-ratelimit-* headers says "everyone wait": nobody sends before
+        # _hold_until, and the waiters spread over the following _hold_spread seconds
+        # rather than all returning at once.
+        self._hold_until = 0.0
+        self._hold_spread = 0.0
         now = time.monotonic()
         burst = settings.burst_seconds
         self.rpm = self._bucket(settings.rpm, burst, now)
-        self.tpm = self._bucket(settings.tpm, burst, now)
+        # Token costs are lumpy (one prompt may be thousands): allow a 10 s burst of tokens.
+        self.tpm = self._bucket(settings.tpm, max(burst, 10.0), now)
         self._client: openai.AsyncOpenAI | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -223,6 +232,8 @@ class LLMEngine:
         concurrency: int | None = None,
     ) -> BatchMetrics:
         """Process every item; call `on_result` once per item, in completion order."""
+        if concurrency is not None and concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self._client_here()
         ceiling = concurrency or self.settings.max_concurrency
         floor = min(self.settings.min_concurrency, ceiling)
@@ -264,6 +275,10 @@ class LLMEngine:
                 value = await self._embed(item, batch, call)
         except _ItemFailed as failure:
             return call.result(item.key, error_class=failure.error_class, error=str(failure))
+        except Exception as exc:  # noqa: BLE001 - a bug for one item must not end the batch
+            self.log.exception("item %s: unexpected %s", item.key, type(exc).__name__)
+            return call.result(item.key, error_class="internal_error",
+                               error=f"{type(exc).__name__}: {exc}")
         return call.result(item.key, value)
 
     # -- chat -----------------------------------------------------------------------------
@@ -281,11 +296,18 @@ class LLMEngine:
                 "json_schema": {"name": item.schema.__name__, "schema": schema, "strict": True},
             }
         key = cache_key(kind="chat", prompt_version=item.prompt_version, **request)
-        if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            call.cached = True
-            return item.schema.model_validate(hit["value"]) if item.schema else hit["value"]
+        hit = await self._cache_get(key)
+        if hit is not None:
+            try:
+                value = item.schema.model_validate(hit["value"]) if item.schema else hit["value"]
+            except ValidationError:
+                pass  # the model's validators changed since: ask again, never serve it
+            else:
+                call.cached = True
+                return value
 
         estimate = self._estimate(request["messages"], item.max_tokens)
+        self._check_fits(estimate)
         reply = await self._call(batch, call, "chat", request, estimate)
         content = reply.choices[0].message.content if reply.choices else None
         try:
@@ -305,9 +327,8 @@ class LLMEngine:
             except (ValidationError, ValueError) as second:
                 raise _ItemFailed("invalid_output",
                                   f"invalid after one repair: {_short(second)}") from second
-        if self.cache is not None:
-            stored = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
-            self.cache.put(key, {"value": stored})
+        stored = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+        await self._cache_put(key, {"value": stored})
         return value
 
     @staticmethod
@@ -317,6 +338,12 @@ class LLMEngine:
         if schema is None:
             return content
         return schema.model_validate_json(content)
+
+    def _check_fits(self, estimate: int) -> None:
+        """A request larger than a minute's token budget would wait forever."""
+        if self.settings.tpm and estimate > self.settings.tpm:
+            raise _ItemFailed("client_error", f"the request needs ~{estimate} tokens, more than "
+                                              f"LLM_TPM={self.settings.tpm:.0f} allows in a minute")
 
     def _estimate(self, messages: list[dict], max_tokens: int | None) -> int:
         prompt = sum(4 + self.tokenizer.count(str(m.get("content") or "")) for m in messages)
@@ -330,19 +357,38 @@ class LLMEngine:
         if item.dimensions:
             request["dimensions"] = item.dimensions
         key = cache_key(kind="embeddings", **request)
-        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+        hit = await self._cache_get(key)
+        if hit is not None:
             call.cached = True
             return hit["value"]
         estimate = sum(self.tokenizer.count(text) for text in item.inputs)
+        self._check_fits(estimate)
         reply = await self._call(batch, call, "embeddings", request, estimate)
         vectors = [d.embedding for d in sorted(reply.data, key=lambda d: d.index)]
         dims = {len(v) for v in vectors}
         if len(vectors) != len(item.inputs) or len(dims) != 1:
             raise _ItemFailed("invalid_output", f"{len(vectors)} vectors of sizes {sorted(dims)}"
                                                 f" for {len(item.inputs)} inputs")
-        if self.cache is not None:
-            self.cache.put(key, {"value": vectors})
+        await self._cache_put(key, {"value": vectors})
         return vectors
+
+    # -- the cache, off the event loop: a writer in another process may hold its lock ---------
+    async def _cache_get(self, key: str) -> dict | None:
+        if self.cache is None:
+            return None
+        try:
+            return await asyncio.to_thread(self.cache.get, key)
+        except sqlite3.Error as exc:
+            self.log.warning("response cache unavailable (%s): asking the provider", exc)
+            return None
+
+    async def _cache_put(self, key: str, value: dict) -> None:
+        if self.cache is None:
+            return
+        try:
+            await asyncio.to_thread(self.cache.put, key, value)
+        except sqlite3.Error as exc:
+            self.log.warning("response cache unavailable (%s): answer not stored", exc)
 
     # -- one request, with throttling, retries and the breaker ------------------------------
     async def _call(self, batch: _Batch, call: _Call, kind: str, request: dict,
@@ -351,41 +397,47 @@ class LLMEngine:
         create = (client.chat.completions if kind == "chat" else client.embeddings)
         create = create.with_raw_response.create
         attempts = 0
+        limited_since: float | None = None  # first 429 that said when to come back
+        held_since: float | None = None  # first time the breaker held this item
         while True:
-            probe = await self._wait_for_breaker()
-            async with batch.gate.slot():
-                wait = self._reserve(estimate)
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                call.http_calls += 1
-                sent = time.monotonic()
-                try:
-                    raw = await create(**request)
-                    reply = raw.parse()
-                except (openai.OpenAIError, ValueError) as exc:  # ValueError: a garbled body
-                    error, headers = exc, getattr(getattr(exc, "response", None), "headers", None)
-                else:
-                    error, headers = None, raw.headers
-            now = time.monotonic()
-            self._follow_headers(headers, now)
-            if error is None:
-                call.latencies.append(now - sent)
-                batch.observe(now - sent)
-                usage = getattr(reply, "usage", None)
-                prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
-                completion_tokens = getattr(usage, "completion_tokens", 0) or 0
-                call.prompt_tokens += prompt_tokens
-                call.completion_tokens += completion_tokens
-                cost = self.settings.cost_usd(request["model"], prompt_tokens, completion_tokens)
-                call.cost_usd = None if cost is None or call.cost_usd is None \
-                    else call.cost_usd + cost
-                if self.tpm is not None and usage is not None:
-                    self.tpm.settle(estimate, prompt_tokens + completion_tokens, now)
-                self.breaker.on_success(probe)
-                batch.gate.aimd.on_success()
-                return reply
-
-            error_class = classify(error)
+            probe, held_since = await self._wait_for_breaker(held_since)
+            settled = False
+            try:
+                async with batch.gate.slot():
+                    wait = self._reserve(estimate)
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    call.http_calls += 1
+                    sent = time.monotonic()
+                    try:
+                        # The SDK's timeout is per socket read; this one bounds the request.
+                        async with asyncio.timeout(self.settings.timeout_seconds):
+                            raw = await create(**request)
+                            reply = raw.parse()
+                    except (openai.OpenAIError, ValueError, TimeoutError) as exc:
+                        # ValueError: a garbled body; TimeoutError: the whole-request limit
+                        error = exc
+                        headers = getattr(getattr(exc, "response", None), "headers", None)
+                    else:
+                        error, headers = None, raw.headers
+                now = time.monotonic()
+                self._follow_headers(headers, now)
+                if error is None:
+                    self._succeeded(batch, call, request, reply, estimate, sent, now)
+                    self.breaker.on_success(probe)
+                    settled = True
+                    return reply
+                error_class = classify(error)
+                was_closed = self.breaker.is_closed
+                self.breaker.on_failure(now, outage=error_class in OUTAGE, probe=probe)
+                settled = True
+            finally:
+                if probe and not settled:  # cancelled mid-probe: let someone else probe
+                    self.breaker.abandon_probe()
+            if was_closed and not self.breaker.is_closed:
+                self.log.warning("circuit opened: %s of the last %s calls failed (last: %s)",
+                                 self.breaker.threshold, self.breaker.recent.maxlen,
+                                 error_class)
             if self.tpm is not None and error_class != "timeout":
                 self.tpm.settle(estimate, 0, now)  # rejected requests spend no tokens
             retry_after = retry_after_seconds(headers)
@@ -394,45 +446,66 @@ class LLMEngine:
                 # With x-ratelimit-* headers the buckets already follow the server (above);
                 # without them, the Retry-After is all we know and holds for every caller.
                 if retry_after and not _has_ratelimit_headers(headers):
-                    for bucket in (self.rpm, self.tpm):
-                        if bucket is not None:
-                            bucket.pause(retry_after, now)
+                    self._hold_until = max(self._hold_until, now + retry_after)
+                    self._hold_spread = retry_after
             if error_class in ("rate_limited", "timeout") and batch.gate.aimd.on_overload(now):
                 await batch.gate.limit_changed()
-            was_closed = self.breaker.is_closed
-            self.breaker.on_failure(now, outage=error_class in OUTAGE, probe=probe)
-            if was_closed and not self.breaker.is_closed:
-                self.log.warning("circuit opened: %s of the last %s calls failed (last: %s)",
-                                 self.breaker.threshold, self.breaker.recent.maxlen,
-                                 error_class)
             message = f"{error_class}: {_short(error)}"
             if error_class not in RETRYABLE:
                 raise _ItemFailed(error_class, message)
-            # A failure during an outage does not spend the item's retries: the breaker
-            # holds it until the provider is back.
-            if self.breaker.is_closed:
+            # A failure during an outage does not spend the item's retries (the breaker
+            # holds it until the provider is back), nor does a 429 that said when to come
+            # back: that is pacing, not failure. The call cap still bounds an item that an
+            # on-and-off provider would otherwise keep alive forever.
+            paced = error_class == "rate_limited" and retry_after is not None
+            if self.breaker.is_closed and not paced:
                 attempts += 1
-            if attempts >= self.settings.max_attempts:
-                raise _ItemFailed(error_class, f"{message} (after {attempts} attempts)")
+            limited_since = limited_since or (now if paced else None)
+            if (attempts >= self.settings.max_attempts
+                    or call.http_calls - call.rate_limited
+                    >= MAX_CALLS_PER_ATTEMPT * self.settings.max_attempts
+                    or limited_since and now - limited_since > self.settings.max_outage_seconds):
+                raise _ItemFailed(error_class, f"{message} (after {call.http_calls} calls)")
             call.retries += 1
-            delay = retry_after if retry_after is not None else backoff_seconds(
-                attempts, self.settings.backoff_base_seconds, self.settings.backoff_cap_seconds,
-                self.rng,
-            )
+            if retry_after is not None:  # the server's word, plus a little jitter so that
+                delay = retry_after * (1 + 0.1 * self.rng.random())  # waiters don't stampede
+            else:
+                delay = backoff_seconds(attempts, self.settings.backoff_base_seconds,
+                                        self.settings.backoff_cap_seconds, self.rng)
             await asyncio.sleep(delay)
 
-    async def _wait_for_breaker(self) -> bool:
-        """Wait while the circuit is open; True if this call is the half-open probe."""
+    def _succeeded(self, batch: _Batch, call: _Call, request: dict, reply, estimate: int,
+                   sent: float, now: float) -> None:
+        call.latencies.append(now - sent)
+        batch.observe(now - sent)
+        usage = getattr(reply, "usage", None)
+        prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
+        completion_tokens = getattr(usage, "completion_tokens", 0) or 0
+        call.prompt_tokens += prompt_tokens
+        call.completion_tokens += completion_tokens
+        cost = self.settings.cost_usd(request["model"], prompt_tokens, completion_tokens)
+        call.cost_usd = None if cost is None or call.cost_usd is None else call.cost_usd + cost
+        if self.tpm is not None and usage is not None:
+            self.tpm.settle(estimate, prompt_tokens + completion_tokens, now)
+        batch.gate.aimd.on_success()
+
+    async def _wait_for_breaker(self, held_since: float | None) -> tuple[bool, float | None]:
+        """Wait while the circuit is open; an item is held LLM_MAX_OUTAGE_SECONDS at most in
+        all, counted from when it was first held. Returns (is this call the half-open
+        probe, when the item was first held)."""
         while True:
-            decision = self.breaker.decide(time.monotonic())
+            now = time.monotonic()
+            decision = self.breaker.decide(now)
             if decision.proceed:
-                return decision.probe
-            if decision.give_up:
+                return decision.probe, held_since
+            held_since = held_since or now
+            left = self.settings.max_outage_seconds - (now - held_since)
+            if left <= 0:
                 raise _ItemFailed(
                     "circuit_open",
-                    f"provider unavailable for over {self.settings.max_outage_seconds:.0f}s",
+                    f"provider unavailable; held for {self.settings.max_outage_seconds:.0f}s",
                 )
-            await asyncio.sleep(decision.wait)
+            await asyncio.sleep(min(decision.wait, left))
 
     def _useful_concurrency(self, batch: _Batch) -> int | None:
         """Little's law: with the RPM budget binding, rate x latency requests in flight
@@ -443,7 +516,8 @@ class LLMEngine:
 
     def _reserve(self, estimate: int) -> float:
         now = time.monotonic()
-        waits = [0.0]
+        held = self._hold_until - now
+        waits = [held + self._hold_spread * self.rng.random() if held > 0 else 0.0]
         if self.rpm is not None:
             waits.append(self.rpm.reserve(1, now))
         if self.tpm is not None:
@@ -451,29 +525,36 @@ class LLMEngine:
         return max(waits)
 
     def _follow_headers(self, headers, now: float) -> None:
+        """Adopt and follow x-ratelimit-* headers; ignore ones that don't parse."""
         if not headers:
             return
         for bucket_name, unit in (("rpm", "requests"), ("tpm", "tokens")):
-            remaining = headers.get(f"x-ratelimit-remaining-{unit}")
+            remaining = _number(headers.get(f"x-ratelimit-remaining-{unit}"))
             if remaining is None:
                 continue
             bucket = getattr(self, bucket_name)
             if bucket is None:  # the server tells us its limit: adopt it
-                limit = headers.get(f"x-ratelimit-limit-{unit}")
-                if not limit:
+                limit = _number(headers.get(f"x-ratelimit-limit-{unit}"))
+                if not limit or limit <= 0:
                     continue
-                bucket = self._bucket(float(limit), self.settings.burst_seconds, now)
+                bucket = self._bucket(limit, self.settings.burst_seconds, now)
                 setattr(self, bucket_name, bucket)
-            try:
-                bucket.sync(float(remaining), parse_reset(
-                    headers.get(f"x-ratelimit-reset-{unit}")), now)
-            except ValueError:
-                continue
+            bucket.sync(remaining, parse_reset(headers.get(f"x-ratelimit-reset-{unit}")), now)
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 @functools.cache
 def _json_schema(model: type[BaseModel]) -> dict:
-    return model.model_json_schema()
+    """The schema in OpenAI's strict form (every property required, optional ones
+    nullable, no extra properties), as the SDK's own structured-output helper builds it;
+    a plain pydantic schema is rejected with strict=True."""
+    return to_strict_json_schema(model)
 
 
 def _has_ratelimit_headers(headers) -> bool:

@@ -1,5 +1,6 @@
 """What a batch attempted, what succeeded, what failed and why, and what it cost."""
 
+import random
 import statistics
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -10,6 +11,8 @@ from resources.llm.retry import ERROR_CLASSES
 
 if TYPE_CHECKING:
     from resources.llm.engine import ItemResult
+
+LATENCY_SAMPLE = 10_000  # latency percentiles come from a reservoir sample this large
 
 
 class BatchMetrics(BaseModel):
@@ -64,7 +67,9 @@ class MetricsRecorder:
         self.repairs = 0
         self.cache_hits = 0
         self.rate_limited = 0
-        self.latencies: list[float] = []
+        self.latencies: list[float] = []  # a uniform sample of at most LATENCY_SAMPLE
+        self._latency_seen = 0
+        self._rng = random.Random(0)
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.cost_usd: float | None = 0.0  # None once any call's price is unknown
@@ -80,7 +85,14 @@ class MetricsRecorder:
         self.repairs += result.repairs
         self.cache_hits += result.cached
         self.rate_limited += result.rate_limited
-        self.latencies.extend(result.latencies)
+        for latency in result.latencies:  # a fixed-size sample keeps memory O(1)
+            self._latency_seen += 1
+            if len(self.latencies) < LATENCY_SAMPLE:
+                self.latencies.append(latency)
+            else:
+                slot = self._rng.randrange(self._latency_seen)
+                if slot < LATENCY_SAMPLE:
+                    self.latencies[slot] = latency
         self.prompt_tokens += result.prompt_tokens
         self.completion_tokens += result.completion_tokens
         if self.cost_usd is not None:

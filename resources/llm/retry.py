@@ -12,7 +12,7 @@ RETRYABLE = frozenset({"rate_limited", "server_error", "timeout", "connection"})
 OUTAGE = frozenset({"server_error", "timeout", "connection"})
 ERROR_CLASSES = (
     "rate_limited", "server_error", "timeout", "connection", "invalid_output",
-    "client_error", "circuit_open",
+    "client_error", "circuit_open", "internal_error",
 )
 
 

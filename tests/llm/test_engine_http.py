@@ -1,13 +1,17 @@
 """The engine over real HTTP against the simulator on loopback."""
 
 import asyncio
+import json
 import time
 from collections import Counter
 
+import httpx2
 import pytest
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from resources.llm import ChatItem, EmbedItem, LLMEngine
 from resources.llm.cache import SQLiteCache
+from resources.llm.engine import _json_schema
 from resources.llm.retry import ERROR_CLASSES
 from tests.llm.conftest import Summary, chat_items, fast_settings, run
 
@@ -36,7 +40,7 @@ def test_retry_after_is_waited_for(sim):
     sim.configure(script=[429, 200], retry_after_seconds=1.0, ratelimit_headers=False)
     results, metrics = run(fast_settings(sim), chat_items(1))
     first, second = sim.stats()["arrivals"]
-    assert second - first >= 1.0  # not the 10 ms backoff: the server's word
+    assert 1.0 <= second - first < 1.3  # the server's word (plus <10% jitter), not backoff
     assert results[0].ok and results[0].http_calls == 2
     assert metrics.rate_limited_responses == 1 and metrics.retries == 1
 
@@ -69,7 +73,7 @@ def test_every_item_ends_succeeded_or_failed_with_class_under_faults(sim):
 
 
 def test_malformed_json_is_repaired_or_counted(sim):
-    sim.configure(script=[200] * 0, rate_malformed=0.5, seed=3)
+    sim.configure(rate_malformed=0.5, seed=3)
     results, metrics = run(fast_settings(sim), chat_items(60, Summary))
     assert_accounted(results, metrics, 60)
     assert metrics.repairs > 0
@@ -133,12 +137,113 @@ def test_an_outage_longer_than_the_limit_fails_items_as_circuit_open(sim):
 
 def test_the_engine_adopts_the_servers_advertised_limits(sim):
     sim.configure(rpm=600, burst_seconds=0.5)  # 10/s, bursts of 5
-    results, metrics = run(fast_settings(sim), chat_items(30), concurrency=8)
+    engine = LLMEngine(fast_settings(sim))
+    assert engine.rpm is None  # no LLM_RPM configured
+
+    async def go():
+        async with engine:
+            return await engine.run_all(chat_items(30), concurrency=8)
+
+    results, metrics = asyncio.run(go())
     assert metrics.succeeded == 30
-    # after the first answer the engine paces itself from x-ratelimit-* headers
+    assert engine.rpm is not None and engine.rpm.rate == 10  # from x-ratelimit-limit-*
+    # after the first answers the engine paces itself instead of collecting 429s
     assert metrics.rate_limited_responses <= 8
-    arrivals = sim.stats()["arrivals"]
-    assert arrivals[-1] - arrivals[0] >= 2.0
+
+
+def test_429s_without_headers_hold_every_caller_even_with_no_budgets(sim):
+    sim.configure(rpm=600, burst_seconds=0.5, ratelimit_headers=False)
+    results, metrics = run(fast_settings(sim, max_attempts=6), chat_items(60), concurrency=16)
+    assert metrics.succeeded == 60  # the shared Retry-After, not a stampede of retries
+
+
+def test_items_held_past_the_outage_limit_fail_but_the_engine_recovers(sim):
+    settings = fast_settings(sim, breaker_threshold=2, max_outage_seconds=0.3)
+    engine = LLMEngine(settings)
+
+    async def go():
+        async with engine:
+            sim.configure(outage_after_seconds=0, outage_seconds=2.0)
+            started = time.monotonic()
+            first = await engine.run_all(chat_items(10), concurrency=2)
+            await asyncio.sleep(max(0.0, 2.2 - (time.monotonic() - started)))  # it's back
+            second = await engine.run_all(chat_items(10, prefix="later"), concurrency=2)
+            return first, second
+
+    (first, m1), (second, m2) = asyncio.run(go())
+    assert m1.failed_by_class.get("circuit_open", 0) >= 8  # held 0.3 s each, then failed
+    assert m2.succeeded == 10  # the breaker kept probing and closed
+
+
+def test_a_cancelled_probe_does_not_wedge_the_breaker(sim):
+    sim.configure(outage_after_seconds=0, outage_seconds=0.3)
+    settings = fast_settings(sim, breaker_threshold=2)
+    engine = LLMEngine(settings)
+
+    async def go():
+        async with engine:
+            sim.configure(outage_after_seconds=0, outage_seconds=0.3, latency_ms=0)
+            task = asyncio.create_task(engine.run(chat_items(50), lambda r: None, 4))
+            await asyncio.sleep(0.2)
+            sim.configure(latency_ms=2000)  # the probe that follows hangs...
+            await asyncio.sleep(0.3)
+            task.cancel()  # ...and is cancelled mid-call
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            sim.configure(latency_ms=0)
+            return await engine.run_all(chat_items(5, prefix="after"), concurrency=2)
+
+    results, metrics = asyncio.run(go())
+    assert metrics.succeeded == 5
+
+
+def test_a_cached_answer_that_no_longer_validates_is_asked_again(sim, tmp_path):
+    settings = fast_settings(sim, cache_path=str(tmp_path / "cache.sqlite"))
+    run(settings, chat_items(3, Summary))
+    calls = sim.stats()["requests"]
+
+    class StricterSummary(Summary):
+        @field_validator("title")
+        @classmethod
+        def long_title(cls, value: str) -> str:
+            if len(value) < 1000:
+                raise ValueError("title too short")
+            return value
+
+    results, metrics = run(settings, chat_items(3, StricterSummary))
+    assert metrics.cache_hits == 0 and sim.stats()["requests"] > calls
+    assert metrics.failed_by_class == {"invalid_output": 3}
+
+
+def test_malformed_rate_limit_headers_are_ignored(sim):
+    body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                       "choices": [{"index": 0, "finish_reason": "stop",
+                                    "message": {"role": "assistant", "content": "ok"}}],
+                       "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                                 "total_tokens": 2}}).encode()
+    headers = {"content-type": "application/json", "x-ratelimit-limit-requests": "1k",
+               "x-ratelimit-remaining-requests": "lots", "x-ratelimit-limit-tokens": "0",
+               "x-ratelimit-remaining-tokens": "5"}
+    transport = httpx2.MockTransport(lambda request: httpx2.Response(200, content=body,
+                                                                    headers=headers))
+
+    async def go():
+        async with LLMEngine(fast_settings(sim), transport=transport) as engine:
+            return await engine.run_all(chat_items(5))
+
+    results, metrics = asyncio.run(go())
+    assert metrics.succeeded == 5
+
+
+def test_strict_schemas_are_sent_in_openais_strict_form():
+    class WithOptional(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        name: str
+        nickname: str | None = None
+
+    schema = _json_schema(WithOptional)
+    assert schema["additionalProperties"] is False
+    assert sorted(schema["required"]) == ["name", "nickname"]
 
 
 def test_cancelling_a_run_stops_promptly_and_leaves_no_tasks(sim):

@@ -139,7 +139,7 @@ def test_classify_transport_errors():
 # -- circuit breaker ----------------------------------------------------------------------------
 def test_breaker_opens_on_a_rate_of_outage_failures_not_on_scattered_ones():
     clock = FakeClock()
-    breaker = CircuitBreaker(threshold=3, cooldown=1.0, max_outage=60, window=5)
+    breaker = CircuitBreaker(threshold=3, cooldown=1.0, window=5)
     for _ in range(10):  # one failure in five: noise
         breaker.on_failure(clock.now, outage=True)
         for _ in range(4):
@@ -158,10 +158,10 @@ def test_breaker_opens_on_a_rate_of_outage_failures_not_on_scattered_ones():
 
 def test_breaker_holds_then_lets_exactly_one_probe_through():
     clock = FakeClock()
-    breaker = CircuitBreaker(threshold=1, cooldown=1.0, max_cooldown=4.0, max_outage=60)
+    breaker = CircuitBreaker(threshold=1, cooldown=1.0, max_cooldown=4.0)
     breaker.on_failure(clock.now, outage=True)
     decision = breaker.decide(clock.now)
-    assert not decision.proceed and not decision.give_up and decision.wait == pytest.approx(1.0)
+    assert not decision.proceed and decision.wait == pytest.approx(1.0)
     clock.advance(1.0)
     probe = breaker.decide(clock.now)
     assert probe.proceed and probe.probe
@@ -176,17 +176,30 @@ def test_breaker_holds_then_lets_exactly_one_probe_through():
     assert breaker.cooldown == 1.0
 
 
-def test_breaker_gives_up_after_the_outage_limit():
+def test_breaker_keeps_probing_however_long_the_outage():
     clock = FakeClock()
-    breaker = CircuitBreaker(threshold=1, cooldown=1.0, max_outage=10)
+    breaker = CircuitBreaker(threshold=1, cooldown=1.0, max_cooldown=4.0)
     breaker.on_failure(clock.now, outage=True)
-    for _ in range(5):
-        clock.advance(2.0)
+    for _ in range(50):  # 200 s of failed probes, the cooldown capped at 4 s
+        clock.advance(4.0)
         decision = breaker.decide(clock.now)
-        if decision.probe:
-            breaker.on_failure(clock.now, outage=True, probe=True)
+        assert decision.probe
+        breaker.on_failure(clock.now, outage=True, probe=True)
+    clock.advance(4.0)
+    assert breaker.decide(clock.now).probe
+    breaker.on_success(probe=True)
+    assert breaker.state is State.CLOSED
+
+
+def test_an_abandoned_probe_lets_the_next_caller_probe():
+    clock = FakeClock()
+    breaker = CircuitBreaker(threshold=1, cooldown=1.0)
+    breaker.on_failure(clock.now, outage=True)
     clock.advance(1.0)
-    assert breaker.decide(clock.now).give_up
+    assert breaker.decide(clock.now).probe
+    assert not breaker.decide(clock.now).proceed
+    breaker.abandon_probe()  # e.g. the run was cancelled mid-call
+    assert breaker.decide(clock.now).probe
 
 
 def test_a_probe_answered_with_a_client_error_closes_the_circuit():

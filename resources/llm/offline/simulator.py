@@ -98,7 +98,7 @@ class Simulator:
     def reset(self) -> None:
         self.requests = 0
         self.by_path: Counter[str] = Counter()
-        self.by_status: Counter[int] = Counter()
+        self.by_status: Counter[int | str] = Counter()
         self.faults: Counter[str] = Counter()
         self.in_flight = 0
         self.max_in_flight = 0
@@ -109,7 +109,7 @@ class Simulator:
             "requests": self.requests,
             "chat_requests": self.by_path["/v1/chat/completions"],
             "embedding_requests": self.by_path["/v1/embeddings"],
-            "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
+            "by_status": {str(k): v for k, v in sorted(self.by_status.items(), key=str)},
             "faults": dict(self.faults),
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
@@ -142,6 +142,9 @@ class Simulator:
             status = await self._serve(path, body, receive, send)
         except _Disconnected:
             status = 499  # the client gave up (its timeout), as nginx would log it
+        except ConnectionResetError:
+            self.by_status["reset"] += 1
+            raise  # uvicorn drops the connection: the client sees a reset
         finally:
             self.in_flight -= 1
         self.by_status[status] += 1
@@ -157,6 +160,9 @@ class Simulator:
         if self.outage and self.outage[0] <= now < self.outage[1]:
             return await self._error(send, cfg.outage_status, "the service is unavailable")
         wait = self._over_limit(body, now)
+        if wait < 0:
+            return await self._error(send, 413, "request larger than the token limit",
+                                     "invalid_request_error")
         if wait:
             return await self._rate_limited(send, wait)
         targeted = bool(cfg.target) and cfg.target.encode() in body
@@ -217,7 +223,12 @@ class Simulator:
             if wait:
                 return wait
         if self.tpm is not None:
-            wait = self.tpm.try_take(max(1, len(body) // 4), now)
+            estimate = max(1, len(body) // 4)
+            if estimate > self.tpm.capacity:
+                if self.rpm is not None:
+                    self.rpm.settle(1, 0, now)
+                return -1.0  # can never fit: a real API answers 4xx, not "wait"
+            wait = self.tpm.try_take(estimate, now)
             if wait:
                 if self.rpm is not None:
                     self.rpm.settle(1, 0, now)  # refused: the request slot is given back
