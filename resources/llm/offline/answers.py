@@ -5,7 +5,9 @@ relationships, themes, category, language, …) and by their types and enums, so
 pipeline's own pydantic models get sensible, schema-valid answers.
 """
 
+import hashlib
 import re
+import uuid
 
 from resources.llm.offline import analytics as ta
 
@@ -113,8 +115,10 @@ class Answerer:
             values = self.chunk_ids[:high]
         elif _has(name, "alias"):
             values = []
-        else:
+        elif items.get("type") == "string" and not items.get("format") and "enum" not in items:
             values = [self._coerce(k, items) for k in self.keywords[: min(high, 8)]]
+        else:  # numbers, enums, dates, ...: filled by their own type
+            values = [self.fill(items, name, {}) for _ in range(min(high, max(low, 1)))]
         while len(values) < low:
             values.append(self.fill(items, name, {}))
         return values
@@ -154,6 +158,9 @@ class Answerer:
 
     # -- scalars --------------------------------------------------------------------------
     def _string(self, name: str, schema: dict, context: dict) -> str:
+        formatted = self._formatted(schema.get("format"))
+        if formatted is not None:
+            return formatted
         if _has(name, "title", "headline"):
             value = ta.title(self.text)
         elif _has(name, "summary", "description", "abstract", "explanation", "reason"):
@@ -166,12 +173,34 @@ class Answerer:
             value = " ".join(k.capitalize() for k in self.keywords[:2]) or "General"
         else:
             value = ta.summary(self.text, 1)
+        while len(value) < schema.get("minLength", 0):
+            value = f"{value} {value}" if value else "n/a"
         limit = schema.get("maxLength")
         return value[:limit] if limit else value
 
+    def _formatted(self, fmt: str | None) -> str | None:
+        """Strings with a format: the first one the text contains, else a fixed one."""
+        if fmt in ("date", "date-time"):
+            found = re.search(r"\b(\d{4}-\d{2}-\d{2})\b", self.text)
+            day = found.group(1) if found else "1970-01-01"
+            return day if fmt == "date" else f"{day}T00:00:00Z"
+        if fmt == "email":
+            found = re.search(r"[\w.+-]+@[\w-]+\.[\w.-]+", self.text)
+            return found.group(0) if found else "unknown@example.com"
+        if fmt == "uuid":
+            digest = hashlib.sha256(self.text.encode()).hexdigest()
+            return str(uuid.UUID(digest[:32]))
+        if fmt in ("uri", "url"):
+            found = re.search(r"https?://\S+", self.text)
+            return found.group(0).rstrip(".,)") if found else "https://example.com/"
+        return None
+
     def _number(self, name: str, schema: dict, kind: str) -> float | int:
-        low = schema.get("minimum", 0)
-        high = schema.get("maximum", 1 if kind == "number" else 5)
+        step = 1 if kind == "integer" else 1e-3
+        low = schema.get("minimum", schema.get("exclusiveMinimum", -step) + step)
+        high = schema.get("maximum", schema.get("exclusiveMaximum", float("inf")) - step)
+        if high == float("inf") or high < low:
+            high = low + (1 if kind == "number" else 5)
         # Denser, more repetitive text scores higher: crude, but deterministic.
         words = ta.words(self.text)
         density = (sum(words.count(k) for k in self.keywords[:4]) / len(words)) if words else 0

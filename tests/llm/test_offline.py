@@ -1,0 +1,77 @@
+"""The offline provider answers any reasonable schema validly and deterministically."""
+
+import datetime as dt
+import json
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from resources.llm.offline import analytics as ta
+from resources.llm.offline.answers import answer
+from resources.llm.offline.app import chat_completion, embeddings
+from tests.conftest import SAMPLE_DIR
+
+TEXT = (SAMPLE_DIR / "support-chat-double-charge.txt").read_text()
+
+
+class Entity(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    type: Literal["Person", "Organization", "Product", "Location", "Event", "Concept"]
+    aliases: list[str]
+
+
+class Everything(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(min_length=5, max_length=80)
+    summary: str
+    keywords: list[str] = Field(max_length=8)
+    scores: list[int]
+    day: dt.date
+    at: dt.datetime
+    ref: uuid.UUID
+    quality: float = Field(gt=0, lt=1)
+    votes: int = Field(ge=1, le=5)
+    language: str
+    contains_personal_data: bool
+    entities: list[Entity]
+    note: str | None = None
+
+
+def _ask(model: type[BaseModel], text: str = TEXT):
+    messages = [{"role": "user", "content": f"<document>{text}</document>"}]
+    return answer(model.model_json_schema(), messages)
+
+
+def test_answers_validate_against_the_schema_and_repeat_exactly():
+    first = Everything.model_validate(_ask(Everything))
+    assert first == Everything.model_validate(_ask(Everything))
+    names = {e.name for e in first.entities}
+    assert {"Priya Raman", "Bluebird Dental", "Stripe"} <= names
+    types = {e.name: e.type for e in first.entities}
+    assert types["Priya Raman"] == "Person" and types["Bluebird Dental"] == "Organization"
+    assert first.contains_personal_data is True and first.language == "en"
+
+
+def test_chat_and_embedding_responses_have_openai_shape_and_usage():
+    body = {"model": "m", "messages": [{"role": "user", "content": TEXT}],
+            "response_format": {"type": "json_schema",
+                                "json_schema": {"name": "E", "schema":
+                                                Everything.model_json_schema()}}}
+    reply = chat_completion(body)
+    Everything.model_validate_json(reply["choices"][0]["message"]["content"])
+    assert reply["usage"]["prompt_tokens"] > 100 and reply["usage"]["completion_tokens"] > 10
+    vectors = embeddings({"model": "e", "input": ["Okta SSO login fails", "Okta SSO login fail",
+                                                   "pricing for 2027"], "dimensions": 64})
+    a, b, c = (d["embedding"] for d in vectors["data"])
+    assert len(a) == 64 and abs(sum(x * x for x in a) - 1) < 1e-3
+    cosine = lambda u, v: sum(x * y for x, y in zip(u, v, strict=True))  # noqa: E731
+    assert cosine(a, b) > cosine(a, c)  # similar wording, closer vectors
+    assert json.dumps(embeddings({"input": "x"})) == json.dumps(embeddings({"input": "x"}))
+
+
+def test_keywords_and_signatures_are_deterministic_text_analytics():
+    assert ta.keywords("Refund refund refund the double charge. Charge twice.", 2) == [
+        "refund", "charge"]
+    assert ta.signature(["Billing", "Double-Charge"]) == "billing_double_charge"
