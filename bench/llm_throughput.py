@@ -172,8 +172,13 @@ def run_memory(n: int) -> dict:
                      "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11},
     }).encode()
-    transport = httpx2.MockTransport(lambda request: httpx2.Response(
-        200, content=body, headers={"content-type": "application/json"}))
+    async def answer(request):
+        # Yield once, as real I/O does: an answer that never suspends would starve the
+        # event loop's housekeeping and measure that instead of the engine.
+        await asyncio.sleep(0)
+        return httpx2.Response(200, content=body, headers={"content-type": "application/json"})
+
+    transport = httpx2.MockTransport(answer)
     settings = LLMSettings(base_url="http://127.0.0.1:9/v1", api_key="bench",
                            max_concurrency=64, cache_path=None)
     count = 0
