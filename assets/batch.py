@@ -40,6 +40,13 @@ class PartitionError(Exception):
         return f"document {self.partition} ({self.path}): {self.reason}"
 
 
+def not_materialized(registry, key: str, what: str) -> PartitionError:
+    """The error for a partition whose upstream was never materialized."""
+    entry = registry.lookup(key)
+    return PartitionError(key, str(entry.path) if entry else "?", "not_materialized",
+                          f"{what} not materialized for this document yet")
+
+
 def data_version(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 

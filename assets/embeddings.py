@@ -4,10 +4,11 @@ model's name and the dimension."""
 import dagster as dg
 import pandas as pd
 
-from assets.batch import PartitionError, data_version, latest_upstream, raise_failures, record
+from assets.batch import data_version, latest_upstream, raise_failures, record
 from assets.enrichment import (
     EnrichConfig,
     partition_metrics,
+    read_partitions,
     run_llm,
     success_rate_check,
     success_rate_spec,
@@ -101,15 +102,7 @@ def chunk_embeddings(
     store: AssetStore,
     registry: DocumentRegistry,
 ):
-    failures: list[PartitionError] = []
-    chunks: dict[str, pd.DataFrame] = {}
-    for key in context.partition_keys:
-        if store.exists(CHUNKS, key, pd.DataFrame):
-            chunks[key] = store.read(CHUNKS, key, pd.DataFrame)
-        else:
-            entry = registry.lookup(key)
-            failures.append(PartitionError(key, str(entry.path) if entry else "?",
-                                           "not_materialized", "chunks are not materialized"))
+    chunks, failures = read_partitions(store, registry, CHUNKS, context.partition_keys)
     work = {key: embedding_items(key, frame, config.inputs_per_request, config.dimensions)
             for key, frame in chunks.items()}
     results, run = run_llm(context, llm, work, config.concurrency)

@@ -13,9 +13,12 @@ from collections.abc import Iterable
 import dagster as dg
 import pandas as pd
 
+from assets.batch import PartitionError, not_materialized
 from resources.llm import ChatItem, EmbedItem, ItemResult
 from resources.llm.metrics import BatchMetrics, MetricsRecorder
 from resources.llm.resource import LLMResource
+from resources.registry import DocumentRegistry
+from resources.storage import AssetStore
 
 MAX_LISTED_FAILURES = 50
 
@@ -28,6 +31,20 @@ warnings.filterwarnings("ignore", message="Specifying a partitions_def on an Ass
 class EnrichConfig(dg.Config):
     concurrency: int | None = None  # this stage's ceiling; default: LLM_MAX_CONCURRENCY
     success_threshold: float = 0.99  # below it the <asset>_success_rate check fails
+
+
+def read_partitions(
+    store: AssetStore, registry: DocumentRegistry, asset_key: dg.AssetKey, keys: list[str]
+) -> tuple[dict[str, pd.DataFrame], list[PartitionError]]:
+    """The stored frames of `asset_key` for `keys`, and a not_materialized error for each
+    key that has none."""
+    frames, missing = {}, []
+    for key in keys:
+        if store.exists(asset_key, key, pd.DataFrame):
+            frames[key] = store.read(asset_key, key, pd.DataFrame)
+        else:
+            missing.append(not_materialized(registry, key, asset_key.to_user_string()))
+    return frames, missing
 
 
 def run_llm(

@@ -8,7 +8,14 @@ of chunk size) without reading the source files again.
 
 import dagster as dg
 
-from assets.batch import PartitionError, data_version, latest_upstream, raise_failures, record
+from assets.batch import (
+    PartitionError,
+    data_version,
+    latest_upstream,
+    not_materialized,
+    raise_failures,
+    record,
+)
 from assets.chunking import validate_limits
 from assets.chunks import CHUNKER_VERSION, chunk_document, chunks_metadata
 from assets.documents import INGEST_VERSION, document_metadata, read_document
@@ -97,9 +104,7 @@ def _ingest(context, config: IngestConfig, registry: DocumentRegistry, store: As
     elif store.exists(DOCUMENTS, key, Document):
         document = store.read(DOCUMENTS, key, Document)
     else:
-        entry = registry.lookup(key)
-        raise PartitionError(key, str(entry.path) if entry else "?", "not_materialized",
-                             "no stored document to re-chunk: materialize documents first")
+        raise not_materialized(registry, key, "documents")
     if CHUNKS in selected:
         frame, encoding = chunk_document(
             document, config.max_tokens, config.overlap_tokens, config.encoding
