@@ -4,7 +4,8 @@ Plain asyncio; Dagster appears only in `resource.py`. Every chat and embedding c
 every asset goes through `LLMEngine`.
 """
 
-from resources.llm.engine import ChatItem, EmbedItem, ItemResult, LLMEngine
+from resources.llm.engine import LLMEngine
+from resources.llm.items import ChatItem, EmbedItem, ItemResult
 from resources.llm.metrics import BatchMetrics
 from resources.llm.settings import LLMSettings
 

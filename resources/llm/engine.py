@@ -10,9 +10,7 @@ or failed with an error class. Cancelling `run` cancels its workers and their re
 """
 
 import asyncio
-import functools
 import logging
-import math
 import random
 import sqlite3
 import time
@@ -26,61 +24,23 @@ from pydantic import BaseModel, ValidationError
 
 from resources.llm.breaker import CircuitBreaker
 from resources.llm.cache import Cache, SQLiteCache, cache_key
-from resources.llm.limits import AIMDLimit, ConcurrencyGate, TokenBucket, parse_reset
+from resources.llm.client import make_client
+from resources.llm.items import ChatItem, EmbedItem, ItemAccount, ItemResult
+from resources.llm.limits import AIMDLimit, ConcurrencyGate
 from resources.llm.metrics import BatchMetrics, MetricsRecorder
 from resources.llm.retry import OUTAGE, RETRYABLE, backoff_seconds, classify, retry_after_seconds
 from resources.llm.settings import LLMSettings
+from resources.llm.throttle import Throttle, has_ratelimit_headers
 from resources.tokenizer import get_tokenizer
 
 log = logging.getLogger(__name__)
 
-OFFLINE_BASE_URL = "http://offline.docgraph/v1"
 # An item stops after this many HTTP calls per allowed attempt, whatever the breaker says.
 MAX_CALLS_PER_ATTEMPT = 3
 REPAIR_PROMPT = (
     "Your previous answer was not valid: {error}\n"
     "Answer again with only a JSON object that matches the requested schema."
 )
-
-
-@dataclass(frozen=True)
-class ChatItem:
-    key: str
-    messages: list[dict]
-    schema: type[BaseModel] | None = None  # structured output, validated
-    prompt_version: str = "v1"
-    max_tokens: int | None = None
-    temperature: float = 0.0
-
-
-@dataclass(frozen=True)
-class EmbedItem:
-    key: str
-    inputs: list[str]  # one request embeds them all
-    dimensions: int | None = None
-
-
-@dataclass(frozen=True)
-class ItemResult:
-    """One item's outcome and exactly what it cost; batch metrics are sums of these."""
-
-    key: str
-    value: object = None  # a model instance, text, or a list of vectors
-    error_class: str | None = None
-    error: str | None = None
-    cached: bool = False
-    http_calls: int = 0
-    retries: int = 0
-    repairs: int = 0
-    rate_limited: int = 0  # 429 responses seen
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float | None = 0.0  # None if a model's price is unknown
-    latencies: tuple[float, ...] = ()  # seconds, of each successful HTTP call
-
-    @property
-    def ok(self) -> bool:
-        return self.error_class is None
 
 
 class _ItemFailed(Exception):
@@ -98,29 +58,6 @@ class _Batch:
 
     def observe(self, seconds: float) -> None:
         self.latency = seconds if self.latency is None else 0.9 * self.latency + 0.1 * seconds
-
-
-@dataclass
-class _Call:
-    """Per-item accounting while the item is being processed."""
-
-    cached: bool = False
-    http_calls: int = 0
-    retries: int = 0
-    repairs: int = 0
-    rate_limited: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float | None = 0.0
-    latencies: list[float] = field(default_factory=list)
-
-    def result(self, key: str, value: object = None, error_class: str | None = None,
-               error: str | None = None) -> ItemResult:
-        return ItemResult(
-            key, value, error_class, error, self.cached, self.http_calls, self.retries,
-            self.repairs, self.rate_limited, self.prompt_tokens, self.completion_tokens,
-            self.cost_usd, tuple(self.latencies),
-        )
 
 
 class LLMEngine:
@@ -150,25 +87,13 @@ class LLMEngine:
             cooldown=settings.breaker_cooldown_seconds,
             max_cooldown=max(settings.breaker_cooldown_seconds, settings.backoff_cap_seconds),
         )
-        # A 429 without x-ratelimit-* headers says "everyone wait": nobody sends before
-        # _hold_until, and the waiters spread over the following _hold_spread seconds
-        # rather than all returning at once.
-        self._hold_until = 0.0
-        self._hold_spread = 0.0
-        now = time.monotonic()
-        burst = settings.burst_seconds
-        self.rpm = self._bucket(settings.rpm, burst, now)
-        # Token costs are lumpy (one prompt may be thousands): allow a 10 s burst of tokens.
-        self.tpm = self._bucket(settings.tpm, max(burst, 10.0), now)
+        self.throttle = Throttle(settings, self.rng, time.monotonic())
         self._client: openai.AsyncOpenAI | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    @staticmethod
-    def _bucket(per_minute: float | None, burst: float, now: float) -> TokenBucket | None:
-        if not per_minute:
-            return None
-        rate = per_minute / 60
-        return TokenBucket(rate, max(1.0, rate * burst), now)
+    @property
+    def rpm(self):
+        return self.throttle.rpm
 
     # -- client: one per event loop ---------------------------------------------------
     def _client_here(self) -> openai.AsyncOpenAI:
@@ -177,7 +102,7 @@ class LLMEngine:
             raise RuntimeError("LLMEngine is bound to another event loop; make one per loop")
         if self._client is None:
             self._loop = loop
-            self._client = self._make_client()
+            self._client = make_client(self.settings, self._transport)
             self.log.info(
                 "LLM provider: %s (chat %s, embeddings %s)%s", self.settings.provider,
                 self.settings.chat_model, self.settings.embed_model,
@@ -185,33 +110,6 @@ class LLMEngine:
                 else "",
             )
         return self._client
-
-    def _make_client(self) -> openai.AsyncOpenAI:
-        s = self.settings
-        timeout = httpx2.Timeout(s.timeout_seconds, connect=min(10.0, s.timeout_seconds))
-        if s.offline:
-            from resources.llm.offline.app import create_app
-
-            # raise_app_exceptions=False: a bug in the offline app answers 500, like a
-            # server would, instead of escaping into the engine.
-            http = httpx2.AsyncClient(
-                transport=httpx2.ASGITransport(app=create_app(), raise_app_exceptions=False),
-                timeout=timeout,
-            )
-            base_url, api_key = OFFLINE_BASE_URL, "offline"
-        else:
-            # The gate bounds requests in flight (per batch ceiling), so the pool itself is
-            # unbounded: a request let through never waits for a socket (no pool timeouts).
-            http = httpx2.AsyncClient(
-                timeout=timeout, transport=self._transport,
-                limits=httpx2.Limits(max_connections=None,
-                                     max_keepalive_connections=s.max_concurrency),
-            )
-            base_url, api_key = s.base_url, s.api_key or "unused"
-        # max_retries=0: the engine owns retries, so every HTTP call is counted.
-        return openai.AsyncOpenAI(
-            base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout, http_client=http
-        )
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -238,7 +136,7 @@ class LLMEngine:
         ceiling = concurrency or self.settings.max_concurrency
         floor = min(self.settings.min_concurrency, ceiling)
         batch = _Batch(gate=ConcurrencyGate(AIMDLimit(floor, ceiling)))
-        batch.gate.cap = lambda: self._useful_concurrency(batch)
+        batch.gate.cap = lambda: self.throttle.useful_concurrency(batch.latency)
         source = iter(items)
         started = time.monotonic()
 
@@ -267,7 +165,7 @@ class LLMEngine:
         return results, metrics
 
     async def _process(self, item: ChatItem | EmbedItem, batch: _Batch) -> ItemResult:
-        call = _Call()
+        call = ItemAccount()
         try:
             if isinstance(item, ChatItem):
                 value = await self._chat(item, batch, call)
@@ -282,7 +180,7 @@ class LLMEngine:
         return call.result(item.key, value)
 
     # -- chat -----------------------------------------------------------------------------
-    async def _chat(self, item: ChatItem, batch: _Batch, call: _Call) -> object:
+    async def _chat(self, item: ChatItem, batch: _Batch, call: ItemAccount) -> object:
         model = self.settings.chat_model
         batch.models.add(model)
         schema = _json_schema(item.schema) if item.schema else None
@@ -307,7 +205,8 @@ class LLMEngine:
                 return value
 
         estimate = self._estimate(request["messages"], item.max_tokens)
-        self._check_fits(estimate)
+        if reason := self.throttle.too_big(estimate):
+            raise _ItemFailed("client_error", reason)
         reply = await self._call(batch, call, "chat", request, estimate)
         content = reply.choices[0].message.content if reply.choices else None
         try:
@@ -339,18 +238,12 @@ class LLMEngine:
             return content
         return schema.model_validate_json(content)
 
-    def _check_fits(self, estimate: int) -> None:
-        """A request larger than a minute's token budget would wait forever."""
-        if self.settings.tpm and estimate > self.settings.tpm:
-            raise _ItemFailed("client_error", f"the request needs ~{estimate} tokens, more than "
-                                              f"LLM_TPM={self.settings.tpm:.0f} allows in a minute")
-
     def _estimate(self, messages: list[dict], max_tokens: int | None) -> int:
         prompt = sum(4 + self.tokenizer.count(str(m.get("content") or "")) for m in messages)
         return prompt + (max_tokens or self.settings.expected_completion_tokens)
 
     # -- embeddings ------------------------------------------------------------------------
-    async def _embed(self, item: EmbedItem, batch: _Batch, call: _Call) -> object:
+    async def _embed(self, item: EmbedItem, batch: _Batch, call: ItemAccount) -> object:
         model = self.settings.embed_model
         batch.models.add(model)
         request: dict = {"model": model, "input": list(item.inputs)}
@@ -362,7 +255,8 @@ class LLMEngine:
             call.cached = True
             return hit["value"]
         estimate = sum(self.tokenizer.count(text) for text in item.inputs)
-        self._check_fits(estimate)
+        if reason := self.throttle.too_big(estimate):
+            raise _ItemFailed("client_error", reason)
         reply = await self._call(batch, call, "embeddings", request, estimate)
         vectors = [d.embedding for d in sorted(reply.data, key=lambda d: d.index)]
         dims = {len(v) for v in vectors}
@@ -391,7 +285,7 @@ class LLMEngine:
             self.log.warning("response cache unavailable (%s): answer not stored", exc)
 
     # -- one request, with throttling, retries and the breaker ------------------------------
-    async def _call(self, batch: _Batch, call: _Call, kind: str, request: dict,
+    async def _call(self, batch: _Batch, call: ItemAccount, kind: str, request: dict,
                     estimate: int):
         client = self._client_here()
         create = (client.chat.completions if kind == "chat" else client.embeddings)
@@ -404,7 +298,7 @@ class LLMEngine:
             settled = False
             try:
                 async with batch.gate.slot():
-                    wait = self._reserve(estimate)
+                    wait = self.throttle.reserve(estimate, time.monotonic())
                     if wait > 0:
                         await asyncio.sleep(wait)
                     call.http_calls += 1
@@ -421,7 +315,7 @@ class LLMEngine:
                     else:
                         error, headers = None, raw.headers
                 now = time.monotonic()
-                self._follow_headers(headers, now)
+                self.throttle.follow(headers, now)
                 if error is None:
                     self._succeeded(batch, call, request, reply, estimate, sent, now)
                     self.breaker.on_success(probe)
@@ -438,16 +332,15 @@ class LLMEngine:
                 self.log.warning("circuit opened: %s of the last %s calls failed (last: %s)",
                                  self.breaker.threshold, self.breaker.recent.maxlen,
                                  error_class)
-            if self.tpm is not None and error_class != "timeout":
-                self.tpm.settle(estimate, 0, now)  # rejected requests spend no tokens
+            if error_class != "timeout":
+                self.throttle.settle(estimate, 0, now)  # rejected requests spend no tokens
             retry_after = retry_after_seconds(headers)
             if error_class == "rate_limited":
                 call.rate_limited += 1
                 # With x-ratelimit-* headers the buckets already follow the server (above);
                 # without them, the Retry-After is all we know and holds for every caller.
-                if retry_after and not _has_ratelimit_headers(headers):
-                    self._hold_until = max(self._hold_until, now + retry_after)
-                    self._hold_spread = retry_after
+                if retry_after and not has_ratelimit_headers(headers):
+                    self.throttle.hold(retry_after, now)
             if error_class in ("rate_limited", "timeout") and batch.gate.aimd.on_overload(now):
                 await batch.gate.limit_changed()
             message = f"{error_class}: {_short(error)}"
@@ -474,7 +367,7 @@ class LLMEngine:
                                         self.settings.backoff_cap_seconds, self.rng)
             await asyncio.sleep(delay)
 
-    def _succeeded(self, batch: _Batch, call: _Call, request: dict, reply, estimate: int,
+    def _succeeded(self, batch: _Batch, call: ItemAccount, request: dict, reply, estimate: int,
                    sent: float, now: float) -> None:
         call.latencies.append(now - sent)
         batch.observe(now - sent)
@@ -485,8 +378,8 @@ class LLMEngine:
         call.completion_tokens += completion_tokens
         cost = self.settings.cost_usd(request["model"], prompt_tokens, completion_tokens)
         call.cost_usd = None if cost is None or call.cost_usd is None else call.cost_usd + cost
-        if self.tpm is not None and usage is not None:
-            self.tpm.settle(estimate, prompt_tokens + completion_tokens, now)
+        if usage is not None:
+            self.throttle.settle(estimate, prompt_tokens + completion_tokens, now)
         batch.gate.aimd.on_success()
 
     async def _wait_for_breaker(self, held_since: float | None) -> tuple[bool, float | None]:
@@ -507,60 +400,11 @@ class LLMEngine:
                 )
             await asyncio.sleep(min(decision.wait, left))
 
-    def _useful_concurrency(self, batch: _Batch) -> int | None:
-        """Little's law: with the RPM budget binding, rate x latency requests in flight
-        already use it all; a quarter more absorbs jitter, more would only queue."""
-        if self.rpm is None or batch.latency is None:
-            return None
-        return math.ceil(self.rpm.rate * batch.latency * 1.25) + 2
-
-    def _reserve(self, estimate: int) -> float:
-        now = time.monotonic()
-        held = self._hold_until - now
-        waits = [held + self._hold_spread * self.rng.random() if held > 0 else 0.0]
-        if self.rpm is not None:
-            waits.append(self.rpm.reserve(1, now))
-        if self.tpm is not None:
-            waits.append(self.tpm.reserve(estimate, now))
-        return max(waits)
-
-    def _follow_headers(self, headers, now: float) -> None:
-        """Adopt and follow x-ratelimit-* headers; ignore ones that don't parse."""
-        if not headers:
-            return
-        for bucket_name, unit in (("rpm", "requests"), ("tpm", "tokens")):
-            remaining = _number(headers.get(f"x-ratelimit-remaining-{unit}"))
-            if remaining is None:
-                continue
-            bucket = getattr(self, bucket_name)
-            if bucket is None:  # the server tells us its limit: adopt it
-                limit = _number(headers.get(f"x-ratelimit-limit-{unit}"))
-                if not limit or limit <= 0:
-                    continue
-                bucket = self._bucket(limit, self.settings.burst_seconds, now)
-                setattr(self, bucket_name, bucket)
-            bucket.sync(remaining, parse_reset(headers.get(f"x-ratelimit-reset-{unit}")), now)
-
-
-def _number(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-@functools.cache
 def _json_schema(model: type[BaseModel]) -> dict:
     """The schema in OpenAI's strict form (every property required, optional ones
     nullable, no extra properties), as the SDK's own structured-output helper builds it;
     a plain pydantic schema is rejected with strict=True."""
     return to_strict_json_schema(model)
-
-
-def _has_ratelimit_headers(headers) -> bool:
-    return bool(headers) and any(
-        headers.get(f"x-ratelimit-remaining-{unit}") is not None for unit in ("requests", "tokens")
-    )
 
 
 def _short(error: BaseException, limit: int = 300) -> str:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from resources.llm.retry import ERROR_CLASSES
 
 if TYPE_CHECKING:
-    from resources.llm.engine import ItemResult
+    from resources.llm.items import ItemResult
 
 LATENCY_SAMPLE = 10_000  # latency percentiles come from a reservoir sample this large
 
