@@ -35,7 +35,7 @@ bench: install
 	$(BIN)/python bench/llm_throughput.py --json bench/out/llm_throughput.json
 
 simulator: install
-	$(BIN)/python -m resources.llm.offline.simulator --port $${PORT:-8765} --config '$(SIM)'
+	$(BIN)/python -m resources.llm.offline.server --port $${PORT:-8765} --config '$(SIM)'
 
 
 lint: install

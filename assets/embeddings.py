@@ -7,14 +7,13 @@ import pandas as pd
 from assets.batch import data_version, latest_upstream, raise_failures, record
 from assets.enrichment import (
     EnrichConfig,
+    llm_asset,
     partition_metrics,
     read_partitions,
     run_llm,
     success_rate_check,
-    success_rate_spec,
 )
 from assets.ingestion import CHUNKS
-from assets.metadata import ENRICH_BATCH_SIZE
 from assets.partitions import documents_partitions
 from resources.llm import EmbedItem, ItemResult
 from resources.llm.resource import LLMResource, metrics_metadata
@@ -71,29 +70,18 @@ def dimension_check(key: str, frame: pd.DataFrame,
     )
 
 
-@dg.multi_asset(
-    specs=[dg.AssetSpec(
-        CHUNK_EMBEDDINGS_KEY,
-        deps=[CHUNKS],
-        skippable=True,
+@llm_asset(
+    CHUNK_EMBEDDINGS_KEY,
+    deps=[CHUNKS],
+    code_version=EMBEDDINGS_VERSION,
+    description="A vector per chunk with the model name and dimension; chunks are embedded "
+    "`inputs_per_request` at a time and cached like chat calls.",
+    extra_checks=(dg.AssetCheckSpec(
+        "chunk_embeddings_dimension", asset=CHUNK_EMBEDDINGS_KEY,
         partitions_def=documents_partitions,
-        group_name="enrichment",
-        kinds={"openai", "pandas", "parquet"},
-        code_version=EMBEDDINGS_VERSION,
-        description="A vector per chunk with the model name and dimension; chunks are "
-        "embedded `inputs_per_request` at a time and cached like chat calls.",
-    )],
-    check_specs=[
-        success_rate_spec(CHUNK_EMBEDDINGS_KEY, documents_partitions),
-        dg.AssetCheckSpec("chunk_embeddings_dimension", asset=CHUNK_EMBEDDINGS_KEY,
-                          partitions_def=documents_partitions,
-                          description="every vector of the document has the same size "
-                          "(the configured `dimensions`, if set)"),
-    ],
-    can_subset=True,
-    pool="llm",
-    op_tags={"docgraph/stage": "llm"},
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=ENRICH_BATCH_SIZE),
+        description="every vector of the document has the same size (the configured "
+        "`dimensions`, if set)",
+    ),),
 )
 def chunk_embeddings(
     context: dg.AssetExecutionContext,

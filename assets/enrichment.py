@@ -14,6 +14,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.batch import PartitionError, not_materialized
+from assets.partitions import documents_partitions
 from resources.llm import ChatItem, EmbedItem, ItemResult
 from resources.llm.metrics import BatchMetrics, MetricsRecorder
 from resources.llm.resource import LLMResource
@@ -105,6 +106,33 @@ def success_rate_check(
                 for r in failed.head(MAX_LISTED_FAILURES).itertuples()
             ]),
         },
+    )
+
+
+# Documents per run: each brings ~10 chunks, so a run keeps the engine busy at its ceiling.
+ENRICH_BATCH_SIZE = 50
+
+
+def llm_asset(asset_key: dg.AssetKey, *, deps: list, code_version: str, description: str,
+              extra_checks: tuple[dg.AssetCheckSpec, ...] = ()):
+    """The multi_asset every LLM enrichment asset is: per-document partitions recorded one
+    by one from a batched step, in the `llm` pool, with its success-rate gate."""
+    return dg.multi_asset(
+        specs=[dg.AssetSpec(
+            asset_key,
+            deps=deps,
+            skippable=True,
+            partitions_def=documents_partitions,
+            group_name="enrichment",
+            kinds={"openai", "pandas", "parquet"},
+            code_version=code_version,
+            description=description,
+        )],
+        check_specs=[success_rate_spec(asset_key, documents_partitions), *extra_checks],
+        can_subset=True,  # outputs are optional: results are logged per partition instead
+        pool="llm",
+        op_tags={"docgraph/stage": "llm"},
+        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=ENRICH_BATCH_SIZE),
     )
 
 

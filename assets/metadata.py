@@ -7,15 +7,14 @@ import pandas as pd
 from assets.batch import data_version, latest_upstream, raise_failures, record
 from assets.enrichment import (
     EnrichConfig,
+    llm_asset,
     partition_metrics,
     read_partitions,
     run_llm,
     success_rate_check,
-    success_rate_spec,
 )
 from assets.ingestion import CHUNKS
 from assets.models import ChunkMetadata
-from assets.partitions import documents_partitions
 from assets.prompts import CHUNK_METADATA
 from resources.llm import ChatItem, ItemResult
 from resources.llm.resource import LLMResource, metrics_metadata
@@ -23,8 +22,6 @@ from resources.registry import DocumentRegistry
 from resources.storage import AssetStore
 
 CHUNK_METADATA_KEY = dg.AssetKey("chunk_metadata")
-# Documents per run: each brings ~10 chunks, so a run keeps the engine busy at its ceiling.
-ENRICH_BATCH_SIZE = 50
 METADATA_COLUMNS = ["chunk_id", "document_key", "chunk_index", *ChunkMetadata.model_fields,
                     "error_class", "error"]
 
@@ -54,25 +51,14 @@ def _preview(frame: pd.DataFrame, rows: int = 5) -> str:
     return "\n".join(lines)
 
 
-@dg.multi_asset(
-    specs=[dg.AssetSpec(
-        CHUNK_METADATA_KEY,
-        deps=[CHUNKS],
-        skippable=True,
-        partitions_def=documents_partitions,
-        group_name="enrichment",
-        kinds={"openai", "pandas", "parquet"},
-        code_version=CHUNK_METADATA.version,
-        description="Per chunk: title, summary, keywords, category (fixed list), language "
-        "and a personal-data flag from the LLM, validated; failed chunks keep their error "
-        "class. Re-materializing asks the LLM again only for chunks that failed (the "
-        "response cache answers the rest).",
-    )],
-    check_specs=[success_rate_spec(CHUNK_METADATA_KEY, documents_partitions)],
-    can_subset=True,  # outputs are optional: results are logged per partition instead
-    pool="llm",
-    op_tags={"docgraph/stage": "llm"},
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=ENRICH_BATCH_SIZE),
+@llm_asset(
+    CHUNK_METADATA_KEY,
+    deps=[CHUNKS],
+    code_version=CHUNK_METADATA.version,
+    description="Per chunk: title, summary, keywords, category (fixed list), language and a "
+    "personal-data flag from the LLM, validated; failed chunks keep their error class. "
+    "Re-materializing asks the LLM again only for chunks that failed (the response cache "
+    "answers the rest).",
 )
 def chunk_metadata(
     context: dg.AssetExecutionContext,

@@ -230,7 +230,7 @@ def main() -> None:
 
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "resources.llm.offline.simulator", "--port", str(port)],
+        [sys.executable, "-m", "resources.llm.offline.server", "--port", str(port)],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     theoretical = min(CAP / (LATENCY_MS / 1000), RPM / 60)

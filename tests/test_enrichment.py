@@ -10,7 +10,8 @@ from assets.metadata import chunk_metadata
 from assets.models import ChunkMetadata
 from pipeline_defs import cli
 from pipeline_defs.definitions import defs
-from resources.llm.offline.simulator import SimConfig, SimulatorServer
+from resources.llm.offline.server import SimulatorServer
+from resources.llm.offline.simulator import SimConfig
 from resources.llm.resource import LLMResource
 from tests.helpers import materializations, run_ingest
 

@@ -4,7 +4,8 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from resources.llm import ChatItem, LLMEngine, LLMSettings
-from resources.llm.offline.simulator import SimConfig, SimulatorServer
+from resources.llm.offline.server import SimulatorServer
+from resources.llm.offline.simulator import SimConfig
 
 
 class Summary(BaseModel):

@@ -7,24 +7,18 @@ statuses, and a full outage window. `GET /sim/stats` reports what it saw, includ
 most requests in flight at once; `POST /sim/config` changes knobs, `POST /sim/reset`
 clears the stats.
 
-    with SimulatorServer(SimConfig(latency_ms=100, concurrency_cap=32)) as sim:
-        settings = LLMSettings(base_url=sim.base_url, ...)
-
-    python -m resources.llm.offline.simulator --port 8765 --config '{"rpm": 600}'
+Serve it with resources/llm/offline/server.py (a thread for tests, a process for
+benchmarks and manual use).
 """
 
-import argparse
 import asyncio
 import contextlib
 import json
 import math
 import random
-import socket
-import threading
 import time
 from collections import Counter
 
-import uvicorn
 from pydantic import BaseModel, ConfigDict, Field
 
 from resources.llm.limits import TokenBucket
@@ -309,60 +303,3 @@ async def _send_raw(send, status: int, body: bytes, headers: dict[str, str]) -> 
 
 async def _send_json(send, status: int, payload: dict, headers: dict | None = None) -> None:
     await _send_raw(send, status, json.dumps(payload).encode(), headers or {})
-
-
-class SimulatorServer:
-    """The simulator on 127.0.0.1 in a background thread; stops on exit."""
-
-    def __init__(self, config: SimConfig | None = None, port: int = 0):
-        self.simulator = Simulator(config)
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", port))
-        self.port = self._sock.getsockname()[1]
-        self._server = uvicorn.Server(uvicorn.Config(
-            self.simulator, log_level="critical", lifespan="off", access_log=False,
-            timeout_graceful_shutdown=1,
-        ))
-        self._thread = threading.Thread(target=self._server.run,
-                                        kwargs={"sockets": [self._sock]}, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def __enter__(self) -> "SimulatorServer":
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the simulator did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._sock.close()
-
-    def stats(self) -> dict:
-        return self.simulator.stats()
-
-    def configure(self, **knobs) -> None:
-        config = self.simulator.config.model_copy(update=knobs)
-        self.simulator.configure(SimConfig.model_validate(config.model_dump()))
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Serve the fault-injecting simulator.")
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--config", default="{}", help="SimConfig as JSON")
-    args = parser.parse_args()
-    config = SimConfig.model_validate_json(args.config)
-    # Loopback only: the simulator is a test double, never a service.
-    uvicorn.run(Simulator(config), host="127.0.0.1", port=args.port, log_level="warning",
-                lifespan="off", access_log=False)
-
-
-if __name__ == "__main__":
-    main()
