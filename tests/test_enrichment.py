@@ -34,18 +34,22 @@ def _corpus(tmp_path, instance) -> dict[str, str]:
     return docs
 
 
-def _enrich(instance, llm: LLMResource, keys: list[str]) -> dg.ExecuteInProcessResult:
-    resources = {**defs.resources, "llm": llm}
-    return dg.materialize([chunk_metadata], instance=instance, resources=resources,
+def _run(instance, asset, llm: LLMResource, keys: list[str], config: dict | None = None
+         ) -> dg.ExecuteInProcessResult:
+    """One batched run of an enrichment asset over keys[0]..keys[-1]."""
+    return dg.materialize([asset], instance=instance, resources={**defs.resources, "llm": llm},
+                          run_config={"ops": {asset.op.name: {"config": config or {}}}},
                           tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]},
                           raise_on_error=False)
 
 
-def _checks(instance, run_id: str) -> dict[str, dg.AssetCheckEvaluation]:
-    return {
-        e.dagster_event.event_specific_data.partition: e.dagster_event.event_specific_data
+def _checks(instance, run_id: str) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
+    """{(check name, partition): evaluation} logged by the run."""
+    evaluations = (
+        e.dagster_event.event_specific_data
         for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
-    }
+    )
+    return {(ev.check_name, ev.partition): ev for ev in evaluations}
 
 
 def _metadata(instance, key: str) -> dict:
@@ -57,7 +61,8 @@ def test_offline_metadata_for_a_batch_of_documents(tmp_path, instance, monkeypat
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     docs = _corpus(tmp_path, instance)
     keys = instance.get_dynamic_partitions("documents")
-    result = _enrich(instance, LLMResource(cache_path=str(tmp_path / "cache.sqlite")), keys)
+    result = _run(instance, chunk_metadata, LLMResource(cache_path=str(tmp_path / "cache.sqlite")),
+                  keys)
     assert result.success
     checks = _checks(instance, result.run_id)
     for key in docs.values():
@@ -71,7 +76,7 @@ def test_offline_metadata_for_a_batch_of_documents(tmp_path, instance, monkeypat
         meta = _metadata(instance, key)
         assert meta["llm_provider"] == "offline"
         assert meta["attempted"] == meta["succeeded"] == len(chunks)
-        assert checks[key].passed
+        assert checks[("chunk_metadata_success_rate", key)].passed
 
 
 def test_a_document_with_failing_chunks_fails_its_gate_alone_and_heals(
@@ -86,12 +91,13 @@ def test_a_document_with_failing_chunks_fails_its_gate_alone_and_heals(
     with SimulatorServer(config) as sim:
         llm = LLMResource(base_url=sim.base_url, cache_path=str(tmp_path / "cache.sqlite"),
                           max_concurrency=8)
-        result = _enrich(instance, llm, keys)
+        result = _run(instance, chunk_metadata, llm, keys)
         calls_first_run = sim.stats()["requests"]
         assert result.success  # the step recorded both documents; the gate judges them
         checks = _checks(instance, result.run_id)
-        assert not checks[a].passed and checks[b].passed
-        failed = checks[a].metadata["failed_items"].value
+        gate = "chunk_metadata_success_rate"
+        assert not checks[(gate, a)].passed and checks[(gate, b)].passed
+        failed = checks[(gate, a)].metadata["failed_items"].value
         assert failed and {f["error_class"] for f in failed} == {"client_error"}
 
         meta_a, meta_b = _metadata(instance, a), _metadata(instance, b)
@@ -108,18 +114,10 @@ def test_a_document_with_failing_chunks_fails_its_gate_alone_and_heals(
 
         # faults stop: re-materializing asks only for the chunks that failed
         sim.configure(target_rate=0.0, rate_500=0.0)
-        again = _enrich(instance, llm, [a])
-        assert again.success and _checks(instance, again.run_id)[a].passed
+        again = _run(instance, chunk_metadata, llm, [a])
+        assert again.success and _checks(instance, again.run_id)[(gate, a)].passed
         assert sim.stats()["requests"] - calls_first_run == len(failed)
         assert _metadata(instance, a)["cache_hits"] == meta_a["succeeded"]
-
-
-def _embed(instance, llm: LLMResource, keys: list[str], per_request: int):
-    resources = {**defs.resources, "llm": llm}
-    config = {"ops": {"chunk_embeddings": {"config": {"inputs_per_request": per_request}}}}
-    return dg.materialize([chunk_embeddings], instance=instance, resources=resources,
-                          run_config=config, raise_on_error=False,
-                          tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]})
 
 
 def test_embeddings_are_batched_per_request_and_gated_per_document(
@@ -133,15 +131,11 @@ def test_embeddings_are_batched_per_request_and_gated_per_document(
     n_chunks = {k: len(store.read(dg.AssetKey("chunks"), k, pd.DataFrame)) for k in (a, b)}
     with SimulatorServer(SimConfig(target=MARKER, target_status=400, target_rate=1.0)) as sim:
         llm = LLMResource(base_url=sim.base_url, cache_path=str(tmp_path / "cache.sqlite"))
-        result = _embed(instance, llm, keys, per_request=4)
+        result = _run(instance, chunk_embeddings, llm, keys, {"inputs_per_request": 4})
         requests = sim.stats()["embedding_requests"]
     assert result.success
     assert requests == sum(-(-n // 4) for n in n_chunks.values())  # ceil(chunks / 4) each
-    checks = {}
-    for e in instance.all_logs(result.run_id,
-                               of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
-        data = e.dagster_event.event_specific_data
-        checks[(data.check_name, data.partition)] = data
+    checks = _checks(instance, result.run_id)
     assert not checks[("chunk_embeddings_success_rate", a)].passed
     assert checks[("chunk_embeddings_success_rate", b)].passed
     assert checks[("chunk_embeddings_dimension", b)].passed

@@ -37,7 +37,6 @@ class CircuitBreaker:
         self.base_cooldown = cooldown
         self.max_cooldown = max_cooldown
         self.state = State.CLOSED
-        self.opened_at: float | None = None  # start of the current outage
         self.retry_at = 0.0
         self.cooldown = cooldown
         self.probe_in_flight = False
@@ -62,7 +61,6 @@ class CircuitBreaker:
         self.recent.append(False)
         if probe or self.state is not State.CLOSED:
             self.state = State.CLOSED
-            self.opened_at = None
             self.cooldown = self.base_cooldown
             self.probe_in_flight = False
 
@@ -83,7 +81,6 @@ class CircuitBreaker:
 
     def _open(self, now: float) -> None:
         if self.state is State.CLOSED:
-            self.opened_at = now
             self.times_opened += 1
             self.recent.clear()
         self.state = State.OPEN

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 import httpx2
 import openai
-from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel, ValidationError
 
 from resources.llm.breaker import CircuitBreaker
@@ -30,6 +29,7 @@ from resources.llm.limits import AIMDLimit, ConcurrencyGate
 from resources.llm.metrics import BatchMetrics, MetricsRecorder
 from resources.llm.retry import OUTAGE, RETRYABLE, backoff_seconds, classify, retry_after_seconds
 from resources.llm.settings import LLMSettings
+from resources.llm.structured import answer_text, parse, repair_turn, response_format, short
 from resources.llm.throttle import Throttle, has_ratelimit_headers
 from resources.tokenizer import get_tokenizer
 
@@ -37,10 +37,6 @@ log = logging.getLogger(__name__)
 
 # An item stops after this many HTTP calls per allowed attempt, whatever the breaker says.
 MAX_CALLS_PER_ATTEMPT = 3
-REPAIR_PROMPT = (
-    "Your previous answer was not valid: {error}\n"
-    "Answer again with only a JSON object that matches the requested schema."
-)
 
 
 class _ItemFailed(Exception):
@@ -183,16 +179,12 @@ class LLMEngine:
     async def _chat(self, item: ChatItem, batch: _Batch, call: ItemAccount) -> object:
         model = self.settings.chat_model
         batch.models.add(model)
-        schema = _json_schema(item.schema) if item.schema else None
         request: dict = {"model": model, "messages": list(item.messages),
                          "temperature": item.temperature}
         if item.max_tokens:
             request["max_tokens"] = item.max_tokens
-        if schema is not None:
-            request["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": item.schema.__name__, "schema": schema, "strict": True},
-            }
+        if item.schema is not None:
+            request["response_format"] = response_format(item.schema)
         key = cache_key(kind="chat", prompt_version=item.prompt_version, **request)
         hit = await self._cache_get(key)
         if hit is not None:
@@ -207,36 +199,21 @@ class LLMEngine:
         estimate = self._estimate(request["messages"], item.max_tokens)
         if reason := self.throttle.too_big(estimate):
             raise _ItemFailed("client_error", reason)
-        reply = await self._call(batch, call, "chat", request, estimate)
-        content = reply.choices[0].message.content if reply.choices else None
+        content = answer_text(await self._call(batch, call, "chat", request, estimate))
         try:
-            value = self._parse(content, item.schema)
-        except (ValidationError, ValueError) as first:
-            # One repair attempt that shows the model its own mistake.
-            call.repairs += 1
-            request["messages"] = [
-                *request["messages"],
-                {"role": "assistant", "content": content or ""},
-                {"role": "user", "content": REPAIR_PROMPT.format(error=_short(first))},
-            ]
-            reply = await self._call(batch, call, "chat", request, estimate)
-            content = reply.choices[0].message.content if reply.choices else None
+            value = parse(content, item.schema)
+        except ValueError as first:  # pydantic's ValidationError is a ValueError
+            call.repairs += 1  # one repair attempt that shows the model its own mistake
+            request["messages"] = [*request["messages"], *repair_turn(content, first)]
+            content = answer_text(await self._call(batch, call, "chat", request, estimate))
             try:
-                value = self._parse(content, item.schema)
-            except (ValidationError, ValueError) as second:
+                value = parse(content, item.schema)
+            except ValueError as second:
                 raise _ItemFailed("invalid_output",
-                                  f"invalid after one repair: {_short(second)}") from second
+                                  f"invalid after one repair: {short(second)}") from second
         stored = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
         await self._cache_put(key, {"value": stored})
         return value
-
-    @staticmethod
-    def _parse(content: str | None, schema: type[BaseModel] | None) -> object:
-        if not content or not content.strip():
-            raise ValueError("the answer was empty")
-        if schema is None:
-            return content
-        return schema.model_validate_json(content)
 
     def _estimate(self, messages: list[dict], max_tokens: int | None) -> int:
         prompt = sum(4 + self.tokenizer.count(str(m.get("content") or "")) for m in messages)
@@ -343,7 +320,7 @@ class LLMEngine:
                     self.throttle.hold(retry_after, now)
             if error_class in ("rate_limited", "timeout") and batch.gate.aimd.on_overload(now):
                 await batch.gate.limit_changed()
-            message = f"{error_class}: {_short(error)}"
+            message = f"{error_class}: {short(error)}"
             if error_class not in RETRYABLE:
                 raise _ItemFailed(error_class, message)
             # A failure during an outage does not spend the item's retries (the breaker
@@ -399,19 +376,3 @@ class LLMEngine:
                     f"provider unavailable; held for {self.settings.max_outage_seconds:.0f}s",
                 )
             await asyncio.sleep(min(decision.wait, left))
-
-def _json_schema(model: type[BaseModel]) -> dict:
-    """The schema in OpenAI's strict form (every property required, optional ones
-    nullable, no extra properties), as the SDK's own structured-output helper builds it;
-    a plain pydantic schema is rejected with strict=True."""
-    return to_strict_json_schema(model)
-
-
-def _short(error: BaseException, limit: int = 300) -> str:
-    text = str(error).replace("\n", " ")
-    if isinstance(error, ValidationError):
-        text = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in error.errors()
-        )
-    return text[:limit]
-

@@ -57,10 +57,6 @@ class TokenBucket:
         if remaining <= 0 and reset_seconds:
             self.level = min(self.level, -reset_seconds * self.rate)
 
-    def pause(self, seconds: float, now: float) -> None:
-        """Nobody spends for `seconds` (a 429's Retry-After applies to every caller)."""
-        self.sync(0, seconds, now)
-
 
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)(ms|h|m|s))")
 

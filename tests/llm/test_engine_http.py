@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from resources.llm import ChatItem, EmbedItem, LLMEngine
 from resources.llm.cache import SQLiteCache
-from resources.llm.engine import _json_schema
 from resources.llm.retry import ERROR_CLASSES
+from resources.llm.structured import json_schema
 from tests.llm.conftest import Summary, chat_items, fast_settings, run
 
 
@@ -241,7 +241,7 @@ def test_strict_schemas_are_sent_in_openais_strict_form():
         name: str
         nickname: str | None = None
 
-    schema = _json_schema(WithOptional)
+    schema = json_schema(WithOptional)
     assert schema["additionalProperties"] is False
     assert sorted(schema["required"]) == ["name", "nickname"]
 

@@ -64,15 +64,6 @@ def test_sync_follows_the_server_and_waits_for_its_reset():
     assert bucket.reserve(1, clock.now) == pytest.approx(2.6)
 
 
-def test_pause_blocks_every_caller_for_the_retry_after():
-    clock = FakeClock()
-    bucket = TokenBucket(10, 10, clock.now)
-    bucket.pause(1.5, clock.now)
-    assert bucket.reserve(1, clock.now) >= 1.5
-    clock.advance(2.0)
-    assert bucket.reserve(1, clock.now) == 0.0
-
-
 def test_try_take_takes_nothing_when_short():
     clock = FakeClock()
     bucket = TokenBucket(2, 2, clock.now)
