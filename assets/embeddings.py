@@ -4,14 +4,15 @@ model's name and the dimension."""
 import dagster as dg
 import pandas as pd
 
-from assets.batch import data_version, latest_upstream, raise_failures, record
+from assets.batch import PartitionError, data_version
 from assets.enrichment import (
     EnrichConfig,
-    llm_asset,
+    llm_spec,
     partition_metrics,
-    read_partitions,
+    read_upstream,
+    record_judged,
     run_llm,
-    success_rate_check,
+    success_rate_spec,
 )
 from assets.ingestion import CHUNKS
 from assets.partitions import documents_partitions
@@ -70,27 +71,29 @@ def dimension_check(key: str, frame: pd.DataFrame,
     )
 
 
-@llm_asset(
+CHUNK_EMBEDDINGS_SPEC = llm_spec(
     CHUNK_EMBEDDINGS_KEY,
     deps=[CHUNKS],
     code_version=EMBEDDINGS_VERSION,
     description="A vector per chunk with the model name and dimension; chunks are embedded "
     "`inputs_per_request` at a time and cached like chat calls.",
-    extra_checks=(dg.AssetCheckSpec(
+)
+CHUNK_EMBEDDINGS_CHECKS = [
+    success_rate_spec(CHUNK_EMBEDDINGS_KEY),
+    dg.AssetCheckSpec(
         "chunk_embeddings_dimension", asset=CHUNK_EMBEDDINGS_KEY,
         partitions_def=documents_partitions,
         description="every vector of the document has the same size (the configured "
         "`dimensions`, if set)",
-    ),),
-)
-def chunk_embeddings(
-    context: dg.AssetExecutionContext,
-    config: EmbedConfig,
-    llm: LLMResource,
-    store: AssetStore,
-    registry: DocumentRegistry,
-):
-    chunks, failures = read_partitions(store, registry, CHUNKS, context.partition_keys)
+    ),
+]
+
+
+def embeddings_stage(context: dg.AssetExecutionContext, config: EmbedConfig,
+                     llm: LLMResource, store: AssetStore, registry: DocumentRegistry,
+                     keys: list[str]) -> list[PartitionError]:
+    inputs, failures = read_upstream(context, store, registry, [CHUNKS], keys)
+    chunks = {key: data.frames[CHUNKS] for key, data in inputs.items()}
     work = {key: embedding_items(key, frame, config.inputs_per_request, config.dimensions)
             for key, frame in chunks.items()}
     results, run = run_llm(context, llm, work, config.concurrency)
@@ -99,7 +102,7 @@ def chunk_embeddings(
         rows = embeddings_frame(frame, results.get(key, []), config.inputs_per_request, model)
         metrics = partition_metrics(results.get(key, []), run)
         embedded = int(rows["error_class"].isna().sum())
-        record(
+        record_judged(
             context, store, CHUNK_EMBEDDINGS_KEY, key, rows,
             {**metrics_metadata(metrics),
              "chunks_embedded": dg.MetadataValue.int(embedded),
@@ -108,11 +111,7 @@ def chunk_embeddings(
              "dimensions": dg.MetadataValue.int(int(rows["dimensions"].dropna().max()) if embedded
                                                 else 0)},
             data_version(EMBEDDINGS_VERSION, model, rows.to_json()),
-            EMBEDDINGS_VERSION,
-            upstream=(latest_upstream(context.instance, CHUNKS, key),),
+            EMBEDDINGS_VERSION, inputs[key].provenance, config.success_threshold,
         )
-        context.log_event(success_rate_check(CHUNK_EMBEDDINGS_KEY, key, rows,
-                                             config.success_threshold))
         context.log_event(dimension_check(key, rows, config.dimensions))
-    raise_failures(failures, len(context.partition_keys))
-    yield from ()
+    return failures

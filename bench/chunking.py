@@ -76,11 +76,11 @@ def bench_runs(texts: list[str], docs: int) -> list[dict]:
     """The same documents through ingest_job, one run per document and batched."""
     import dagster as dg
 
-    from assets.ingestion import INGEST_BATCH_SIZE
+    from assets.batch import DOCUMENTS_PER_RUN
     from pipeline_defs import cli
 
     rows = []
-    for batch in (1, INGEST_BATCH_SIZE):
+    for batch in (1, DOCUMENTS_PER_RUN):
         work = Path(tempfile.mkdtemp(prefix="docgraph-bench-"))
         os.environ["DOCGRAPH_HOME"] = str(work / "home")
         try:

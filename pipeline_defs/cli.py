@@ -3,7 +3,7 @@
     docgraph add FILES...            register documents as partitions
     docgraph remove KEYS...          drop partitions (the files stay)
     docgraph list                    registered documents and their latest status
-    docgraph materialize [KEYS...]   run ingest_job in-process (all partitions by default;
+    docgraph materialize [KEYS...]   run docgraph_job in-process (all partitions by default;
                                      up-to-date ones are skipped unless --force)
     docgraph demo [FOLDER]           add every sample document, materialize, summarise
 
@@ -20,9 +20,19 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.batch import RANGE_END_TAG, RANGE_START_TAG, partition_batches
-from assets.ingestion import INGEST_BATCH_SIZE
+from assets.batch import (
+    CODE_VERSION_TAG,
+    DOCUMENTS_PER_RUN,
+    INPUT_VERSION_TAG,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    latest_upstream,
+    partition_batches,
+)
+from assets.catalog import THEME_CATALOG_KEY, ThemeCatalog
+from assets.enrichment import GATE_METADATA
 from assets.partitions import documents_partitions
+from assets.pipeline import PIPELINE_SPECS
 from pipeline_defs.definitions import defs
 from resources.paths import dagster_home, project_root
 from resources.registry import (
@@ -31,6 +41,7 @@ from resources.registry import (
     RegisteredDocument,
     supported_files,
 )
+from resources.storage import UNPARTITIONED, AssetStore
 
 
 @dataclass
@@ -79,25 +90,44 @@ def add(instance: dg.DagsterInstance, paths: list[Path]) -> list[RegisteredDocum
     return docs
 
 
-def _up_to_date(instance: dg.DagsterInstance, registry: DocumentRegistry, key: str) -> bool:
+def _stale_reason(instance: dg.DagsterInstance, registry: DocumentRegistry,
+                  key: str) -> str | None:
+    """Why `key` needs a run (None if every asset of the chain is current): its file
+    changed, an asset is missing, its code version changed, an input it was computed from
+    has a newer version, or its quality gate failed (a re-run retries only failed items)."""
     entry = registry.lookup(key)
     if entry is None or not entry.path.exists():
-        return False
-    current = _latest_metadata(instance, "chunks", key)
-    # register() re-hashes the file only if its size or mtime changed
-    return current is not None and current.get("source_sha256") == (
-        registry.register([entry.path])[0].sha256
-    )
+        return "file missing"
+    chunks = _latest_metadata(instance, "chunks", key)
+    if chunks is None or chunks.get("source_sha256") != registry.register([entry.path])[0].sha256:
+        return "file changed"  # register() re-hashes only if the size or mtime changed
+    versions: dict[dg.AssetKey, str] = {}
+    for spec in PIPELINE_SPECS:
+        latest = latest_upstream(instance, spec.key, key)
+        name = spec.key.to_user_string()
+        if latest is None:
+            return f"{name} missing"
+        if latest.tags.get(CODE_VERSION_TAG) != spec.code_version:
+            return f"{name} code changed"
+        for dep in spec.deps:
+            if latest.tags.get(INPUT_VERSION_TAG.format(dep.asset_key.to_user_string())) \
+                    != versions[dep.asset_key]:
+                return f"{name} inputs changed"
+        if latest.metadata.get(GATE_METADATA) == "failed":
+            return f"{name} gate failed"
+        versions[spec.key] = latest.version
+    return None
 
 
 def materialize(
     instance: dg.DagsterInstance, keys: list[str], force: bool = False,
-    batch_size: int = INGEST_BATCH_SIZE, log_level: str = "CRITICAL",
+    batch_size: int = DOCUMENTS_PER_RUN, log_level: str = "CRITICAL",
 ) -> list[Outcome]:
-    """Run ingest_job in-process over `keys`, batched into ranges like a backfill."""
+    """Run docgraph_job in-process over `keys` that need it, batched into ranges like a
+    backfill, then rebuild the theme catalog if anything changed."""
     registry = _registry()
-    job = defs.resolve_job_def("ingest_job")
-    todo = [k for k in keys if force or not _up_to_date(instance, registry, k)]
+    job = defs.resolve_job_def("docgraph_job")
+    todo = [k for k in keys if force or _stale_reason(instance, registry, k)]
     ordered = instance.get_dynamic_partitions(documents_partitions.name)
     done: set[str] = set()
     failed: dict[str, dict] = {}
@@ -105,7 +135,7 @@ def materialize(
         result = job.execute_in_process(
             instance=instance, raise_on_error=False,
             tags={RANGE_START_TAG: batch[0], RANGE_END_TAG: batch[-1]},
-            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            run_config=_quiet(log_level),
         )
         # Batch steps log their materializations one by one; read them back from the run.
         done.update(
@@ -113,18 +143,18 @@ def materialize(
             for entry in instance.all_logs(
                 result.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
             )
-            if entry.dagster_event.asset_key == dg.AssetKey("chunks")
+            if entry.dagster_event.asset_key == PIPELINE_SPECS[-1].key
         )
         failed.update(_failures(result, batch))
-    outcomes = []
-    for key in keys:
-        if key not in todo:
-            outcomes.append(Outcome(key, "up-to-date", _latest_metadata(instance, "chunks", key)))
-        elif key in done:
-            outcomes.append(Outcome(key, "ok", _latest_metadata(instance, "chunks", key) or {}))
-        else:
-            outcomes.append(Outcome(key, "failed", failed[key]))
-    return outcomes
+    if todo or not instance.get_latest_materialization_event(THEME_CATALOG_KEY):
+        defs.resolve_job_def("catalog_job").execute_in_process(
+            instance=instance, run_config=_quiet(log_level))
+    return [Outcome(key, "up-to-date" if key not in todo else "ok" if key in done else
+                    "failed", failed.get(key, {})) for key in keys]
+
+
+def _quiet(log_level: str) -> dict:
+    return {"loggers": {"console": {"config": {"log_level": log_level}}}}
 
 
 def _failures(result: dg.ExecuteInProcessResult, keys: list[str]) -> dict[str, dict]:
@@ -165,10 +195,18 @@ def _instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
+def _ok_of(meta: dict | None) -> str:
+    """"ok/items" of an LLM asset's partition, from its quality-gate metadata."""
+    if not meta:
+        return "-"
+    items = meta.get("items", 0)
+    return f"{items - meta.get('failed_items_count', 0)}/{items}"
+
+
 def print_summary(instance: dg.DagsterInstance, outcomes: list[Outcome]) -> None:
     width = max([len("document"), *(len(o.key) for o in outcomes)])
-    header = f"{'document':<{width}}  {'status':<10} {'format':<6} {'chars':>7} {'chunks':>6} " \
-             f"{'tok/chunk':>9}"
+    header = (f"{'document':<{width}}  {'status':<10} {'format':<6} {'chunks':>6} "
+              f"{'metadata':>9} {'embedded':>9} {'themes':>6}")
     print(header)
     print("-" * len(header))
     for outcome in outcomes:
@@ -177,12 +215,14 @@ def print_summary(instance: dg.DagsterInstance, outcomes: list[Outcome]) -> None
             print(f"{outcome.key:<{width}}  {'FAILED':<10} {detail['error_class']}: "
                   f"{detail['reason']}")
             continue
-        doc = _latest_metadata(instance, "documents", outcome.key) or {}
-        chunk = outcome.detail
+        meta = {name: _latest_metadata(instance, name, outcome.key) or {}
+                for name in ("documents", "chunks", "chunk_metadata", "chunk_embeddings",
+                             "document_themes")}
         print(
-            f"{outcome.key:<{width}}  {outcome.status:<10} {doc.get('format', '?'):<6} "
-            f"{doc.get('chars', 0):>7} {chunk.get('chunks', 0):>6} "
-            f"{chunk.get('tokens_mean', 0):>9}"
+            f"{outcome.key:<{width}}  {outcome.status:<10} "
+            f"{meta['documents'].get('format', '?'):<6} {meta['chunks'].get('chunks', 0):>6} "
+            f"{_ok_of(meta['chunk_metadata']):>9} {_ok_of(meta['chunk_embeddings']):>9} "
+            f"{meta['document_themes'].get('themes_kept', '-'):>6}"
         )
     failed = sum(o.status == "failed" for o in outcomes)
     done = sum(o.status == "ok" for o in outcomes)
@@ -191,12 +231,28 @@ def print_summary(instance: dg.DagsterInstance, outcomes: list[Outcome]) -> None
     if failed:
         print("Failed runs are in the Dagster UI (make dev) with their logs; "
               "re-run with --log-level INFO to see them here.")
+    print_top_themes()
+
+
+def print_top_themes(top: int = 8) -> None:
+    store: AssetStore = defs.resources["store"]
+    if not store.exists(THEME_CATALOG_KEY, UNPARTITIONED, ThemeCatalog):
+        return
+    catalog = store.read(THEME_CATALOG_KEY, UNPARTITIONED, ThemeCatalog)
+    recurring = [t for t in catalog.themes if t.document_count > 1]
+    print(f"\ntheme_catalog: {len(catalog.themes)} canonical themes from {catalog.mentions} "
+          f"document themes; {len(recurring)} recur across documents"
+          + (":" if recurring else "."))
+    for theme in recurring[:top]:
+        merged = [s for s in theme.signatures if s != theme.theme_id]
+        also = f"  (also: {', '.join(merged)})" if merged else ""
+        print(f"  {theme.theme_id:<28} {theme.document_count:>3} documents{also}")
 
 
 def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="also re-run up-to-date documents")
-    parser.add_argument("--batch-size", type=int, default=INGEST_BATCH_SIZE,
-                        help=f"documents per run (default {INGEST_BATCH_SIZE})")
+    parser.add_argument("--batch-size", type=int, default=DOCUMENTS_PER_RUN,
+                        help=f"documents per run (default {DOCUMENTS_PER_RUN})")
     parser.add_argument("--log-level", default="CRITICAL",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                         help="run logs to show (default: none; the summary reports failures)")
@@ -209,12 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_add = sub.add_parser("add", help="register files or folders as document partitions")
     p_add.add_argument("paths", nargs="+", type=Path)
-    p_add.add_argument("--materialize", action="store_true", help="also run ingest_job")
+    p_add.add_argument("--materialize", action="store_true", help="also run docgraph_job")
     _run_options(p_add)
     p_rm = sub.add_parser("remove", help="remove document partitions (files are kept)")
     p_rm.add_argument("keys", nargs="+")
     sub.add_parser("list", help="registered documents")
-    p_mat = sub.add_parser("materialize", help="run ingest_job for partitions, in-process")
+    p_mat = sub.add_parser("materialize", help="run docgraph_job (ingest, enrich, themes) "
+                           "in-process, then the theme catalog")
     p_mat.add_argument("keys", nargs="*", help="partition keys (default: all)")
     _run_options(p_mat)
     p_demo = sub.add_parser("demo", help="add a folder of documents, materialize, summarise")

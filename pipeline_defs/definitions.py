@@ -1,9 +1,8 @@
 import dagster as dg
 
-from assets.embeddings import chunk_embeddings
-from assets.ingestion import ingestion
-from assets.metadata import chunk_metadata
-from pipeline_defs.jobs import ingest_job
+from assets.catalog import theme_catalog
+from assets.pipeline import document_pipeline
+from pipeline_defs.jobs import catalog_job, docgraph_job, ingest_job
 from pipeline_defs.sensors import inbox_sensor
 from resources.llm.resource import LLMResource
 from resources.registry import DocumentRegistry
@@ -12,8 +11,8 @@ from resources.storage import AssetStore, DocgraphIOManager
 store = AssetStore()
 
 defs = dg.Definitions(
-    assets=[ingestion, chunk_metadata, chunk_embeddings],
-    jobs=[ingest_job],
+    assets=[document_pipeline, theme_catalog],
+    jobs=[docgraph_job, ingest_job, catalog_job],
     sensors=[inbox_sensor],
     resources={
         "store": store,

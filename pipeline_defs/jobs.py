@@ -1,11 +1,28 @@
 import dagster as dg
 
-from assets.ingestion import ingestion
+from assets.catalog import THEME_CATALOG_KEY
+from assets.pipeline import document_pipeline
 
-# The main job: everything that exists per document so far. A run covers one document or
-# a range of them (tags dagster/asset_partition_range_start/end), as backfills batch it.
+# Runs cover one document or a range of them (tags dagster/asset_partition_range_start/
+# end), as backfills batch them.
+docgraph_job = dg.define_asset_job(
+    "docgraph_job",
+    selection=dg.AssetSelection.assets(document_pipeline),
+    description="The main job: ingest, chunk, enrich (metadata, embeddings) and extract "
+    "themes, per document, one run per range of partitions.",
+)
+
 ingest_job = dg.define_asset_job(
     "ingest_job",
-    selection=dg.AssetSelection.assets(ingestion),
-    description="Read, normalise and chunk documents; one run per range of partitions.",
+    selection=dg.AssetSelection.assets("documents", "chunks"),
+    description="Read, normalise and chunk documents; no LLM calls.",
+)
+
+# The corpus-wide catalog is not in the main job: rebuilding it after every batch of a
+# 10,000-document backfill would read every document's themes 100 times. catalog_job, the
+# CLI, or the catalog's automation condition (with the daemon) runs it once after.
+catalog_job = dg.define_asset_job(
+    "catalog_job",
+    selection=dg.AssetSelection.assets(THEME_CATALOG_KEY),
+    description="Rebuild the corpus-wide theme_catalog from the stored document themes.",
 )

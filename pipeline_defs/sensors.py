@@ -6,10 +6,15 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.batch import RANGE_END_TAG, RANGE_START_TAG, data_version, partition_batches
-from assets.ingestion import INGEST_BATCH_SIZE
+from assets.batch import (
+    DOCUMENTS_PER_RUN,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    data_version,
+    partition_batches,
+)
 from assets.partitions import documents_partitions
-from pipeline_defs.jobs import ingest_job
+from pipeline_defs.jobs import docgraph_job
 from resources.registry import DocumentRegistry, supported_files
 
 # A file modified this recently may still be being written: wait for the next tick.
@@ -17,7 +22,7 @@ SETTLE_SECONDS = 2.0
 
 
 @dg.sensor(
-    job=ingest_job,
+    job=docgraph_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Registers new files in the inbox as `documents` partitions, requests a run "
@@ -48,7 +53,7 @@ def inbox_sensor(context: dg.SensorEvaluationContext, registry: DocumentRegistry
     # New partitions are appended in this order, so new files batch into few runs.
     run_requests = [
         _run_request(keys, changed)
-        for keys in partition_batches(list(ordered) + new_keys, list(changed), INGEST_BATCH_SIZE)
+        for keys in partition_batches(list(ordered) + new_keys, list(changed), DOCUMENTS_PER_RUN)
     ]
 
     present = {d.key for d in current}

@@ -40,6 +40,7 @@ class RegisteredDocument:
     key: str
     path: Path
     sha256: str | None = None
+    added_at: str | None = None  # ISO time of first registration: when docgraph first saw it
 
 
 def file_sha256(path: Path) -> str:
@@ -114,14 +115,15 @@ class DocumentRegistry(dg.ConfigurableResource):
     def lookup(self, key: str) -> RegisteredDocument | None:
         with self._db() as conn:
             row = conn.execute(
-                "SELECT key, path, sha256 FROM documents WHERE key = ?", (key,)
+                "SELECT key, path, sha256, added_at FROM documents WHERE key = ?", (key,)
             ).fetchone()
-        return RegisteredDocument(row[0], self._absolute(row[1]), row[2]) if row else None
+        return RegisteredDocument(row[0], self._absolute(row[1]), row[2], row[3]) if row else None
 
     def entries(self) -> list[RegisteredDocument]:
         with self._db() as conn:
-            rows = conn.execute("SELECT key, path, sha256 FROM documents ORDER BY key").fetchall()
-        return [RegisteredDocument(k, self._absolute(p), s) for k, p, s in rows]
+            rows = conn.execute(
+                "SELECT key, path, sha256, added_at FROM documents ORDER BY key").fetchall()
+        return [RegisteredDocument(k, self._absolute(p), s, a) for k, p, s, a in rows]
 
     # -- writes ----------------------------------------------------------------------
     def register(self, paths: Iterable[Path]) -> list[RegisteredDocument]:

@@ -3,7 +3,29 @@ import pandas as pd
 
 from assets.batch import RANGE_END_TAG, RANGE_START_TAG
 from assets.models import Document
+from assets.pipeline import document_pipeline
 from pipeline_defs.definitions import defs, store
+from resources.llm.resource import LLMResource
+
+
+def pipeline_config(**stages: dict) -> dict:
+    """Run config for the document_pipeline step: {stage name: its config}."""
+    return {"ops": {"document_pipeline": {"config": stages}}}
+
+
+def ingest_config(**config) -> dict:
+    return pipeline_config(ingestion=config)
+
+
+def run_pipeline(instance: dg.DagsterInstance, keys: list[str], assets: list[str],
+                 llm: LLMResource | None = None, **stages: dict) -> dg.ExecuteInProcessResult:
+    """One batched run of `assets` of the document pipeline over keys[0]..keys[-1]."""
+    return dg.materialize(
+        [document_pipeline], selection=assets, instance=instance,
+        resources={**defs.resources, **({"llm": llm} if llm else {})},
+        run_config=pipeline_config(**stages),
+        tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]}, raise_on_error=False,
+    )
 
 
 def run_ingest(

@@ -13,7 +13,7 @@ from pypdf import PdfReader, PdfWriter
 from assets.ingest import IngestError, extract
 from pipeline_defs import cli
 from tests.conftest import SAMPLE_DIR
-from tests.helpers import materializations, run_ingest
+from tests.helpers import ingest_config, materializations, run_ingest
 from tests.pdfgen import make_pdf
 
 
@@ -51,13 +51,13 @@ def corpus(tmp_path, instance):
     return docs
 
 
-RUN_CONFIG = {"ops": {"ingestion": {"config": {"max_bytes": 10_000}}}}
+RUN_CONFIG = ingest_config(max_bytes=10_000)
 EXPECTED = dict(BAD_INPUTS, **{"vanished.txt": (None, "vanished", "no longer exists")})
 
 
 def _failure(result: dg.ExecuteInProcessResult) -> dg.Failure:
     [event] = result.get_step_failure_events()
-    assert event.step_key == "ingestion"
+    assert event.step_key == "document_pipeline"
     return event.step_failure_data.user_failure_data
 
 

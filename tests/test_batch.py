@@ -5,7 +5,7 @@ import dagster as dg
 from assets.batch import partition_batches
 from pipeline_defs import cli
 from pipeline_defs.definitions import defs
-from tests.helpers import materializations, run_ingest, stored_chunks
+from tests.helpers import ingest_config, materializations, run_ingest, stored_chunks
 
 
 def test_partition_batches_are_contiguous_and_bounded():
@@ -34,7 +34,7 @@ def test_chunks_alone_rechunks_stored_documents(tmp_path, instance):
     result = job.execute_in_process(
         partition_key=doc.key, instance=instance, raise_on_error=False,
         resources=defs.resources,
-        run_config={"ops": {"ingestion": {"config": {"max_tokens": 64, "overlap_tokens": 0}}}},
+        run_config=ingest_config(max_tokens=64, overlap_tokens=0),
     )
     assert result.success
     after = stored_chunks(doc.key)

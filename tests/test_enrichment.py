@@ -4,19 +4,16 @@ success-rate gate — offline and over real HTTP to the simulator."""
 import dagster as dg
 import pandas as pd
 
-from assets.batch import RANGE_END_TAG, RANGE_START_TAG
-from assets.embeddings import chunk_embeddings
-from assets.metadata import chunk_metadata
 from assets.models import ChunkMetadata
 from pipeline_defs import cli
 from pipeline_defs.definitions import defs
 from resources.llm.offline.server import SimulatorServer
 from resources.llm.offline.simulator import SimConfig
 from resources.llm.resource import LLMResource
-from tests.helpers import materializations, run_ingest
+from tests.helpers import ingest_config, materializations, run_ingest, run_pipeline
 
 MARKER = "Zephyrine"  # appears only in document A, so the simulator can target its chunks
-SMALL_CHUNKS = {"ops": {"ingestion": {"config": {"max_tokens": 48, "overlap_tokens": 0}}}}
+SMALL_CHUNKS = ingest_config(max_tokens=48, overlap_tokens=0)
 
 
 def _corpus(tmp_path, instance) -> dict[str, str]:
@@ -32,15 +29,6 @@ def _corpus(tmp_path, instance) -> dict[str, str]:
     keys = instance.get_dynamic_partitions("documents")
     assert run_ingest(instance, keys[0], keys[-1], run_config=SMALL_CHUNKS).success
     return docs
-
-
-def _run(instance, asset, llm: LLMResource, keys: list[str], config: dict | None = None
-         ) -> dg.ExecuteInProcessResult:
-    """One batched run of an enrichment asset over keys[0]..keys[-1]."""
-    return dg.materialize([asset], instance=instance, resources={**defs.resources, "llm": llm},
-                          run_config={"ops": {asset.op.name: {"config": config or {}}}},
-                          tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]},
-                          raise_on_error=False)
 
 
 def _checks(instance, run_id: str) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
@@ -61,8 +49,8 @@ def test_offline_metadata_for_a_batch_of_documents(tmp_path, instance, monkeypat
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     docs = _corpus(tmp_path, instance)
     keys = instance.get_dynamic_partitions("documents")
-    result = _run(instance, chunk_metadata, LLMResource(cache_path=str(tmp_path / "cache.sqlite")),
-                  keys)
+    result = run_pipeline(instance, keys, ["chunk_metadata"],
+                          LLMResource(cache_path=str(tmp_path / "cache.sqlite")))
     assert result.success
     checks = _checks(instance, result.run_id)
     for key in docs.values():
@@ -91,7 +79,7 @@ def test_a_document_with_failing_chunks_fails_its_gate_alone_and_heals(
     with SimulatorServer(config) as sim:
         llm = LLMResource(base_url=sim.base_url, cache_path=str(tmp_path / "cache.sqlite"),
                           max_concurrency=8)
-        result = _run(instance, chunk_metadata, llm, keys)
+        result = run_pipeline(instance, keys, ["chunk_metadata"], llm)
         calls_first_run = sim.stats()["requests"]
         assert result.success  # the step recorded both documents; the gate judges them
         checks = _checks(instance, result.run_id)
@@ -114,7 +102,7 @@ def test_a_document_with_failing_chunks_fails_its_gate_alone_and_heals(
 
         # faults stop: re-materializing asks only for the chunks that failed
         sim.configure(target_rate=0.0, rate_500=0.0)
-        again = _run(instance, chunk_metadata, llm, [a])
+        again = run_pipeline(instance, [a], ["chunk_metadata"], llm)
         assert again.success and _checks(instance, again.run_id)[(gate, a)].passed
         assert sim.stats()["requests"] - calls_first_run == len(failed)
         assert _metadata(instance, a)["cache_hits"] == meta_a["succeeded"]
@@ -131,7 +119,8 @@ def test_embeddings_are_batched_per_request_and_gated_per_document(
     n_chunks = {k: len(store.read(dg.AssetKey("chunks"), k, pd.DataFrame)) for k in (a, b)}
     with SimulatorServer(SimConfig(target=MARKER, target_status=400, target_rate=1.0)) as sim:
         llm = LLMResource(base_url=sim.base_url, cache_path=str(tmp_path / "cache.sqlite"))
-        result = _run(instance, chunk_embeddings, llm, keys, {"inputs_per_request": 4})
+        result = run_pipeline(instance, keys, ["chunk_embeddings"], llm,
+                              chunk_embeddings={"inputs_per_request": 4})
         requests = sim.stats()["embedding_requests"]
     assert result.success
     assert requests == sum(-(-n // 4) for n in n_chunks.values())  # ceil(chunks / 4) each

@@ -157,6 +157,29 @@ def cooccurrences(text: str, names: list[str], limit: int = 20) -> list[tuple[st
     return [(a, b, s) for (a, b), s in list(pairs.items())[:limit]]
 
 
+# Words too general to name a theme on their own.
+GENERIC_WORDS = frozenset("""
+customer customers team teams issue issues problem problems week weeks day days time times
+today yesterday thing things way lot lots people user users case cases
+""".split())
+
+
+def key_phrases(text: str, k: int = 5, min_count: int = 2) -> list[tuple[str, str]]:
+    """The most frequent pairs of adjacent lowercase content words ("charged twice",
+    "idempotency key"): topics rather than names, which are capitalised, and only words
+    with just a space between them (not the two halves of an email or a URL)."""
+    matches = list(_WORD.finditer(text))
+    counts: Counter[tuple[str, str]] = Counter()
+    for left, right in zip(matches, matches[1:], strict=False):
+        a, b = left.group(0), right.group(0)
+        if (text[left.end() : right.start()] == " " and a.islower() and b.islower()
+                and all(len(w) > 2 and w.replace("-", "").isalpha() and w not in STOPWORDS
+                        and w not in GENERIC_WORDS for w in (a, b))):
+            counts[(a, b)] += 1
+    ranked = sorted(counts, key=lambda pair: -counts[pair])  # stable: first seen wins ties
+    return [pair for pair in ranked if counts[pair] >= min_count][:k]
+
+
 def signature(terms: list[str]) -> str:
     """snake_case theme signature from keywords, e.g. ['billing', 'double'] -> billing_double."""
     cleaned = [re.sub(r"[^a-z0-9]+", "_", t.lower()).strip("_") for t in terms]

@@ -22,22 +22,34 @@ _RELATION_CUES = {
 }
 
 
-def document_text(messages: list[dict]) -> str:
-    """The text a request is about: inside <document> tags if present, else the first
-    user message (a repair turn comes later and is not the subject)."""
+def _tagged(text: str, tag: str) -> str | None:
+    match = re.search(rf"<{tag}>(.*?)</{tag}>", text, re.S)
+    return match.group(1).strip() if match else None
+
+
+def request_parts(messages: list[dict]) -> tuple[str, str]:
+    """What a request is about: the text inside <document> tags if present, else the first
+    user message (a repair turn comes later and is not the subject), and what is to be
+    judged against it, inside <theme> tags ("" if none)."""
     users = [str(m.get("content") or "") for m in messages if m.get("role") == "user"]
-    text = users[0] if users else ""
-    match = re.search(r"<document>(.*?)</document>", text, re.S)
-    return match.group(1).strip() if match else text
+    first = users[0] if users else ""
+    document = _tagged(first, "document")
+    return (first if document is None else document), _tagged(first, "theme") or ""
 
 
 class Answerer:
-    def __init__(self, text: str, root_schema: dict):
+    def __init__(self, text: str, root_schema: dict, subject: str = ""):
         self.text = text
+        self.subject = subject
         self.defs = root_schema.get("$defs", {})
         self.keywords = ta.keywords(text, 12)
         self.entities = ta.entities(text)
         self.chunk_ids = [a or b for a, b in _CHUNK_ID.findall(text)]
+        # [chunk:ID] markers split the text into passages: id -> its lowercase text
+        parts = _CHUNK_ID.split(text)
+        self.passages = {a or b: body.lower()
+                         for a, b, body in zip(parts[1::3], parts[2::3], parts[3::3],
+                                               strict=True)}
 
     # -- schema walking -------------------------------------------------------------------
     def _resolve(self, schema: dict) -> dict:
@@ -139,14 +151,19 @@ class Answerer:
         return relations
 
     def _themes(self) -> list[dict]:
+        """Recurring two-word phrases, else pairs of keywords; the passages that mention a
+        theme's words are its evidence."""
+        pairs = [list(p) for p in ta.key_phrases(self.text)] or [
+            self.keywords[i : i + 2] for i in range(0, min(len(self.keywords), 6), 2)]
         themes = []
-        for i in range(0, min(len(self.keywords), 6), 2):
-            terms = self.keywords[i : i + 2]
+        for terms in pairs:
+            evidence = [cid for cid, body in self.passages.items()
+                        if all(t in body for t in terms)]
             themes.append({
                 "signature": ta.signature(terms),
-                "label": " ".join(t.capitalize() for t in terms),
+                "label": " ".join(terms).capitalize(),
                 "description": self._sentence_with(terms) or ta.summary(self.text, 1),
-                "evidence_chunk_ids": self.chunk_ids[:3],
+                "evidence_chunk_ids": (evidence or self.chunk_ids)[:3],
             })
         return themes or [{"signature": "general", "label": "General"}]
 
@@ -196,6 +213,8 @@ class Answerer:
         return None
 
     def _number(self, name: str, schema: dict, kind: str) -> float | int:
+        if self.subject and _has(name, "score", "rating"):
+            return self._judgement(schema, kind)
         step = 1 if kind == "integer" else 1e-3
         low = schema.get("minimum", schema.get("exclusiveMinimum", -step) + step)
         high = schema.get("maximum", schema.get("exclusiveMaximum", float("inf")) - step)
@@ -208,10 +227,24 @@ class Answerer:
         return round(value) if kind == "integer" else round(value, 3)
 
 
+    def _judgement(self, schema: dict, kind: str) -> float | int:
+        """A score for how much of the judged subject's wording the text contains: the
+        share of the subject's words of its first line found in the text, on the scale."""
+        low, high = schema.get("minimum", 0), schema.get("maximum", 1)
+        first_line = self.subject.splitlines()[0] if self.subject else ""
+        terms = {w for w in ta.words(first_line.replace("_", " "))
+                 if w not in ta.STOPWORDS and len(w) > 2 and w != "signature"}
+        text_words = set(ta.words(self.text))
+        share = len(terms & text_words) / len(terms) if terms else 0.0
+        value = low + (high - low) * share
+        return round(value) if kind == "integer" else round(value, 3)
+
+
 def _has(name: str, *parts: str) -> bool:
     lowered = name.lower()
     return any(p in lowered for p in parts)
 
 
 def answer(schema: dict, messages: list[dict]) -> object:
-    return Answerer(document_text(messages), schema).fill(schema)
+    text, subject = request_parts(messages)
+    return Answerer(text, schema, subject).fill(schema)

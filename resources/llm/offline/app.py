@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from resources.llm.offline import analytics as ta
-from resources.llm.offline.answers import answer, document_text
+from resources.llm.offline.answers import answer, request_parts
 from resources.tokenizer import get_tokenizer
 
 DEFAULT_DIMENSIONS = 256
@@ -40,9 +40,9 @@ def chat_completion(body: dict) -> dict:
             raise ValueError("response_format.json_schema.schema must be an object")
         content = json.dumps(answer(schema, messages), ensure_ascii=False)
     elif response_format.get("type") == "json_object":
-        content = json.dumps({"summary": ta.summary(document_text(messages))})
+        content = json.dumps({"summary": ta.summary(request_parts(messages)[0])})
     else:
-        content = ta.summary(document_text(messages), max_sentences=3)
+        content = ta.summary(request_parts(messages)[0], max_sentences=3)
     tok = get_tokenizer()
     prompt_tokens = sum(4 + tok.count(str(m.get("content") or "")) for m in messages)
     completion_tokens = tok.count(content)

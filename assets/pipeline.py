@@ -1,0 +1,93 @@
+"""The per-document chain as one batched step: documents -> chunks -> chunk_metadata,
+chunk_embeddings -> document_themes, for a range of documents.
+
+Why one step for five assets: a step over a range of partitions records each partition
+on its own (assets/batch.py), so its outputs are skippable and never yielded; Dagster
+skips any later step that depends on an output that was not yielded. Inside one step the
+stages run in order, each over the documents that came through the stage before, and
+any subset of the assets can be selected (a stage not selected reads what is stored).
+
+A document that fails a stage is reported once, with the first reason, and goes no
+further; a document whose LLM stage fails its success-rate gate is held back by the next
+stage (assets/enrichment.py:read_upstream). Every other document runs to the end.
+"""
+
+import dagster as dg
+
+from assets.batch import DOCUMENTS_PER_RUN, PartitionError, raise_failures
+from assets.embeddings import (
+    CHUNK_EMBEDDINGS_CHECKS,
+    CHUNK_EMBEDDINGS_KEY,
+    CHUNK_EMBEDDINGS_SPEC,
+    EmbedConfig,
+    embeddings_stage,
+)
+from assets.enrichment import EnrichConfig
+from assets.ingestion import CHUNKS_SPEC, DOCUMENTS_SPEC, IngestConfig, ingest_stage
+from assets.metadata import (
+    CHUNK_METADATA_CHECKS,
+    CHUNK_METADATA_KEY,
+    CHUNK_METADATA_SPEC,
+    metadata_stage,
+)
+from assets.themes import (
+    DOCUMENT_THEMES_CHECKS,
+    DOCUMENT_THEMES_KEY,
+    DOCUMENT_THEMES_SPEC,
+    ThemeConfig,
+    themes_stage,
+)
+from resources.llm.resource import LLMResource
+from resources.registry import DocumentRegistry
+from resources.storage import AssetStore
+
+# In the order the stages run.
+PIPELINE_SPECS = [DOCUMENTS_SPEC, CHUNKS_SPEC, CHUNK_METADATA_SPEC, CHUNK_EMBEDDINGS_SPEC,
+                  DOCUMENT_THEMES_SPEC]
+
+
+class PipelineConfig(dg.Config):
+    """Each stage's own settings; the LLM stages each take their own `concurrency`
+    ceiling (default: the engine's LLM_MAX_CONCURRENCY) and `success_threshold`."""
+
+    ingestion: IngestConfig = IngestConfig()
+    chunk_metadata: EnrichConfig = EnrichConfig()
+    chunk_embeddings: EmbedConfig = EmbedConfig()
+    document_themes: ThemeConfig = ThemeConfig()
+
+
+@dg.multi_asset(
+    name="document_pipeline",
+    specs=PIPELINE_SPECS,
+    check_specs=[*CHUNK_METADATA_CHECKS, *CHUNK_EMBEDDINGS_CHECKS, *DOCUMENT_THEMES_CHECKS],
+    can_subset=True,
+    pool="llm",
+    op_tags={"docgraph/stage": "llm"},
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=DOCUMENTS_PER_RUN),
+)
+def document_pipeline(
+    context: dg.AssetExecutionContext,
+    config: PipelineConfig,
+    llm: LLMResource,
+    store: AssetStore,
+    registry: DocumentRegistry,
+):
+    selected = context.selected_asset_keys
+    keys = list(context.partition_keys)
+    failures: dict[str, PartitionError] = {}
+
+    def run(stage_failures: list[PartitionError]) -> None:
+        for failure in stage_failures:
+            failures.setdefault(failure.partition, failure)
+        keys[:] = [k for k in keys if k not in failures]
+
+    if selected & {DOCUMENTS_SPEC.key, CHUNKS_SPEC.key}:
+        run(ingest_stage(context, config.ingestion, registry, store, keys))
+    if CHUNK_METADATA_KEY in selected and keys:
+        run(metadata_stage(context, config.chunk_metadata, llm, store, registry, keys))
+    if CHUNK_EMBEDDINGS_KEY in selected and keys:
+        run(embeddings_stage(context, config.chunk_embeddings, llm, store, registry, keys))
+    if DOCUMENT_THEMES_KEY in selected and keys:
+        run(themes_stage(context, config.document_themes, llm, store, registry, keys))
+    raise_failures(list(failures.values()), len(context.partition_keys))
+    yield from ()  # every partition was recorded by its stage, one by one

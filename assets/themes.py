@@ -1,0 +1,245 @@
+"""`document_themes`: the themes of each document, each judged by K independent votes.
+
+Three kinds of LLM call, all through the engine: one extraction per document (its chunks,
+each marked `[chunk:ID]`), K votes per theme on the chunks it cites, and one embedding
+request per document for its themes (theme_catalog merges near-duplicates with them).
+Extraction is pure per document: nothing is shared between documents or calls, and the
+corpus-wide canonical themes are made afterwards, in one place (assets/catalog.py).
+"""
+
+import statistics
+
+import dagster as dg
+import pandas as pd
+
+from assets.batch import PartitionError, data_version
+from assets.embeddings import CHUNK_EMBEDDINGS_KEY
+from assets.enrichment import (
+    EnrichConfig,
+    llm_spec,
+    partition_metrics,
+    read_upstream,
+    record_judged,
+    run_llm,
+    success_rate_spec,
+)
+from assets.ingestion import CHUNKS
+from assets.metadata import CHUNK_METADATA_KEY
+from assets.models import DocumentThemeList, Theme, ThemeVote
+from assets.partitions import documents_partitions
+from assets.prompts import DOCUMENT_THEMES, THEME_VOTE
+from resources.llm import ChatItem, EmbedItem, ItemResult
+from resources.llm.resource import LLMResource, metrics_metadata
+from resources.registry import DocumentRegistry
+from resources.storage import AssetStore
+
+DOCUMENT_THEMES_KEY = dg.AssetKey("document_themes")
+THEMES_VERSION = f"{DOCUMENT_THEMES.version}+{THEME_VOTE.version}"
+THEME_COLUMNS = ["theme_id", "document_key", "signature", "label", "description",
+                 "evidence_chunk_ids", "cited_chunk_ids", "votes", "score", "kept",
+                 "embedding", "error_class", "error"]
+CHARS_PER_TOKEN = 4  # to cut text to a token budget without tokenizing it twice
+
+
+class ThemeConfig(EnrichConfig):
+    votes: int = 3  # independent judgements per theme, averaged into its score
+    min_score: float = 3.0  # on the votes' 1-5 scale; themes below are dropped, and counted
+    text_budget_tokens: int = 6000  # whole chunks up to this; beyond, their metadata digests
+    vote_temperature: float = 0.7  # votes must be able to disagree to be worth averaging
+
+
+def document_passages(chunks: pd.DataFrame, metadata: pd.DataFrame, budget: int) -> str:
+    """The document as the extraction prompt shows it: each chunk after its `[chunk:ID]`
+    marker, whole if the document fits the budget, else as its title, summary and
+    keywords from chunk_metadata (so a 300-page document still fits one prompt)."""
+    whole = int(chunks["n_tokens"].sum()) <= budget
+    digests = metadata.set_index("chunk_id")
+    passages = []
+    for chunk in chunks.itertuples():
+        body = chunk.text
+        if not whole:
+            meta = digests.loc[chunk.chunk_id]
+            body = (f"{meta.title}\n{meta.summary}\nkeywords: {', '.join(meta.keywords)}"
+                    if meta.error_class is None else chunk.text[:400])
+        passages.append(f"[chunk:{chunk.chunk_id}]\n{body}")
+    return "\n\n".join(passages)
+
+
+def unique_themes(themes: list[Theme]) -> list[Theme]:
+    """One theme per signature: a repeated signature adds its evidence to the first."""
+    by_signature: dict[str, Theme] = {}
+    for theme in themes:
+        first = by_signature.get(theme.signature)
+        if first is None:
+            by_signature[theme.signature] = theme
+        else:
+            merged = list(dict.fromkeys([*first.evidence_chunk_ids, *theme.evidence_chunk_ids]))
+            by_signature[theme.signature] = first.model_copy(
+                update={"evidence_chunk_ids": merged})
+    return list(by_signature.values())
+
+
+def theme_text(theme: Theme) -> str:
+    """What a theme is embedded as: its label and signature words, the part that names it
+    (descriptions quote the document and would make every theme look unique)."""
+    return f"{theme.label} ({theme.signature.replace('_', ' ')})"
+
+
+def vote_items(theme_id: str, theme: Theme, evidence: str, config: ThemeConfig
+               ) -> list[ChatItem]:
+    subject = (f"<theme>\n{theme.signature}\nlabel: {theme.label}\n"
+               f"description: {theme.description}\n</theme>\n")
+    return [
+        ChatItem(f"{theme_id}#vote{i}",
+                 THEME_VOTE.messages(evidence, f"{subject}You are judge {i + 1} of "
+                                               f"{config.votes}.\n"),
+                 ThemeVote, THEME_VOTE.version, temperature=config.vote_temperature)
+        for i in range(config.votes)
+    ]
+
+
+def themes_frame(key: str, candidates: list[Theme], chunk_ids: set[str],
+                 results: dict[str, ItemResult], config: ThemeConfig) -> pd.DataFrame:
+    """One row per theme: its votes, score and embedding, or the error of the first of its
+    calls that failed; a failed extraction is one row with that error."""
+    extraction = results[f"{key}:themes"]
+    if not extraction.ok:
+        return pd.DataFrame([{"theme_id": f"{key}:extraction", "document_key": key,
+                              "kept": False, "error_class": extraction.error_class,
+                              "error": extraction.error}], columns=THEME_COLUMNS)
+    embedded = results.get(f"{key}:embed")
+    rows = []
+    for position, theme in enumerate(candidates):
+        theme_id = f"{key}:{theme.signature}"
+        cited = [c for c in theme.evidence_chunk_ids if c in chunk_ids]
+        votes = [results[f"{theme_id}#vote{i}"] for i in range(config.votes)] if cited else []
+        failed = next((r for r in [*votes, embedded] if not r.ok), None)
+        scores = [v.value.score for v in votes] if failed is None else []
+        score = round(statistics.fmean(scores), 3) if scores else None
+        rows.append({
+            "theme_id": theme_id, "document_key": key, "signature": theme.signature,
+            "label": theme.label, "description": theme.description,
+            "evidence_chunk_ids": theme.evidence_chunk_ids, "cited_chunk_ids": cited,
+            "votes": scores, "score": score,
+            "kept": score is not None and score >= config.min_score,
+            "embedding": embedded.value[position] if failed is None else None,
+            "error_class": failed.error_class if failed else None,
+            "error": failed.error if failed else None,
+        })
+    return pd.DataFrame(rows, columns=THEME_COLUMNS)
+
+
+def evidence_check(key: str, rows: pd.DataFrame) -> dg.AssetCheckEvaluation:
+    extracted = rows[rows["signature"].notna()]
+    uncited = extracted[extracted["cited_chunk_ids"].map(len) == 0]
+    return dg.AssetCheckEvaluation(
+        asset_key=DOCUMENT_THEMES_KEY, check_name="document_themes_evidence",
+        passed=uncited.empty, severity=dg.AssetCheckSeverity.WARN, partition=key,
+        metadata={
+            "themes": dg.MetadataValue.int(len(extracted)),
+            "without_evidence": dg.MetadataValue.int(len(uncited)),
+            "uncited": dg.MetadataValue.json([
+                {"signature": r.signature, "evidence_chunk_ids": list(r.evidence_chunk_ids)}
+                for r in uncited.itertuples()]),
+        },
+    )
+
+
+def _preview(rows: pd.DataFrame) -> str:
+    lines = ["| signature | label | votes | score | kept |", "|---|---|---|---|---|"]
+    for row in rows.itertuples():
+        if row.error_class:
+            lines.append(f"| {row.signature or '(extraction)'} | **failed** | "
+                         f"{row.error_class} | | |")
+        else:
+            label = str(row.label).replace("|", "\\|")
+            votes = ", ".join(str(v) for v in row.votes) or "no evidence"
+            lines.append(f"| {row.signature} | {label} | {votes} | {row.score} | "
+                         f"{'yes' if row.kept else 'dropped'} |")
+    return "\n".join(lines)
+
+
+def _counts(rows: pd.DataFrame) -> dict[str, dg.MetadataValue]:
+    ok = rows[rows["error_class"].isna()]
+    scores = ok["score"].dropna()
+    return {
+        "themes_extracted": dg.MetadataValue.int(int(rows["signature"].notna().sum())),
+        "themes_kept": dg.MetadataValue.int(int(ok["kept"].sum())),
+        "themes_dropped": dg.MetadataValue.int(int((~ok["kept"].astype(bool)).sum())),
+        "themes_failed": dg.MetadataValue.int(len(rows) - len(ok)),
+        "mean_score": dg.MetadataValue.float(round(float(scores.mean()), 3)) if len(scores)
+        else dg.MetadataValue.null(),
+    }
+
+
+DOCUMENT_THEMES_SPEC = llm_spec(
+    DOCUMENT_THEMES_KEY,
+    deps=[CHUNKS, CHUNK_METADATA_KEY, CHUNK_EMBEDDINGS_KEY],
+    code_version=THEMES_VERSION,
+    description="Themes per document: snake_case signature, label, description and the "
+    "chunks that evidence them, each scored by `votes` independent LLM judgements "
+    "(averaged, 1-5); themes under `min_score` are kept in the table but marked dropped "
+    "(counted in `themes_dropped`). Skips documents whose chunk_metadata or "
+    "chunk_embeddings gate failed.",
+)
+DOCUMENT_THEMES_CHECKS = [
+    success_rate_spec(DOCUMENT_THEMES_KEY),
+    dg.AssetCheckSpec(
+        "document_themes_evidence", asset=DOCUMENT_THEMES_KEY,
+        partitions_def=documents_partitions,
+        description="every theme cites at least one chunk that exists in the document",
+    ),
+]
+
+
+def themes_stage(context: dg.AssetExecutionContext, config: ThemeConfig,
+                 llm: LLMResource, store: AssetStore, registry: DocumentRegistry,
+                 keys: list[str]) -> list[PartitionError]:
+    inputs, failures = read_upstream(
+        context, store, registry, [CHUNKS, CHUNK_METADATA_KEY, CHUNK_EMBEDDINGS_KEY], keys)
+    chunks = {key: data.frames[CHUNKS] for key, data in inputs.items()}
+    extraction = {
+        key: [ChatItem(f"{key}:themes",
+                       DOCUMENT_THEMES.messages(document_passages(
+                           frame, inputs[key].frames[CHUNK_METADATA_KEY],
+                           config.text_budget_tokens)),
+                       DocumentThemeList, DOCUMENT_THEMES.version)]
+        for key, frame in chunks.items()
+    }
+    extracted, first_run = run_llm(context, llm, extraction, config.concurrency)
+
+    candidates: dict[str, list[Theme]] = {}
+    judging: dict[str, list[ChatItem | EmbedItem]] = {}
+    for key, frame in chunks.items():
+        [result] = extracted[key]
+        candidates[key] = unique_themes(result.value.themes) if result.ok else []
+        texts = frame.set_index("chunk_id")["text"]
+        judging[key] = [EmbedItem(f"{key}:embed", [theme_text(t) for t in candidates[key]])
+                        ] if candidates[key] else []
+        for theme in candidates[key]:
+            cited = [c for c in theme.evidence_chunk_ids if c in texts.index]
+            if cited:  # a theme that cites nothing real is not worth paying judges for
+                evidence = "\n\n".join(f"[chunk:{c}]\n{texts[c]}" for c in cited)
+                judging[key] += vote_items(f"{key}:{theme.signature}", theme,
+                                           evidence[: config.text_budget_tokens
+                                                    * CHARS_PER_TOKEN], config)
+    judged, second_run = run_llm(context, llm, judging, config.concurrency)
+
+    run = second_run.model_copy(update={
+        "wall_seconds": round(first_run.wall_seconds + second_run.wall_seconds, 3),
+        "peak_concurrency": max(first_run.peak_concurrency, second_run.peak_concurrency)})
+    for key, frame in chunks.items():
+        results = [*extracted[key], *judged.get(key, [])]
+        rows = themes_frame(key, candidates[key], set(frame["chunk_id"]),
+                            {r.key: r for r in results}, config)
+        record_judged(
+            context, store, DOCUMENT_THEMES_KEY, key, rows,
+            {**metrics_metadata(partition_metrics(results, run)), **_counts(rows),
+             "votes_per_theme": dg.MetadataValue.int(config.votes),
+             "min_score": dg.MetadataValue.float(config.min_score),
+             "preview": dg.MetadataValue.md(_preview(rows))},
+            data_version(THEMES_VERSION, rows.to_json()),
+            THEMES_VERSION, inputs[key].provenance, config.success_threshold, "theme_id",
+        )
+        context.log_event(evidence_check(key, rows))
+    return failures
