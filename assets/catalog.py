@@ -142,7 +142,7 @@ def canonical_themes(mentions: Iterable[ThemeMention], first_seen: dict[str, str
 
     leaders = _Leaders()
     members: dict[int, list[ThemeMention]] = defaultdict(list)
-    for group in sorted(groups.values(), key=lambda g: age(g[0])):
+    for group in groups.values():  # dicts keep insertion order: oldest group first
         vector = _unit(group[0].embedding)
         index = leaders.most_similar(vector, threshold)
         if index is None:

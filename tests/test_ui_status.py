@@ -1,6 +1,7 @@
 """What a user sees in the UI after a batch run with a bad document: asked of a real
 dagster-webserver over HTTP, on an instance stored in the real PostgreSQL."""
 
+import contextlib
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -22,8 +24,14 @@ ASSETS = 'assetNodes(assetKeys: [{path: ["documents"]}, {path: ["chunks"]}])'
 STATUS_QUERY = "{ " + ASSETS + """ { assetKey { path }
   assetPartitionStatuses { ... on DefaultPartitionStatuses {
     materializedPartitions failedPartitions } } } }"""
-STALE_QUERY = "query($k: String) { " + ASSETS + """ { assetKey { path }
+STALE_FIELDS = """ { assetKey { path }
   staleStatus(partition: $k) staleCauses(partition: $k) { key { path } reason } } }"""
+STALE_QUERY = "query($k: String) { " + ASSETS + STALE_FIELDS
+CHAIN = ["documents", "chunks", "chunk_metadata", "chunk_embeddings", "document_themes"]
+CHAIN_STALE_QUERY = "query($k: String) { assetNodes(assetKeys: [" + ", ".join(
+    f'{{path: ["{name}"]}}' for name in CHAIN) + "])" + STALE_FIELDS
+CATALOG_STALE_QUERY = """{ assetNodes(assetKeys: [{path: ["theme_catalog"]}]) {
+  staleStatus staleCauses { key { path } reason } } }"""
 
 
 def _free_port() -> int:
@@ -34,12 +42,18 @@ def _free_port() -> int:
 
 @pytest.fixture
 def webserver(pg_instance):
+    with running_webserver(pg_instance, REPO / "workspace.yaml") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def running_webserver(instance: dg.DagsterInstance, workspace: Path) -> Iterator[str]:
     """dagster-webserver on loopback, reading the same instance as the test."""
     port = _free_port()
-    env = dict(os.environ, DAGSTER_HOME=pg_instance.root_directory)
+    env = dict(os.environ, DAGSTER_HOME=instance.root_directory)
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "dagster-webserver"), "-h", "127.0.0.1",
-         "-p", str(port), "-w", "workspace.yaml"],
+         "-p", str(port), "-w", str(workspace)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         start_new_session=True,
     )
@@ -97,13 +111,14 @@ def test_batch_with_a_bad_document_shows_good_materialized_and_bad_failed(
         assert status["failedPartitions"] == [docs["b-bad.txt"]], node["assetKey"]
 
 
-def _staleness(url: str, key: str) -> dict[str, tuple[str, list[str]]]:
+def _staleness(url: str, key: str, query: str = STALE_QUERY
+               ) -> dict[str, tuple[str, list[str]]]:
     """{asset: (stale status, ["<cause asset> <reason>", ...])} for one partition."""
     return {
         n["assetKey"]["path"][0]: (
             n["staleStatus"], [f"{c['key']['path'][0]} {c['reason']}" for c in n["staleCauses"]]
         )
-        for n in _graphql(url, STALE_QUERY, {"k": key})["assetNodes"]
+        for n in _graphql(url, query, {"k": key})["assetNodes"]
     }
 
 
@@ -126,3 +141,38 @@ def test_editing_a_file_makes_only_its_own_chunks_stale(pg_instance, tmp_path, w
     status, causes = _staleness(webserver, a.key)["chunks"]
     assert status == "STALE" and causes == ["documents has a new data version"]
     assert _staleness(webserver, b.key)["chunks"] == ("FRESH", [])
+
+
+# The project's definitions after an edit of the chunk-metadata prompt (with its version
+# bumped), as a developer would make it.
+EDITED_PROMPT = """
+import dataclasses
+import assets.prompts as prompts
+prompts.CHUNK_METADATA = dataclasses.replace(prompts.CHUNK_METADATA, version="chunk-metadata-v2")
+from pipeline_defs.definitions import defs  # noqa: E402
+"""
+
+
+def test_a_new_prompt_version_makes_exactly_its_dependent_assets_stale(pg_instance, tmp_path):
+    (tmp_path / "edited.py").write_text(EDITED_PROMPT)
+    (tmp_path / "workspace.yaml").write_text(
+        f"load_from:\n  - python_file:\n      relative_path: edited.py\n"
+        f"      working_directory: {REPO}\n      location_name: docgraph\n")
+    [doc] = cli.add(pg_instance, [REPO / "data" / "sample" / "support-chat-double-charge.txt"])
+    assert [o.status for o in cli.materialize(pg_instance, [doc.key])] == ["ok"]
+    with running_webserver(pg_instance, REPO / "workspace.yaml") as url:
+        before = _staleness(url, doc.key, CHAIN_STALE_QUERY)
+        [catalog_before] = _graphql(url, CATALOG_STALE_QUERY)["assetNodes"]
+    assert {asset: status for asset, (status, _) in before.items()} == dict.fromkeys(
+        CHAIN, "FRESH")
+    assert catalog_before["staleStatus"] == "FRESH"
+
+    with running_webserver(pg_instance, tmp_path / "workspace.yaml") as url:
+        after = _staleness(url, doc.key, CHAIN_STALE_QUERY)
+        [catalog_after] = _graphql(url, CATALOG_STALE_QUERY)["assetNodes"]
+    # Only the asset that uses the prompt: its downstream turns stale when its data changes
+    # (re-materializing it), as for any new upstream data version.
+    stale = {asset for asset, (status, _) in after.items() if status == "STALE"}
+    assert stale == {"chunk_metadata"}, after
+    assert after["chunk_metadata"][1] == ["chunk_metadata has a new code version"]
+    assert catalog_after["staleStatus"] == "FRESH", catalog_after

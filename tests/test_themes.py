@@ -1,0 +1,207 @@
+"""document_themes and theme_catalog through the whole per-document chain: offline on the
+sample corpus, and over real HTTP to the fault-injecting simulator."""
+
+import random
+import re
+import statistics
+
+import dagster as dg
+import pandas as pd
+
+from assets.catalog import THEME_CATALOG_KEY, ThemeCatalog
+from assets.models import SIGNATURE_PATTERN
+from pipeline_defs import cli
+from pipeline_defs.definitions import defs
+from resources.llm.offline.server import SimulatorServer
+from resources.llm.offline.simulator import SimConfig
+from resources.llm.resource import LLMResource
+from resources.storage import UNPARTITIONED
+from tests.conftest import SAMPLE_DIR
+from tests.helpers import ingest_config, materializations, run_pipeline
+
+ALL = ["documents", "chunks", "chunk_metadata", "chunk_embeddings", "document_themes"]
+LLM_ASSETS = ["chunk_metadata", "chunk_embeddings", "document_themes"]
+MARKER = "Zephyrine"  # only in document A, so the simulator can target its requests
+store = defs.resources["store"]
+
+
+def _frame(asset: str, key: str) -> pd.DataFrame:
+    return store.read(dg.AssetKey(asset), key, pd.DataFrame)
+
+
+def _meta(instance, asset: str, key: str, run_id: str | None = None) -> dict | None:
+    for record in materializations(instance, asset, key):
+        if run_id is None or record.run_id == run_id:
+            return {k: v.value for k, v in record.asset_materialization.metadata.items()}
+    return None
+
+
+def _checks(instance, run_id: str) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
+    return {(e.check_name, e.partition): e for e in (
+        log.dagster_event.event_specific_data
+        for log in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION))}
+
+
+def _failures(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+    [failure] = result.get_step_failure_events()
+    return {f["document"]: f["error_class"]
+            for f in failure.step_failure_data.user_failure_data.metadata["failures"].value}
+
+
+def _catalog_bytes(instance) -> bytes:
+    assert defs.resolve_job_def("catalog_job").execute_in_process(instance=instance).success
+    return store.path(THEME_CATALOG_KEY, UNPARTITIONED, ThemeCatalog).read_bytes()
+
+
+def test_sample_corpus_themes_are_voted_cited_and_recur(instance):
+    keys = [d.key for d in cli.add(instance, [SAMPLE_DIR])]
+    outcomes = cli.materialize(instance, keys)
+    assert {o.status for o in outcomes} == {"ok"}
+    for key in keys:
+        rows = _frame("document_themes", key)
+        chunk_ids = set(_frame("chunks", key)["chunk_id"])
+        assert len(rows) and rows["error_class"].isna().all()
+        for row in rows.itertuples():
+            assert re.fullmatch(SIGNATURE_PATTERN, row.signature)
+            assert set(row.cited_chunk_ids) <= chunk_ids
+            assert set(row.cited_chunk_ids) <= set(row.evidence_chunk_ids)
+            if len(row.cited_chunk_ids):
+                assert len(row.votes) == 3 and all(1 <= v <= 5 for v in row.votes)
+                assert row.score == round(statistics.fmean(row.votes), 3)
+            assert row.kept == (row.score is not None and row.score >= 3.0)
+            assert len(row.embedding) == 256
+        meta = _meta(instance, "document_themes", key)
+        assert meta["themes_kept"] + meta["themes_dropped"] + meta["themes_failed"] == len(rows)
+        assert meta["themes_kept"] == int(rows["kept"].sum())
+        assert meta["attempted"] == meta["succeeded"] + meta["failed"]
+        assert meta["quality_gate"] == "passed"
+
+    catalog = ThemeCatalog.model_validate_json(_catalog_bytes(instance))
+    recurring = {t.theme_id: t for t in catalog.themes if t.document_count > 1}
+    # the sample corpus was written with themes that recur across documents
+    assert {"charged_twice", "rate_limit", "signing_certificate"} <= set(recurring)
+    assert set(recurring["rate_limit"].signatures) == {"rate_limit", "rate_limits"}
+    kept = sum(int(_frame("document_themes", k)["kept"].sum()) for k in keys)
+    assert catalog.mentions == kept == sum(t.mention_count for t in catalog.themes)
+    # a second run has nothing to do
+    assert {o.status for o in cli.materialize(instance, keys)} == {"up-to-date"}
+
+
+def test_votes_and_min_score_are_configurable(instance, tmp_path):
+    keys = [d.key for d in cli.add(instance, [SAMPLE_DIR / "support-chat-double-charge.txt"])]
+    llm = LLMResource(cache_path=str(tmp_path / "cache.sqlite"))
+    result = run_pipeline(instance, keys, ALL, llm,
+                          document_themes={"votes": 5, "min_score": 5.5})
+    assert result.success
+    rows = _frame("document_themes", keys[0])
+    assert not rows["kept"].any() and all(len(v) == 5 for v in rows["votes"])
+    meta = _meta(instance, "document_themes", keys[0])
+    assert meta["themes_dropped"] == meta["themes_extracted"] == len(rows) > 0
+    assert meta["votes_per_theme"] == 5
+
+
+def _corpus(tmp_path, instance) -> dict[str, str]:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.md").write_text("\n\n".join(
+        f"{MARKER} ticket {i}: Priya Raman refunded a double charge for Bluebird Dental after "
+        f"the payment retry charged the card twice." for i in range(20)))
+    (folder / "b.md").write_text("\n\n".join(
+        f"Ticket {i}: Marcus Feld rotated the signing certificate because the Okta single "
+        f"sign-on failed for Acme Logistics." for i in range(20)))
+    return {d.path.name: d.key for d in cli.add(instance, [folder])}
+
+
+def test_a_failing_gate_holds_back_only_its_document_and_heals(tmp_path, instance,
+                                                               monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    docs = _corpus(tmp_path, instance)
+    a, b = docs["a.md"], docs["b.md"]
+    small = ingest_config(max_tokens=48, overlap_tokens=0)["ops"]["document_pipeline"]["config"]
+    # 20% non-retryable errors for A's requests, and retryable 500s for everyone
+    faults = SimConfig(target=MARKER, target_status=400, target_rate=0.2, rate_500=0.05, seed=3)
+    with SimulatorServer(faults) as sim:
+        llm = LLMResource(base_url=sim.base_url, cache_path=str(tmp_path / "cache.sqlite"),
+                          max_concurrency=8)
+        result = run_pipeline(instance, [a, b], ALL, llm, **small)
+        first_calls = sim.stats()["requests"]
+        assert not result.success
+        assert _failures(result) == {a: "upstream_check_failed"}
+        checks = _checks(instance, result.run_id)
+        gate = checks[("chunk_metadata_success_rate", a)]
+        assert not gate.passed and checks[("chunk_metadata_success_rate", b)].passed
+        failed_items = gate.metadata["failed_items"].value
+        assert failed_items and {f["error_class"] for f in failed_items} == {"client_error"}
+        # A's themes were not materialized from bad data; B went all the way
+        assert _meta(instance, "document_themes", a) is None
+        assert _meta(instance, "document_themes", b, result.run_id)["quality_gate"] == "passed"
+        assert checks[("document_themes_success_rate", b)].passed
+        # every HTTP request the simulator saw is accounted for in some materialization
+        metas = [_meta(instance, asset, k, result.run_id) for asset in LLM_ASSETS
+                 for k in (a, b)]
+        metas = [m for m in metas if m]
+        assert sum(m["http_calls"] for m in metas) == first_calls
+        assert sum(m["retries"] for m in metas) > 0
+        for m in metas:
+            assert m["attempted"] == m["succeeded"] + m["failed"]
+
+        # the faults stop: A again asks only for what failed, plus its themes (never made)
+        sim.configure(target_rate=0.0, rate_500=0.0)
+        failed_embeddings = _meta(instance, "chunk_embeddings", a)["failed"]
+        again = run_pipeline(instance, [a], ALL, llm, **small)
+        assert again.success
+        metadata_a = _meta(instance, "chunk_metadata", a, again.run_id)
+        assert metadata_a["http_calls"] == len(failed_items) == metadata_a["attempted"] - \
+            metadata_a["cache_hits"]
+        assert _meta(instance, "chunk_embeddings", a, again.run_id)["http_calls"] == \
+            failed_embeddings
+        themes_a = _meta(instance, "document_themes", a, again.run_id)
+        assert sim.stats()["requests"] - first_calls == \
+            len(failed_items) + failed_embeddings + themes_a["http_calls"]
+        assert themes_a["quality_gate"] == "passed"
+
+
+def test_catalog_is_identical_for_any_concurrency_and_document_order(tmp_path, instance,
+                                                                     monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    keys = [d.key for d in cli.add(instance, [SAMPLE_DIR])]
+    jitter = SimConfig(latency_ms=3, latency_jitter_ms=3)  # completions arrive out of order
+
+    def stages(concurrency: int) -> dict:
+        return {s: {"concurrency": concurrency} for s in LLM_ASSETS}
+
+    with SimulatorServer(jitter) as sim:
+        sequential = LLMResource(base_url=sim.base_url, max_concurrency=1,
+                                 cache_path=str(tmp_path / "one.sqlite"))
+        assert run_pipeline(instance, keys, ALL, sequential, **stages(1)).success
+        one = _catalog_bytes(instance)
+
+        parallel = LLMResource(base_url=sim.base_url, max_concurrency=32,
+                               cache_path=str(tmp_path / "many.sqlite"))
+        shuffled = random.Random(5).sample(keys, len(keys))
+        for key in shuffled:  # one run per document, in another order
+            assert run_pipeline(instance, [key], ALL, parallel, **stages(32)).success
+        many = _catalog_bytes(instance)
+    assert one == many
+    assert len(ThemeCatalog.model_validate_json(one).themes) > 10
+
+
+def test_catalog_automation_asks_for_one_rebuild_when_themes_change(instance):
+    keys = [d.key for d in cli.add(instance, [SAMPLE_DIR / "support-email-okta-sso.txt"])]
+    assert [o.status for o in cli.materialize(instance, keys)] == ["ok"]  # builds the catalog
+
+    def requests(ticks: int = 2) -> int:
+        nonlocal cursor
+        total = 0
+        for _ in range(ticks):
+            result = dg.evaluate_automation_conditions(defs=defs, instance=instance,
+                                                       cursor=cursor)
+            total += result.total_requested
+            cursor = result.cursor
+        return total
+
+    cursor = None
+    assert requests() == 0  # the catalog is current
+    assert run_pipeline(instance, keys, ["document_themes"]).success
+    assert requests() == 1
+    assert requests() == 0
