@@ -4,6 +4,7 @@ import pandas as pd
 from assets.batch import RANGE_END_TAG, RANGE_START_TAG
 from assets.models import Document
 from assets.pipeline import document_pipeline
+from pipeline_defs import cli
 from pipeline_defs.definitions import defs, store
 from resources.llm.resource import LLMResource
 
@@ -55,3 +56,26 @@ def stored_chunks(key: str) -> pd.DataFrame:
 
 def stored_document(key: str) -> Document:
     return store.read(dg.AssetKey("documents"), key, Document)
+
+
+MARKER = "Zephyrine"  # only in document A, so the simulator can target its requests
+
+
+def two_documents(folder, instance: dg.DagsterInstance) -> dict[str, str]:
+    """Register a.md (every paragraph carries MARKER) and b.md; {file name: key}."""
+    folder.mkdir()
+    (folder / "a.md").write_text("\n\n".join(
+        f"{MARKER} ticket {i}: Priya Raman refunded a double charge for Bluebird Dental after "
+        f"the payment retry charged the card twice." for i in range(20)))
+    (folder / "b.md").write_text("\n\n".join(
+        f"Ticket {i}: Marcus Feld rotated the signing certificate because the Okta single "
+        f"sign-on failed for Acme Logistics." for i in range(20)))
+    return {d.path.name: d.key for d in cli.add(instance, [folder])}
+
+
+def checks_of_run(instance: dg.DagsterInstance, run_id: str
+                  ) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
+    """{(check name, partition): evaluation} logged by the run."""
+    return {(e.check_name, e.partition): e for e in (
+        log.dagster_event.event_specific_data
+        for log in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION))}

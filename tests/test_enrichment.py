@@ -5,39 +5,28 @@ import dagster as dg
 import pandas as pd
 
 from assets.models import ChunkMetadata
-from pipeline_defs import cli
 from pipeline_defs.definitions import defs
 from resources.llm.offline.server import SimulatorServer
 from resources.llm.offline.simulator import SimConfig
 from resources.llm.resource import LLMResource
-from tests.helpers import ingest_config, materializations, run_ingest, run_pipeline
+from tests.helpers import (
+    MARKER,
+    checks_of_run,
+    ingest_config,
+    materializations,
+    run_ingest,
+    run_pipeline,
+    two_documents,
+)
 
-MARKER = "Zephyrine"  # appears only in document A, so the simulator can target its chunks
 SMALL_CHUNKS = ingest_config(max_tokens=48, overlap_tokens=0)
 
 
 def _corpus(tmp_path, instance) -> dict[str, str]:
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    (folder / "a.md").write_text("\n\n".join(
-        f"{MARKER} ticket {i}: Priya Raman refunded a double charge for Bluebird Dental "
-        f"after the Stripe retry." for i in range(20)))
-    (folder / "b.md").write_text("\n\n".join(
-        f"Ticket {i}: Marcus Feld rotated the Okta SAML certificate for Acme Logistics."
-        for i in range(20)))
-    docs = {d.path.name: d.key for d in cli.add(instance, [folder])}
+    docs = two_documents(tmp_path / "docs", instance)
     keys = instance.get_dynamic_partitions("documents")
     assert run_ingest(instance, keys[0], keys[-1], run_config=SMALL_CHUNKS).success
     return docs
-
-
-def _checks(instance, run_id: str) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
-    """{(check name, partition): evaluation} logged by the run."""
-    evaluations = (
-        e.dagster_event.event_specific_data
-        for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
-    )
-    return {(ev.check_name, ev.partition): ev for ev in evaluations}
 
 
 def _metadata(instance, key: str) -> dict:
@@ -52,7 +41,7 @@ def test_offline_metadata_for_a_batch_of_documents(tmp_path, instance, monkeypat
     result = run_pipeline(instance, keys, ["chunk_metadata"],
                           LLMResource(cache_path=str(tmp_path / "cache.sqlite")))
     assert result.success
-    checks = _checks(instance, result.run_id)
+    checks = checks_of_run(instance, result.run_id)
     for key in docs.values():
         frame = defs.resources["store"].read(dg.AssetKey("chunk_metadata"), key, pd.DataFrame)
         chunks = defs.resources["store"].read(dg.AssetKey("chunks"), key, pd.DataFrame)
@@ -82,7 +71,7 @@ def test_a_document_with_failing_chunks_fails_its_gate_alone_and_heals(
         result = run_pipeline(instance, keys, ["chunk_metadata"], llm)
         calls_first_run = sim.stats()["requests"]
         assert result.success  # the step recorded both documents; the gate judges them
-        checks = _checks(instance, result.run_id)
+        checks = checks_of_run(instance, result.run_id)
         gate = "chunk_metadata_success_rate"
         assert not checks[(gate, a)].passed and checks[(gate, b)].passed
         failed = checks[(gate, a)].metadata["failed_items"].value
@@ -103,7 +92,7 @@ def test_a_document_with_failing_chunks_fails_its_gate_alone_and_heals(
         # faults stop: re-materializing asks only for the chunks that failed
         sim.configure(target_rate=0.0, rate_500=0.0)
         again = run_pipeline(instance, [a], ["chunk_metadata"], llm)
-        assert again.success and _checks(instance, again.run_id)[(gate, a)].passed
+        assert again.success and checks_of_run(instance, again.run_id)[(gate, a)].passed
         assert sim.stats()["requests"] - calls_first_run == len(failed)
         assert _metadata(instance, a)["cache_hits"] == meta_a["succeeded"]
 
@@ -124,7 +113,7 @@ def test_embeddings_are_batched_per_request_and_gated_per_document(
         requests = sim.stats()["embedding_requests"]
     assert result.success
     assert requests == sum(-(-n // 4) for n in n_chunks.values())  # ceil(chunks / 4) each
-    checks = _checks(instance, result.run_id)
+    checks = checks_of_run(instance, result.run_id)
     assert not checks[("chunk_embeddings_success_rate", a)].passed
     assert checks[("chunk_embeddings_success_rate", b)].passed
     assert checks[("chunk_embeddings_dimension", b)].passed

@@ -17,11 +17,17 @@ from resources.llm.offline.simulator import SimConfig
 from resources.llm.resource import LLMResource
 from resources.storage import UNPARTITIONED
 from tests.conftest import SAMPLE_DIR
-from tests.helpers import ingest_config, materializations, run_pipeline
+from tests.helpers import (
+    MARKER,
+    checks_of_run,
+    ingest_config,
+    materializations,
+    run_pipeline,
+    two_documents,
+)
 
 ALL = ["documents", "chunks", "chunk_metadata", "chunk_embeddings", "document_themes"]
 LLM_ASSETS = ["chunk_metadata", "chunk_embeddings", "document_themes"]
-MARKER = "Zephyrine"  # only in document A, so the simulator can target its requests
 store = defs.resources["store"]
 
 
@@ -34,12 +40,6 @@ def _meta(instance, asset: str, key: str, run_id: str | None = None) -> dict | N
         if run_id is None or record.run_id == run_id:
             return {k: v.value for k, v in record.asset_materialization.metadata.items()}
     return None
-
-
-def _checks(instance, run_id: str) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
-    return {(e.check_name, e.partition): e for e in (
-        log.dagster_event.event_specific_data
-        for log in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION))}
 
 
 def _failures(result: dg.ExecuteInProcessResult) -> dict[str, str]:
@@ -100,22 +100,10 @@ def test_votes_and_min_score_are_configurable(instance, tmp_path):
     assert meta["votes_per_theme"] == 5
 
 
-def _corpus(tmp_path, instance) -> dict[str, str]:
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    (folder / "a.md").write_text("\n\n".join(
-        f"{MARKER} ticket {i}: Priya Raman refunded a double charge for Bluebird Dental after "
-        f"the payment retry charged the card twice." for i in range(20)))
-    (folder / "b.md").write_text("\n\n".join(
-        f"Ticket {i}: Marcus Feld rotated the signing certificate because the Okta single "
-        f"sign-on failed for Acme Logistics." for i in range(20)))
-    return {d.path.name: d.key for d in cli.add(instance, [folder])}
-
-
 def test_a_failing_gate_holds_back_only_its_document_and_heals(tmp_path, instance,
                                                                monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "test")
-    docs = _corpus(tmp_path, instance)
+    docs = two_documents(tmp_path / "docs", instance)
     a, b = docs["a.md"], docs["b.md"]
     small = ingest_config(max_tokens=48, overlap_tokens=0)["ops"]["document_pipeline"]["config"]
     # 20% non-retryable errors for A's requests, and retryable 500s for everyone
@@ -127,7 +115,7 @@ def test_a_failing_gate_holds_back_only_its_document_and_heals(tmp_path, instanc
         first_calls = sim.stats()["requests"]
         assert not result.success
         assert _failures(result) == {a: "upstream_check_failed"}
-        checks = _checks(instance, result.run_id)
+        checks = checks_of_run(instance, result.run_id)
         gate = checks[("chunk_metadata_success_rate", a)]
         assert not gate.passed and checks[("chunk_metadata_success_rate", b)].passed
         failed_items = gate.metadata["failed_items"].value
