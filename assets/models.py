@@ -70,3 +70,33 @@ class ThemeVote(BaseModel):
 
     score: int = Field(ge=1, le=5)
     rationale: str = Field(max_length=400)
+
+
+class ExtractedEntity(BaseModel):
+    """An entity named in a chunk. `type` is free text checked afterwards against the
+    graph's allowlist (resources/neo4j/model.py): anything else is remapped and counted,
+    so an odd answer costs one entity's label, not the whole chunk."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    type: str = Field(max_length=40)
+    aliases: list[str] = Field(max_length=5)
+
+
+class ExtractedRelation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(min_length=1, max_length=200)  # an entity's name
+    target: str = Field(min_length=1, max_length=200)
+    type: str = Field(max_length=40)
+    description: str = Field(max_length=300)
+
+
+class ChunkGraph(BaseModel):
+    """What one chunk says: its entities and the relationships between them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    entities: list[ExtractedEntity] = Field(max_length=30)
+    relationships: list[ExtractedRelation] = Field(max_length=30)

@@ -1,5 +1,6 @@
 """The per-document chain as one batched step: documents -> chunks -> chunk_metadata,
-chunk_embeddings -> document_themes, for a range of documents.
+chunk_embeddings -> document_themes, and chunks -> graph_extraction, for a range of
+documents.
 
 Why one step for five assets: a step over a range of partitions records each partition
 on its own (assets/batch.py), so its outputs are skippable and never yielded; Dagster
@@ -23,6 +24,12 @@ from assets.embeddings import (
     embeddings_stage,
 )
 from assets.enrichment import EnrichConfig
+from assets.graph_extraction import (
+    GRAPH_EXTRACTION_CHECKS,
+    GRAPH_EXTRACTION_KEY,
+    GRAPH_EXTRACTION_SPEC,
+    graph_extraction_stage,
+)
 from assets.ingestion import CHUNKS_SPEC, DOCUMENTS_SPEC, IngestConfig, ingest_stage
 from assets.metadata import (
     CHUNK_METADATA_CHECKS,
@@ -43,7 +50,7 @@ from resources.storage import AssetStore
 
 # In the order the stages run.
 PIPELINE_SPECS = [DOCUMENTS_SPEC, CHUNKS_SPEC, CHUNK_METADATA_SPEC, CHUNK_EMBEDDINGS_SPEC,
-                  DOCUMENT_THEMES_SPEC]
+                  DOCUMENT_THEMES_SPEC, GRAPH_EXTRACTION_SPEC]
 
 
 class PipelineConfig(dg.Config):
@@ -54,12 +61,14 @@ class PipelineConfig(dg.Config):
     chunk_metadata: EnrichConfig = EnrichConfig()
     chunk_embeddings: EmbedConfig = EmbedConfig()
     document_themes: ThemeConfig = ThemeConfig()
+    graph_extraction: EnrichConfig = EnrichConfig()
 
 
 @dg.multi_asset(
     name="document_pipeline",
     specs=PIPELINE_SPECS,
-    check_specs=[*CHUNK_METADATA_CHECKS, *CHUNK_EMBEDDINGS_CHECKS, *DOCUMENT_THEMES_CHECKS],
+    check_specs=[*CHUNK_METADATA_CHECKS, *CHUNK_EMBEDDINGS_CHECKS, *DOCUMENT_THEMES_CHECKS,
+                 *GRAPH_EXTRACTION_CHECKS],
     can_subset=True,
     pool="llm",
     op_tags={"docgraph/stage": "llm"},
@@ -89,5 +98,8 @@ def document_pipeline(
         run(embeddings_stage(context, config.chunk_embeddings, llm, store, registry, keys))
     if DOCUMENT_THEMES_KEY in selected and keys:
         run(themes_stage(context, config.document_themes, llm, store, registry, keys))
+    if GRAPH_EXTRACTION_KEY in selected and keys:
+        run(graph_extraction_stage(context, config.graph_extraction, llm, store, registry,
+                                   keys))
     raise_failures(list(failures.values()), len(context.partition_keys))
     yield from ()  # every partition was recorded by its stage, one by one

@@ -122,19 +122,27 @@ def entity_type(name: str, context: str = "") -> str:
     return "Concept"
 
 
+CALENDAR_WORDS = frozenset("""
+january february march april may june july august september october november december
+monday tuesday wednesday thursday friday saturday sunday
+""".split())
+
+
 def entities(text: str, limit: int = 20) -> list[tuple[str, str]]:
     """(name, type) of capitalised phrases, most mentioned first; sentence-initial common
-    words ("The", "We") are not names."""
+    words ("The", "We"), calendar words and field labels ("Status:") are not names."""
     counts: Counter[str] = Counter()
     first: dict[str, int] = {}
     for match in _CAPITALISED.finditer(text):
+        if text[match.end() : match.end() + 1] == ":":
+            continue
         name = match.group(0).strip(" .&-’'")
         tokens = name.split()
         while tokens and tokens[0].lower() in STOPWORDS:
             tokens = tokens[1:]
         name = " ".join(tokens)
         single = len(tokens) == 1
-        if (len(name) < 2 or name.lower() in STOPWORDS
+        if (len(name) < 2 or name.lower() in STOPWORDS or name.lower() in CALENDAR_WORDS
                 or single and (any(c.isdigit() for c in name) or "'" in name or "’" in name)):
             continue
         counts[name] += 1

@@ -137,7 +137,8 @@ class Answerer:
 
     def _relations(self, items: dict) -> list[dict]:
         type_schema = self._resolve(items["properties"].get("type", {}))
-        options = type_schema.get("enum", [])
+        # a free-text type still gets one of the usual relation types
+        options = type_schema.get("enum") or [*_RELATION_CUES, "RELATED_TO"]
         names = [n for n, _ in self.entities]
         relations = []
         for source, target, sentence in ta.cooccurrences(self.text, names):

@@ -1,0 +1,88 @@
+"""`graph_extraction`: entities and relationships per chunk, from the LLM, validated.
+
+One row per chunk: the entities and relationships as JSON (a chunk's lists vary in length
+and shape, which Parquet stores awkwardly), their counts, and the error of a failed call.
+Nothing here touches Neo4j or trusts a type: resolution and the allowlists are applied
+when the graph is written (assets/graph.py).
+"""
+
+import json
+
+import dagster as dg
+import pandas as pd
+
+from assets.batch import PartitionError, data_version
+from assets.enrichment import (
+    EnrichConfig,
+    llm_spec,
+    partition_metrics,
+    read_upstream,
+    record_judged,
+    run_llm,
+    success_rate_spec,
+)
+from assets.ingestion import CHUNKS
+from assets.models import ChunkGraph
+from assets.prompts import GRAPH_EXTRACTION
+from resources.llm import ChatItem, ItemResult
+from resources.llm.resource import LLMResource, metrics_metadata
+from resources.registry import DocumentRegistry
+from resources.storage import AssetStore
+
+GRAPH_EXTRACTION_KEY = dg.AssetKey("graph_extraction")
+GRAPH_COLUMNS = ["chunk_id", "document_key", "chunk_index", "entities", "relationships",
+                 "n_entities", "n_relationships", "error_class", "error"]
+
+
+def graph_frame(chunks: pd.DataFrame, results: list[ItemResult]) -> pd.DataFrame:
+    by_id = {r.key: r for r in results}
+    rows = []
+    for chunk in chunks.itertuples():
+        result = by_id[chunk.chunk_id]
+        graph: ChunkGraph | None = result.value if result.ok else None
+        rows.append({
+            "chunk_id": chunk.chunk_id, "document_key": chunk.document_key,
+            "chunk_index": chunk.chunk_index,
+            "entities": json.dumps([e.model_dump() for e in graph.entities]) if graph else None,
+            "relationships": json.dumps([r.model_dump() for r in graph.relationships])
+            if graph else None,
+            "n_entities": len(graph.entities) if graph else 0,
+            "n_relationships": len(graph.relationships) if graph else 0,
+            "error_class": result.error_class, "error": result.error,
+        })
+    return pd.DataFrame(rows, columns=GRAPH_COLUMNS)
+
+
+GRAPH_EXTRACTION_SPEC = llm_spec(
+    GRAPH_EXTRACTION_KEY,
+    deps=[CHUNKS],
+    code_version=GRAPH_EXTRACTION.version,
+    description="Per chunk: the entities (name, type, aliases) and relationships (source, "
+    "target, type, description) the LLM finds, validated; failed chunks keep their error "
+    "class. Types are checked against the graph's allowlists when the graph is written.",
+)
+GRAPH_EXTRACTION_CHECKS = [success_rate_spec(GRAPH_EXTRACTION_KEY)]
+
+
+def graph_extraction_stage(context: dg.AssetExecutionContext, config: EnrichConfig,
+                           llm: LLMResource, store: AssetStore, registry: DocumentRegistry,
+                           keys: list[str]) -> list[PartitionError]:
+    inputs, failures = read_upstream(context, store, registry, [CHUNKS], keys)
+    chunks = {key: data.frames[CHUNKS] for key, data in inputs.items()}
+    work = {
+        key: [ChatItem(c.chunk_id, GRAPH_EXTRACTION.messages(c.text), ChunkGraph,
+                       GRAPH_EXTRACTION.version) for c in frame.itertuples()]
+        for key, frame in chunks.items()
+    }
+    results, run = run_llm(context, llm, work, config.concurrency)
+    for key, frame in chunks.items():
+        rows = graph_frame(frame, results.get(key, []))
+        record_judged(
+            context, store, GRAPH_EXTRACTION_KEY, key, rows,
+            {**metrics_metadata(partition_metrics(results.get(key, []), run)),
+             "entities": dg.MetadataValue.int(int(rows["n_entities"].sum())),
+             "relationships": dg.MetadataValue.int(int(rows["n_relationships"].sum()))},
+            data_version(GRAPH_EXTRACTION.version, rows.to_json()),
+            GRAPH_EXTRACTION.version, inputs[key].provenance, config.success_threshold,
+        )
+    return failures
