@@ -91,6 +91,8 @@ class Answerer:
             return self._choose(schema["enum"], str(value))
         if schema.get("type") == "array" and not isinstance(value, list):
             return [value]
+        if isinstance(value, str) and "maxLength" in schema:
+            return value[: schema["maxLength"]]
         return value
 
     def _choose(self, options: list, hint: str) -> object:
