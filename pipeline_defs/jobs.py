@@ -1,6 +1,7 @@
 import dagster as dg
 
 from assets.catalog import THEME_CATALOG_KEY
+from assets.graph import NEO4J_GRAPH_KEY
 from assets.pipeline import document_pipeline
 
 # Runs cover one document or a range of them (tags dagster/asset_partition_range_start/
@@ -25,4 +26,12 @@ catalog_job = dg.define_asset_job(
     "catalog_job",
     selection=dg.AssetSelection.assets(THEME_CATALOG_KEY),
     description="Rebuild the corpus-wide theme_catalog from the stored document themes.",
+)
+
+# The Neo4j sink: its own job (and pool), run after docgraph_job on the same documents by
+# the CLI, or per partition by its automation condition when the daemon runs.
+graph_job = dg.define_asset_job(
+    "graph_job",
+    selection=dg.AssetSelection.assets(NEO4J_GRAPH_KEY),
+    description="Write documents' chunks, entities and relationships to Neo4j.",
 )

@@ -1,0 +1,153 @@
+"""Running the jobs in-process for the CLI: what needs a run, batches like a backfill,
+and what came of each document."""
+
+import os
+from dataclasses import dataclass
+
+import dagster as dg
+
+from assets.batch import (
+    CODE_VERSION_TAG,
+    DOCUMENTS_PER_RUN,
+    INPUT_VERSION_TAG,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    latest_upstream,
+    partition_batches,
+)
+from assets.catalog import THEME_CATALOG_KEY
+from assets.enrichment import GATE_METADATA
+from assets.graph import NEO4J_GRAPH_SPEC
+from assets.partitions import documents_partitions
+from assets.pipeline import PIPELINE_SPECS
+from pipeline_defs.definitions import defs
+from resources.registry import DocumentRegistry
+
+
+@dataclass
+class Outcome:
+    key: str
+    status: str  # ok | up-to-date | failed
+    detail: dict
+
+
+def graph_enabled() -> bool:
+    """The CLI writes the Neo4j graph only when told where it is (`make demo` starts a
+    loopback server and sets NEO4J_URI when Java is present)."""
+    return bool(os.environ.get("NEO4J_URI"))
+
+
+def registry() -> DocumentRegistry:
+    return defs.resources["registry"]
+
+
+def latest_metadata(instance: dg.DagsterInstance, asset: str, key: str) -> dict | None:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1
+    ).records
+    if not records:
+        return None
+    materialization = records[0].asset_materialization
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+def chain_specs() -> list[dg.AssetSpec]:
+    """The per-document assets the CLI keeps current, in the order they are computed."""
+    return [*PIPELINE_SPECS, NEO4J_GRAPH_SPEC] if graph_enabled() else PIPELINE_SPECS
+
+
+def stale_reason(instance: dg.DagsterInstance, registry: DocumentRegistry,
+                 key: str) -> str | None:
+    """Why `key` needs a run (None if every asset of the chain is current): its file
+    changed, an asset is missing, its code version changed, an input it was computed from
+    has a newer version, or its quality gate failed (a re-run retries only failed items)."""
+    entry = registry.lookup(key)
+    if entry is None or not entry.path.exists():
+        return "file missing"
+    chunks = latest_metadata(instance, "chunks", key)
+    if chunks is None or chunks.get("source_sha256") != registry.register([entry.path])[0].sha256:
+        return "file changed"  # register() re-hashes only if the size or mtime changed
+    versions: dict[dg.AssetKey, str] = {}
+    for spec in chain_specs():
+        latest = latest_upstream(instance, spec.key, key)
+        name = spec.key.to_user_string()
+        if latest is None:
+            return f"{name} missing"
+        if latest.tags.get(CODE_VERSION_TAG) != spec.code_version:
+            return f"{name} code changed"
+        for dep in spec.deps:
+            if latest.tags.get(INPUT_VERSION_TAG.format(dep.asset_key.to_user_string())) \
+                    != versions[dep.asset_key]:
+                return f"{name} inputs changed"
+        if latest.metadata.get(GATE_METADATA) == "failed":
+            return f"{name} gate failed"
+        versions[spec.key] = latest.version
+    return None
+
+
+def materialize(
+    instance: dg.DagsterInstance, keys: list[str], force: bool = False,
+    batch_size: int = DOCUMENTS_PER_RUN, log_level: str = "CRITICAL",
+) -> list[Outcome]:
+    """Run docgraph_job (and graph_job, if the graph is enabled) in-process over the `keys`
+    that need it, batched into ranges like a backfill, then rebuild the theme catalog if
+    anything changed."""
+    todo = [k for k in keys if force or stale_reason(instance, registry(), k)]
+    jobs = ["docgraph_job", "graph_job"] if graph_enabled() else ["docgraph_job"]
+    last_asset = chain_specs()[-1].key
+    ordered = instance.get_dynamic_partitions(documents_partitions.name)
+    done: set[str] = set()
+    failed: dict[str, dict] = {}
+    for batch in partition_batches(ordered, todo, batch_size):
+        for job in jobs:
+            result = defs.resolve_job_def(job).execute_in_process(
+                instance=instance, raise_on_error=False,
+                tags={RANGE_START_TAG: batch[0], RANGE_END_TAG: batch[-1]},
+                run_config=_quiet(log_level),
+            )
+            # Batch steps log their materializations one by one: read them from the run.
+            done.update(
+                entry.dagster_event.partition
+                for entry in instance.all_logs(
+                    result.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+                if entry.dagster_event.asset_key == last_asset
+            )
+            for key, failure in _failures(result, batch).items():
+                failed.setdefault(key, failure)  # the first stage's reason
+    if todo or not instance.get_latest_materialization_event(THEME_CATALOG_KEY):
+        defs.resolve_job_def("catalog_job").execute_in_process(
+            instance=instance, run_config=_quiet(log_level))
+    return [Outcome(key, "up-to-date" if key not in todo else "ok" if key in done else
+                    "failed", failed.get(key, {})) for key in keys]
+
+
+def _quiet(log_level: str) -> dict:
+    return {"loggers": {"console": {"config": {"log_level": log_level}}}}
+
+
+def _failures(result: dg.ExecuteInProcessResult, keys: list[str]) -> dict[str, dict]:
+    """{document key: {error_class, reason}} for the documents of a run that failed: from
+    the step's Failure metadata, or the error itself when the step crashed."""
+    if result.success:
+        return {}
+    failures = {}
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        user = data.user_failure_data
+        if user is not None and "failures" in user.metadata:
+            for item in user.metadata["failures"].value:
+                failures[item["document"]] = {
+                    "error_class": item["error_class"],
+                    "reason": f"{item['path']}: {item['reason']}",
+                }
+        else:
+            message = user.description if user else data.error.message if data.error else "?"
+            for key in keys:
+                failures.setdefault(key, {"error_class": "step_error",
+                                          "reason": message.strip().splitlines()[0]})
+    for key in keys:  # a run that failed before the step started
+        failures.setdefault(key, {"error_class": "run_error",
+                                  "reason": f"run {result.run_id} failed; see its logs"})
+    return failures
+
+
