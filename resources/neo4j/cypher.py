@@ -1,0 +1,240 @@
+"""Every Cypher statement of the project, in one place, with parameters only.
+
+Labels and relationship types cannot be parameters, so the statements that need them are
+built here once, at import time, from the allowlists in model.py: one `FOREACH` branch per
+allowed label or type, chosen by comparing a row's value to a literal. Text from a model
+only ever travels as a parameter value; nothing at run time is formatted into a query.
+
+Graph model:
+  (:Document {key, path, title})-[:HAS_CHUNK]->(:Chunk {id, document_key, index, text,
+  embedding})-[:MENTIONS]->(:Entity:<Type> {key, name, type, aliases})
+  (:Entity)-[:<TYPE> {document_key, chunk_id}]->(:Entity)
+"""
+
+from resources.neo4j.model import ENTITY_TYPES, RELATION_TYPES
+
+VECTOR_INDEX = "chunk_embedding"
+
+
+def _when(column: str, value: str, action: str) -> str:
+    # `value` is from the allowlist (checked below), never from a row.
+    return f"FOREACH (_ IN CASE WHEN {column} = '{value}' THEN [1] ELSE [] END | {action})"
+
+
+def _identifier(name: str) -> str:
+    if not name.isidentifier() or not name.isascii():
+        raise ValueError(f"not a safe label or relationship type: {name!r}")
+    return name
+
+
+for _name in ENTITY_TYPES + RELATION_TYPES:
+    _identifier(_name)
+
+# -- schema ------------------------------------------------------------------------------
+SCHEMA = (
+    "CREATE CONSTRAINT document_key IF NOT EXISTS FOR (d:Document) REQUIRE d.key IS UNIQUE",
+    "CREATE CONSTRAINT chunk_id IF NOT EXISTS FOR (c:Chunk) REQUIRE c.id IS UNIQUE",
+    "CREATE CONSTRAINT entity_key IF NOT EXISTS FOR (e:Entity) REQUIRE e.key IS UNIQUE",
+    "CREATE INDEX entity_type IF NOT EXISTS FOR (e:Entity) ON (e.type)",
+    "CREATE INDEX chunk_document_key IF NOT EXISTS FOR (c:Chunk) ON (c.document_key)",
+    # A document's relationships are found (and replaced) through these.
+    *(f"CREATE INDEX {t.lower()}_document_key IF NOT EXISTS "
+      f"FOR ()-[r:{t}]-() ON (r.document_key)" for t in RELATION_TYPES),
+)
+
+CREATE_VECTOR_INDEX = f"""
+CREATE VECTOR INDEX {VECTOR_INDEX} IF NOT EXISTS FOR (c:Chunk) ON (c.embedding)
+OPTIONS {{indexConfig: {{`vector.dimensions`: $dimensions,
+                        `vector.similarity_function`: 'cosine'}}}}
+"""
+
+CHUNK_VECTOR_INDEXES = """
+SHOW VECTOR INDEXES YIELD name, labelsOrTypes, properties, options, state
+WHERE labelsOrTypes = ['Chunk'] AND properties = ['embedding']
+RETURN name, options.indexConfig.`vector.dimensions` AS dimensions, state
+"""
+
+AWAIT_INDEXES = "CALL db.awaitIndexes($seconds)"
+
+# For tests and benchmarks that start from nothing (the names are those created above).
+DROP_SCHEMA = tuple(
+    f"DROP {kind} {name} IF EXISTS"
+    for kind, name in [(statement.split()[1], statement.split()[2]) for statement in SCHEMA]
+    + [("INDEX", VECTOR_INDEX)]
+)
+
+# -- writes --------------------------------------------------------------------------------
+UPSERT_DOCUMENT = """
+MERGE (d:Document {key: $key})
+SET d.path = $path, d.title = $title
+"""
+
+UPSERT_CHUNKS = """
+UNWIND $rows AS row
+MATCH (d:Document {key: row.document_key})
+MERGE (c:Chunk {id: row.id})
+SET c.document_key = row.document_key, c.index = row.index, c.text = row.text,
+    c.embedding = row.embedding
+MERGE (d)-[:HAS_CHUNK]->(c)
+RETURN count(*) AS written
+"""
+
+# An entity and the document's mentions of it are written in one transaction, so another
+# document's orphan clean-up either sees the mention or has already removed the node (and
+# this batch then fails with EntityNotFound and is retried; see store.py).
+# Shared entities keep order-independent properties: the type earliest in the allowlist,
+# the smallest name, and every other spelling as an alias. Any write order (sequential
+# or concurrent) therefore gives the same node.
+_ALL_TYPE_LABELS = ":".join(ENTITY_TYPES)
+UPSERT_ENTITIES_WITH_MENTIONS = f"""
+UNWIND $rows AS row
+MERGE (e:Entity {{key: row.key}})
+WITH e, row, e.type AS old_type, e.name AS old_name,
+     CASE WHEN e.type IS NULL OR $type_rank[row.type] < $type_rank[e.type]
+          THEN row.type ELSE e.type END AS type,
+     CASE WHEN e.name IS NULL OR row.name < e.name THEN row.name ELSE e.name END AS name
+FOREACH (_ IN CASE WHEN old_type IS NOT NULL AND old_type <> type THEN [1] ELSE [] END |
+  REMOVE e:{_ALL_TYPE_LABELS})
+{chr(10).join(_when("type", t, f"SET e:{t}") for t in ENTITY_TYPES)}
+SET e.type = type, e.name = name
+WITH e, row, old_name
+CALL (e, row, old_name) {{
+  UNWIND coalesce(e.aliases, []) + row.aliases + [row.name, old_name] AS alias
+  WITH DISTINCT e, alias
+  WHERE alias IS NOT NULL AND alias <> e.name
+  ORDER BY alias
+  RETURN collect(alias) AS aliases
+}}
+SET e.aliases = aliases
+WITH e, row
+UNWIND row.chunk_ids AS chunk_id
+MATCH (c:Chunk {{id: chunk_id}})
+MERGE (c)-[:MENTIONS]->(e)
+RETURN count(*) AS written
+"""
+
+MERGE_RELATIONSHIPS = f"""
+UNWIND $rows AS row
+MATCH (s:Entity {{key: row.source_key}})
+MATCH (t:Entity {{key: row.target_key}})
+{chr(10).join(_when("row.type", r, f"MERGE (s)-[:{r} {{document_key: row.document_key, "
+                    "chunk_id: row.chunk_id}]->(t)") for r in RELATION_TYPES)}
+RETURN count(*) AS written
+"""
+
+# -- what a document contributes now -------------------------------------------------------
+DOCUMENT_CHUNK_IDS = "MATCH (c:Chunk {document_key: $key}) RETURN c.id AS id"
+
+DOCUMENT_MENTIONS = """
+MATCH (c:Chunk {document_key: $key})-[:MENTIONS]->(e:Entity)
+RETURN c.id AS chunk_id, e.key AS entity_key
+"""
+
+# One branch per type so each uses its relationship index on document_key.
+DOCUMENT_RELATIONSHIPS = "\nUNION ALL\n".join(
+    f"MATCH (s:Entity)-[r:{t} {{document_key: $key}}]->(t:Entity) "
+    f"RETURN s.key AS source_key, t.key AS target_key, '{t}' AS type, r.chunk_id AS chunk_id"
+    for t in RELATION_TYPES
+)
+
+# -- removals ------------------------------------------------------------------------------
+DELETE_RELATIONSHIPS = """
+UNWIND $rows AS row
+MATCH (s:Entity {key: row.source_key})-[r]->(t:Entity {key: row.target_key})
+WHERE type(r) = row.type AND r.document_key = row.document_key AND r.chunk_id = row.chunk_id
+DELETE r
+"""
+
+DELETE_MENTIONS = """
+UNWIND $rows AS row
+MATCH (:Chunk {id: row.chunk_id})-[m:MENTIONS]->(:Entity {key: row.entity_key})
+DELETE m
+"""
+
+DELETE_CHUNKS = """
+UNWIND $rows AS id
+MATCH (c:Chunk {id: id})
+DETACH DELETE c
+"""
+
+# The write (set and remove a marker) takes the node's lock before the check, so a writer
+# adding a mention concurrently either committed first (and is seen) or waits for us.
+DELETE_ORPHAN_ENTITIES = """
+UNWIND $rows AS key
+MATCH (e:Entity {key: key})
+SET e.orphan_check = true
+REMOVE e.orphan_check
+WITH e
+WHERE NOT EXISTS { (e)<-[:MENTIONS]-() }
+DETACH DELETE e
+"""
+
+DELETE_DOCUMENT = "MATCH (d:Document {key: $key}) DETACH DELETE d"
+
+# Auto-commit only (session.run): it commits a transaction per batch of nodes.
+DELETE_ALL = "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF $batch_size ROWS"
+
+# -- reads ---------------------------------------------------------------------------------
+EXPORT_NODES = "MATCH (n) RETURN labels(n) AS labels, properties(n) AS properties"
+
+EXPORT_RELATIONSHIPS = """
+MATCH (s)-[r]->(t)
+RETURN coalesce(s.key, s.id) AS source, type(r) AS type, coalesce(t.key, t.id) AS target,
+       properties(r) AS properties
+"""
+
+# Copies beyond the first of any key: nodes per (kind, key), relationships per identity.
+DUPLICATE_KEYS = """
+CALL () {
+  MATCH (n) WHERE n:Document OR n:Chunk OR n:Entity
+  WITH [l IN labels(n) WHERE l IN ['Document', 'Chunk', 'Entity']] AS kind,
+       coalesce(n.key, n.id) AS key, count(*) AS copies
+  RETURN sum(copies - 1) AS extra
+  UNION ALL
+  MATCH (s)-[r]->(t)
+  WITH elementId(s) AS s, type(r) AS type, elementId(t) AS t, r.document_key AS document,
+       r.chunk_id AS chunk, count(*) AS copies
+  RETURN sum(copies - 1) AS extra
+}
+RETURN sum(extra) AS duplicates
+"""
+
+LABELS_IN_USE = "MATCH (n) UNWIND labels(n) AS label RETURN DISTINCT label ORDER BY label"
+RELATIONSHIP_TYPES_IN_USE = "MATCH ()-[r]->() RETURN DISTINCT type(r) AS type ORDER BY type"
+PROPERTY_KEYS_IN_USE = """
+CALL () { MATCH (n) UNWIND keys(n) AS key RETURN key
+          UNION MATCH ()-[r]->() UNWIND keys(r) AS key RETURN key }
+RETURN key ORDER BY key
+"""
+CONSTRAINTS = "SHOW CONSTRAINTS YIELD name, type, labelsOrTypes, properties RETURN * ORDER BY name"
+INDEXES = "SHOW INDEXES YIELD name, type, labelsOrTypes, properties RETURN * ORDER BY name"
+
+# Nearest chunks, each with its document, its entities and their one-hop neighbours.
+NEAREST_CHUNKS = f"""
+CALL db.index.vector.queryNodes('{VECTOR_INDEX}', $k, $vector) YIELD node AS c, score
+MATCH (d:Document)-[:HAS_CHUNK]->(c)
+RETURN c.id AS chunk_id, c.index AS index, c.text AS text, score,
+       d.key AS document_key, d.title AS document_title, d.path AS document_path,
+       COLLECT {{
+         MATCH (c)-[:MENTIONS]->(e:Entity)
+         WITH e ORDER BY e.key
+         RETURN e {{ .key, .name, .type, .aliases,
+           neighbours: COLLECT {{
+             MATCH (e)-[r]-(n:Entity)
+             WITH DISTINCT n, type(r) AS relationship, startNode(r) = e AS outgoing
+             ORDER BY relationship, n.key, outgoing
+             LIMIT $neighbour_limit
+             RETURN {{key: n.key, name: n.name, type: n.type, relationship: relationship,
+                     outgoing: outgoing}}
+           }}
+         }}
+       }} AS entities
+ORDER BY score DESC, chunk_id
+"""
+
+# Diagnostics: transactions waiting for a lock (tests use it to stage a race).
+BLOCKED_TRANSACTIONS = """
+SHOW TRANSACTIONS YIELD transactionId, status, currentQuery
+WHERE status STARTS WITH 'Blocked'
+RETURN transactionId, status, currentQuery
+"""
