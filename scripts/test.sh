@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Start what the tests need, run pytest, stop what this script started.
+# Start what the tests need (PostgreSQL, Neo4j), run pytest, stop what this script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-was_running=0
-scripts/postgres.sh status >/dev/null 2>&1 && was_running=1
+started=()
+cleanup() { for server in "${started[@]}"; do "scripts/$server.sh" stop || true; done; }
+trap cleanup EXIT
+
+scripts/postgres.sh status >/dev/null 2>&1 || started+=(postgres)
 DOCGRAPH_PG_URL=$(scripts/postgres.sh start)
-export DOCGRAPH_PG_URL
-[ "$was_running" = 1 ] || trap 'scripts/postgres.sh stop' EXIT
+# The tests' own Neo4j (the graph tests empty it): not the one `make demo` leaves running.
+export DOCGRAPH_NEO4J_DIR=${DOCGRAPH_TEST_NEO4J_DIR:-/tmp/docgraph-neo4j-test}
+export DOCGRAPH_NEO4J_PORT=${DOCGRAPH_TEST_NEO4J_PORT:-17688}
+export DOCGRAPH_NEO4J_HTTP_PORT=${DOCGRAPH_TEST_NEO4J_HTTP_PORT:-17475}
+scripts/neo4j.sh status >/dev/null 2>&1 || started+=(neo4j)
+DOCGRAPH_TEST_NEO4J_URI=$(scripts/neo4j.sh start)
+export DOCGRAPH_PG_URL DOCGRAPH_TEST_NEO4J_URI
 
 .venv/bin/python -m pytest "$@"

@@ -34,8 +34,7 @@ def _metadata(instance, key: str) -> dict:
     return {k: v.value for k, v in latest.asset_materialization.metadata.items()}
 
 
-def test_offline_metadata_for_a_batch_of_documents(tmp_path, instance, monkeypatch):
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+def test_offline_metadata_for_a_batch_of_documents(tmp_path, instance):
     docs = _corpus(tmp_path, instance)
     keys = instance.get_dynamic_partitions("documents")
     result = run_pipeline(instance, keys, ["chunk_metadata"],

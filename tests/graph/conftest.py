@@ -1,10 +1,12 @@
 """A real Neo4j server for the graph tests.
 
-`neo4j_settings` uses NEO4J_URI (and NEO4J_PASSWORD) if set, else starts the server with
-scripts/neo4j.sh and stops it at the end only if it started it, like `pg_url`. It is never
-skipped: no server, no green run. `graph` gives each test an empty database and a writer;
-the schema is dropped once per session (a benchmark may have left another vector
-dimension) and then kept between tests, as in production.
+`neo4j_settings` uses DOCGRAPH_TEST_NEO4J_URI (and NEO4J_PASSWORD) if set (scripts/test.sh
+starts the server and sets it; not NEO4J_URI, which would make every CLI test write the
+graph), else starts the server with scripts/neo4j.sh and stops it at the end only if it
+started it, like `pg_url`. It is never skipped: no server, no green run. `graph` gives
+each test an empty database and a writer; the schema is dropped once per session (a
+benchmark may have left another vector dimension) and then kept between tests, as in
+production.
 """
 
 import os
@@ -23,8 +25,8 @@ NEO4J_SCRIPT = REPO / "scripts" / "neo4j.sh"
 
 @pytest.fixture(scope="session")
 def neo4j_settings() -> Iterator[Neo4jSettings]:
-    if os.environ.get("NEO4J_URI"):
-        yield Neo4jSettings.from_env()
+    if os.environ.get("DOCGRAPH_TEST_NEO4J_URI"):
+        yield Neo4jSettings.from_env(uri=os.environ["DOCGRAPH_TEST_NEO4J_URI"])
         return
     was_running = subprocess.run([NEO4J_SCRIPT, "status"], capture_output=True).returncode == 0
     started = subprocess.run([NEO4J_SCRIPT, "start"], capture_output=True, text=True)

@@ -1,0 +1,103 @@
+"""The whole chain into a real Neo4j: the sample corpus, materialized by the CLI (offline
+LLM), written twice, edited, removed, and asked a question."""
+
+import shutil
+from collections.abc import Iterator
+
+import neo4j
+import pytest
+
+from pipeline_defs import cli
+from resources.neo4j import Neo4jSettings, delete_all, drop_schema, graph_export
+from tests.conftest import SAMPLE_DIR
+
+DOUBLE_CHARGE = "support-chat-double-charge.txt"
+
+
+@pytest.fixture
+def chain_graph(neo4j_settings: Neo4jSettings, neo4j_driver: neo4j.Driver,
+                monkeypatch: pytest.MonkeyPatch) -> Iterator[neo4j.Driver]:
+    """An empty database the pipeline writes to (NEO4J_URI set, as `make demo` does); the
+    schema is dropped after, since the pipeline's vector index has another size than the
+    store tests' one."""
+    monkeypatch.setenv("NEO4J_URI", neo4j_settings.uri)
+    monkeypatch.setenv("NEO4J_PASSWORD", neo4j_settings.password)
+    delete_all(neo4j_driver)
+    drop_schema(neo4j_driver)
+    yield neo4j_driver
+    delete_all(neo4j_driver)
+    drop_schema(neo4j_driver)
+
+
+def _count(driver: neo4j.Driver, query: str, **params) -> int:
+    records, _, _ = driver.execute_query(query, **params)
+    return records[0][0]
+
+
+def _facts(driver: neo4j.Driver, document_key: str) -> set[tuple]:
+    records, _, _ = driver.execute_query(
+        "MATCH (a:Entity)-[r]->(b:Entity) WHERE r.document_key = $key "
+        "RETURN a.key, type(r), b.key, r.chunk_id", key=document_key)
+    return {tuple(r) for r in records}
+
+
+def test_corpus_written_twice_gives_the_same_graph(instance, chain_graph):
+    keys = [d.key for d in cli.add(instance, [SAMPLE_DIR])]
+    outcomes = cli.materialize(instance, keys)
+    assert {o.status for o in outcomes} == {"ok"}, outcomes[0]
+    first = graph_export(chain_graph)
+    assert _count(chain_graph, "MATCH (d:Document) RETURN count(d)") == len(keys)
+    assert _count(chain_graph, "MATCH (:Chunk)-[:MENTIONS]->(:Entity) RETURN count(*)") > 100
+    assert _count(chain_graph, "MATCH (c:Chunk) WHERE c.embedding IS NULL RETURN count(c)") == 0
+    # the same entity mentioned by several documents is one node
+    assert _count(chain_graph, "MATCH (e:Entity)<-[:MENTIONS]-(c:Chunk) WITH e, "
+                  "count(DISTINCT c.document_key) AS docs WHERE docs > 1 RETURN count(e)") > 5
+
+    assert {o.status for o in cli.materialize(instance, keys, force=True)} == {"ok"}
+    assert graph_export(chain_graph) == first
+
+
+def test_editing_and_removing_a_document_changes_only_its_contribution(
+    instance, chain_graph, tmp_path
+):
+    folder = tmp_path / "corpus"
+    shutil.copytree(SAMPLE_DIR, folder)
+    docs = {d.path.name: d.key for d in cli.add(instance, [folder])}
+    assert {o.status for o in cli.materialize(instance, list(docs.values()))} == {"ok"}
+    edited = docs[DOUBLE_CHARGE]
+    others = {k: _facts(chain_graph, k) for k in docs.values() if k != edited}
+    before = _facts(chain_graph, edited)
+    assert before
+
+    # keep the first half of the transcript: the facts of the second half must go
+    path = folder / DOUBLE_CHARGE
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[: len(lines) // 2]) + "\n")
+    [outcome] = cli.materialize(instance, [edited])
+    assert outcome.status == "ok"
+    after = _facts(chain_graph, edited)
+    assert after and after < before  # fewer facts, none invented
+    assert {k: _facts(chain_graph, k) for k in others} == others
+    assert _count(chain_graph, "MATCH (e:Entity) WHERE NOT (e)<-[:MENTIONS]-() "
+                  "RETURN count(e)") == 0  # no orphaned entity left behind
+
+    assert cli.main(["remove", edited]) == 0
+    assert _facts(chain_graph, edited) == set()
+    assert _count(chain_graph, "MATCH (d:Document {key: $k}) RETURN count(d)", k=edited) == 0
+    assert _count(chain_graph, "MATCH (c:Chunk {document_key: $k}) RETURN count(c)",
+                  k=edited) == 0
+    assert {k: _facts(chain_graph, k) for k in others} == others
+
+
+def test_ask_finds_the_document_a_question_is_about(instance, chain_graph, capsys):
+    docs = {d.path.name: d.key for d in cli.add(instance, [SAMPLE_DIR])}
+    cli.materialize(instance, list(docs.values()))
+    [best, *_] = cli.ask("Why was the Bluebird Dental card charged twice after the retry?")
+    assert best.document_key in {docs[DOUBLE_CHARGE],
+                                 docs["incident-review-2026-03-payments-retry.md"]}
+    assert best.entities  # with what the chunk mentions
+
+    assert cli.main(["ask", "Okta SAML single sign-on certificate", "-k", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert docs["support-email-okta-sso.txt"] in printed or \
+        docs["incident-review-2026-05-saml-certificate.md"] in printed
