@@ -4,12 +4,20 @@ LLM), written twice, edited, removed, and asked a question."""
 import shutil
 from collections.abc import Iterator
 
+import dagster as dg
 import neo4j
 import pytest
 
+from assets.batch import RANGE_END_TAG, RANGE_START_TAG
+from assets.graph import neo4j_graph
 from pipeline_defs import cli
+from pipeline_defs.definitions import defs
+from resources.llm.offline.server import SimulatorServer
+from resources.llm.offline.simulator import SimConfig
+from resources.llm.resource import LLMResource
 from resources.neo4j import Neo4jSettings, delete_all, drop_schema, graph_export
 from tests.conftest import SAMPLE_DIR
+from tests.helpers import MARKER, run_pipeline, two_documents
 
 DOUBLE_CHARGE = "support-chat-double-charge.txt"
 
@@ -101,3 +109,22 @@ def test_ask_finds_the_document_a_question_is_about(instance, chain_graph, capsy
     printed = capsys.readouterr().out
     assert docs["support-email-okta-sso.txt"] in printed or \
         docs["incident-review-2026-05-saml-certificate.md"] in printed
+
+
+def test_a_document_whose_extraction_failed_its_gate_stays_out_of_the_graph(
+    instance, chain_graph, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    docs = two_documents(tmp_path / "docs", instance)
+    a, b = docs["a.md"], docs["b.md"]
+    with SimulatorServer(SimConfig(target=MARKER, target_status=400, target_rate=1.0)) as sim:
+        llm = LLMResource(base_url=sim.base_url, cache_path=str(tmp_path / "cache.sqlite"))
+        run_pipeline(instance, [a, b], ["documents", "chunks", "chunk_embeddings",
+                                        "graph_extraction"], llm)
+    result = dg.materialize([neo4j_graph], instance=instance, resources=defs.resources,
+                            tags={RANGE_START_TAG: a, RANGE_END_TAG: b}, raise_on_error=False)
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    [listed] = failure.step_failure_data.user_failure_data.metadata["failures"].value
+    assert (listed["document"], listed["error_class"]) == (a, "upstream_check_failed")
+    assert _count(chain_graph, "MATCH (d:Document) RETURN collect(d.key)") == [b]
