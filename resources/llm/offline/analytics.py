@@ -40,7 +40,7 @@ _PHONE = re.compile(r"\+?\d[\d\s().-]{7,}\d")
 
 ORG_CUES = ("inc", "ltd", "llc", "gmbh", "corp", "corporation", "company", "co", "traders",
             "logistics", "dental", "labs", "bank", "group", "partners", "university", "team",
-            "support", "aws", "okta", "stripe")
+            "support", "aws", "okta", "stripe", "engineering", "operations")
 PRODUCT_CUES = ("api", "app", "mobile", "sdk", "ledger", "sync", "plugin", "platform",
                 "reconciliation", "dashboard", "cloud", "suite")
 EVENT_CUES = ("incident", "outage", "review", "conference", "launch", "release", "summit",
@@ -112,13 +112,13 @@ def entity_type(name: str, context: str = "") -> str:
         return "Product"
     if any(cue in parts for cue in EVENT_CUES) or re.match(r"inc-\d", lowered):
         return "Event"
-    if any(cue in lowered for cue in LOCATION_CUES) or re.search(
-        rf"\b(?:{'|'.join(PLACE_PREPOSITIONS)})\s+{re.escape(name)}", context
-    ):
+    if any(cue in lowered for cue in LOCATION_CUES):
         return "Location"
     tokens = name.split()
     if 2 <= len(tokens) <= 3 and all(t[:1].isupper() and t.isalpha() for t in tokens):
-        return "Person"
+        return "Person"  # before the preposition rule: "a call from Priya Raman"
+    if re.search(rf"\b(?:{'|'.join(PLACE_PREPOSITIONS)})\s+{re.escape(name)}", context):
+        return "Location"
     return "Concept"
 
 
@@ -129,24 +129,32 @@ monday tuesday wednesday thursday friday saturday sunday
 
 
 def entities(text: str, limit: int = 20) -> list[tuple[str, str]]:
-    """(name, type) of capitalised phrases, most mentioned first; sentence-initial common
-    words ("The", "We"), calendar words and field labels ("Status:") are not names."""
+    """(name, type) of capitalised phrases, most mentioned first. Not names: stopwords,
+    calendar words, field labels ("Status:"), and single words seen only where any word is
+    capitalised (the start of a sentence, line or list item: "Many", "Root")."""
     counts: Counter[str] = Counter()
     first: dict[str, int] = {}
     for match in _CAPITALISED.finditer(text):
         if text[match.end() : match.end() + 1] == ":":
             continue
-        name = match.group(0).strip(" .&-’'")
-        tokens = name.split()
-        while tokens and tokens[0].lower() in STOPWORDS:
-            tokens = tokens[1:]
-        name = " ".join(tokens)
-        single = len(tokens) == 1
-        if (len(name) < 2 or name.lower() in STOPWORDS or name.lower() in CALENDAR_WORDS
-                or single and (any(c.isdigit() for c in name) or "'" in name or "’" in name)):
-            continue
-        counts[name] += 1
-        first.setdefault(name, match.start())
+        before = text[max(0, match.start() - 20) : match.start()].rstrip(" \t*#>-")
+        initial = not before or before[-1] in ".!?:|\n" or before[-1].isdigit()
+        phrase = re.split(r"[.!?]\s", match.group(0))[0]
+        for part in re.split(r"\s+and\s+", phrase):  # "Marcus Feld and Sofia Marchetti"
+            tokens = part.strip(" .&-’'").split()
+            if len(tokens) == 1 and initial:
+                continue
+            initial = False  # only the phrase's first part starts the sentence
+            while tokens and tokens[0].lower() in STOPWORDS:
+                tokens = tokens[1:]
+            name = " ".join(tokens)
+            single = len(tokens) == 1
+            if (len(name) < 2 or name.lower() in STOPWORDS or name.lower() in CALENDAR_WORDS
+                    or single and (any(c.isdigit() for c in name) or "'" in name
+                                   or "’" in name)):
+                continue
+            counts[name] += 1
+            first.setdefault(name, match.start())
     # "Priya" after "Priya Raman" is the same person, not another entity.
     parts = {p for n in counts if " " in n for p in n.split()}
     names = [n for n in counts if " " in n or n not in parts]
