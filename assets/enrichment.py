@@ -8,23 +8,27 @@ back per document for storage, metadata and the success-rate gate.
 import asyncio
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
+from pydantic import BaseModel
 
 from assets.batch import (
     PartitionError,
     Upstream,
+    data_version,
     latest_upstream,
     not_materialized,
     record,
 )
+from assets.ingestion import CHUNKS
 from assets.partitions import documents_partitions
+from assets.prompts import Prompt
 from resources.llm import ChatItem, EmbedItem, ItemResult
 from resources.llm.metrics import BatchMetrics, MetricsRecorder
-from resources.llm.resource import LLMResource
+from resources.llm.resource import LLMResource, metrics_metadata
 from resources.registry import DocumentRegistry
 from resources.storage import AssetStore
 
@@ -149,6 +153,40 @@ def success_rate_check(
             ]),
         },
     )
+
+
+def chat_per_chunk_stage(
+    context: dg.AssetExecutionContext, config: EnrichConfig, llm: LLMResource,
+    store: AssetStore, registry: DocumentRegistry, keys: list[str], *,
+    asset_key: dg.AssetKey, prompt: Prompt, schema: type[BaseModel],
+    to_frame: Callable[[pd.DataFrame, list[ItemResult]], pd.DataFrame],
+    describe: Callable[[pd.DataFrame], dict],
+) -> list[PartitionError]:
+    """A stage that asks the LLM one structured question per chunk: every chunk of every
+    document in one engine run, then one frame (`to_frame`), record and gate per document,
+    with the engine's metrics and `describe(frame)` as metadata."""
+    inputs, failures = read_upstream(context, store, registry, [CHUNKS], keys)
+    chunks = {key: data.frames[CHUNKS] for key, data in inputs.items()}
+    work = {
+        key: [ChatItem(c.chunk_id, prompt.messages(c.text), schema, prompt.version)
+              for c in frame.itertuples()]
+        for key, frame in chunks.items()
+    }
+    results, run = run_llm(context, llm, work, config.concurrency)
+    context.log.info(f"{asset_key.to_user_string()}: {run.attempted} chunks of {len(work)} "
+                     f"documents: {run.succeeded} ok, {run.failed} failed "
+                     f"{run.failed_by_class}, {run.cache_hits} cached, {run.http_calls} HTTP "
+                     f"calls")
+    for key, frame in chunks.items():
+        partition_results = results.get(key, [])
+        rows = to_frame(frame, partition_results)
+        record_judged(
+            context, store, asset_key, key, rows,
+            {**metrics_metadata(partition_metrics(partition_results, run)), **describe(rows)},
+            data_version(prompt.version, rows.to_json()), prompt.version,
+            inputs[key].provenance, config.success_threshold,
+        )
+    return failures
 
 
 def record_judged(

@@ -11,21 +11,18 @@ import json
 import dagster as dg
 import pandas as pd
 
-from assets.batch import PartitionError, data_version
+from assets.batch import PartitionError
 from assets.enrichment import (
     EnrichConfig,
+    chat_per_chunk_stage,
     llm_spec,
-    partition_metrics,
-    read_upstream,
-    record_judged,
-    run_llm,
     success_rate_spec,
 )
 from assets.ingestion import CHUNKS
 from assets.models import ChunkGraph
 from assets.prompts import GRAPH_EXTRACTION
-from resources.llm import ChatItem, ItemResult
-from resources.llm.resource import LLMResource, metrics_metadata
+from resources.llm import ItemResult
+from resources.llm.resource import LLMResource
 from resources.registry import DocumentRegistry
 from resources.storage import AssetStore
 
@@ -67,22 +64,9 @@ GRAPH_EXTRACTION_CHECKS = [success_rate_spec(GRAPH_EXTRACTION_KEY)]
 def graph_extraction_stage(context: dg.AssetExecutionContext, config: EnrichConfig,
                            llm: LLMResource, store: AssetStore, registry: DocumentRegistry,
                            keys: list[str]) -> list[PartitionError]:
-    inputs, failures = read_upstream(context, store, registry, [CHUNKS], keys)
-    chunks = {key: data.frames[CHUNKS] for key, data in inputs.items()}
-    work = {
-        key: [ChatItem(c.chunk_id, GRAPH_EXTRACTION.messages(c.text), ChunkGraph,
-                       GRAPH_EXTRACTION.version) for c in frame.itertuples()]
-        for key, frame in chunks.items()
-    }
-    results, run = run_llm(context, llm, work, config.concurrency)
-    for key, frame in chunks.items():
-        rows = graph_frame(frame, results.get(key, []))
-        record_judged(
-            context, store, GRAPH_EXTRACTION_KEY, key, rows,
-            {**metrics_metadata(partition_metrics(results.get(key, []), run)),
-             "entities": dg.MetadataValue.int(int(rows["n_entities"].sum())),
-             "relationships": dg.MetadataValue.int(int(rows["n_relationships"].sum()))},
-            data_version(GRAPH_EXTRACTION.version, rows.to_json()),
-            GRAPH_EXTRACTION.version, inputs[key].provenance, config.success_threshold,
-        )
-    return failures
+    return chat_per_chunk_stage(
+        context, config, llm, store, registry, keys, asset_key=GRAPH_EXTRACTION_KEY,
+        prompt=GRAPH_EXTRACTION, schema=ChunkGraph, to_frame=graph_frame,
+        describe=lambda rows: {
+            "entities": dg.MetadataValue.int(int(rows["n_entities"].sum())),
+            "relationships": dg.MetadataValue.int(int(rows["n_relationships"].sum()))})

@@ -4,21 +4,18 @@ flag for every chunk, one row per chunk, failures kept with their error class.""
 import dagster as dg
 import pandas as pd
 
-from assets.batch import PartitionError, data_version
+from assets.batch import PartitionError
 from assets.enrichment import (
     EnrichConfig,
+    chat_per_chunk_stage,
     llm_spec,
-    partition_metrics,
-    read_upstream,
-    record_judged,
-    run_llm,
     success_rate_spec,
 )
 from assets.ingestion import CHUNKS
 from assets.models import ChunkMetadata
 from assets.prompts import CHUNK_METADATA
-from resources.llm import ChatItem, ItemResult
-from resources.llm.resource import LLMResource, metrics_metadata
+from resources.llm import ItemResult
+from resources.llm.resource import LLMResource
 from resources.registry import DocumentRegistry
 from resources.storage import AssetStore
 
@@ -67,25 +64,7 @@ CHUNK_METADATA_CHECKS = [success_rate_spec(CHUNK_METADATA_KEY)]
 def metadata_stage(context: dg.AssetExecutionContext, config: EnrichConfig,
                    llm: LLMResource, store: AssetStore, registry: DocumentRegistry,
                    keys: list[str]) -> list[PartitionError]:
-    inputs, failures = read_upstream(context, store, registry, [CHUNKS], keys)
-    chunks = {key: data.frames[CHUNKS] for key, data in inputs.items()}
-    work = {
-        key: [ChatItem(c.chunk_id, CHUNK_METADATA.messages(c.text), ChunkMetadata,
-                       CHUNK_METADATA.version) for c in frame.itertuples()]
-        for key, frame in chunks.items()
-    }
-    results, run = run_llm(context, llm, work, config.concurrency)
-    context.log.info(f"{run.attempted} chunks of {len(work)} documents: {run.succeeded} ok, "
-                     f"{run.failed} failed {run.failed_by_class}, {run.cache_hits} cached, "
-                     f"{run.http_calls} HTTP calls")
-    for key, frame in chunks.items():
-        partition_results = results.get(key, [])
-        rows = metadata_frame(frame, partition_results)
-        metrics = partition_metrics(partition_results, run)
-        record_judged(
-            context, store, CHUNK_METADATA_KEY, key, rows,
-            {**metrics_metadata(metrics), "preview": dg.MetadataValue.md(_preview(rows))},
-            data_version(CHUNK_METADATA.version, rows.to_json()),
-            CHUNK_METADATA.version, inputs[key].provenance, config.success_threshold,
-        )
-    return failures
+    return chat_per_chunk_stage(
+        context, config, llm, store, registry, keys, asset_key=CHUNK_METADATA_KEY,
+        prompt=CHUNK_METADATA, schema=ChunkMetadata, to_frame=metadata_frame,
+        describe=lambda rows: {"preview": dg.MetadataValue.md(_preview(rows))})
