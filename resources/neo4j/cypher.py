@@ -243,7 +243,10 @@ RETURN c.id AS chunk_id, c.index AS index, c.text AS text, score,
 ORDER BY score DESC, chunk_id
 """
 
-# Diagnostics: transactions waiting for a lock (tests use it to stage a race).
+# Diagnostics. EXPLAIN plans a statement without running it.
+EXPLAIN_PREFIX = "EXPLAIN "
+
+# Transactions waiting for a lock (tests use it to stage a race).
 BLOCKED_TRANSACTIONS = """
 SHOW TRANSACTIONS YIELD transactionId, status, currentQuery
 WHERE status STARTS WITH 'Blocked'
