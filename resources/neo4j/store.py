@@ -36,6 +36,9 @@ from resources.neo4j.model import (
     WriteStats,
 )
 
+# bench/neo4j_write.py, 100,000 relationships: 1k / 5k / 10k rows per batch gave 16-23k /
+# 23k / 24k relationships/s. 5k is within a few percent of 10k with half the transaction
+# memory, and a smaller unit to redo after a deadlock.
 DEFAULT_BATCH_SIZE = 5_000
 # Another document's writer removed an orphaned entity while this batch was about to
 # mention it; the batch is idempotent, and re-running it re-creates the entity.
@@ -104,6 +107,9 @@ class GraphWriter:
         Raises InvalidContribution (before writing anything) if the rows contradict each
         other, e.g. a mention of an entity that is not in `entities`.
         """
+        if self.dimensions is None:
+            # MERGE without the uniqueness constraints would race into duplicate nodes.
+            raise RuntimeError("call ensure_schema(dimensions) before writing documents")
         started = time.perf_counter()
         contribution = build_contribution(document, chunks, entities, mentions, relationships,
                                           self.dimensions)
