@@ -6,14 +6,17 @@ import pytest
 
 from resources.neo4j.exclusive import exclusive_use
 
+# Fixed names: the lock files stay in the temporary directory, one per name.
+SERVER, OTHER_SERVER = "docgraph-test:exclusive-a", "docgraph-test:exclusive-b"
 
-def test_a_second_user_waits_for_the_first(tmp_path):
-    server = str(tmp_path / "a-server")
+
+def test_a_second_user_waits_for_the_first():
+    server = SERVER
     with exclusive_use(server):
         with pytest.raises(TimeoutError, match="stayed in use"), \
                 exclusive_use(server, wait_seconds=0.3):
             pass
-        with exclusive_use(str(tmp_path / "another-server"), wait_seconds=0.3):
+        with exclusive_use(OTHER_SERVER, wait_seconds=0.3):
             pass  # other servers are not affected
 
     order = []
