@@ -113,27 +113,34 @@ MERGE (c)-[:MENTIONS]->(e)
 RETURN count(*) AS written
 """
 
+# A relationship is (source, type, target, chunk_id); the chunk implies the document. The
+# MERGE pattern names chunk_id only: with document_key in it, Neo4j 5.26 plans the MERGE
+# as a scan of the document_key index (every relationship of the type, per row: quadratic)
+# instead of expanding between the two bound nodes.
 MERGE_RELATIONSHIPS = f"""
 UNWIND $rows AS row
 MATCH (s:Entity {{key: row.source_key}})
 MATCH (t:Entity {{key: row.target_key}})
-{chr(10).join(_when("row.type", r, f"MERGE (s)-[:{r} {{document_key: row.document_key, "
-                    "chunk_id: row.chunk_id}]->(t)") for r in RELATION_TYPES)}
+{chr(10).join(_when("row.type", r, f"MERGE (s)-[r:{r} {{chunk_id: row.chunk_id}}]->(t) "
+                    "ON CREATE SET r.document_key = row.document_key")
+              for r in RELATION_TYPES)}
 RETURN count(*) AS written
 """
 
 # -- what a document contributes now -------------------------------------------------------
-DOCUMENT_CHUNK_IDS = "MATCH (c:Chunk {document_key: $key}) RETURN c.id AS id"
+# Collected into lists: one record per query decodes several times faster in the Python
+# driver than a record per row (100,000 relationships: 0.5 s instead of 1.8 s).
+DOCUMENT_CHUNK_IDS = "MATCH (c:Chunk {document_key: $key}) RETURN collect(c.id) AS ids"
 
 DOCUMENT_MENTIONS = """
 MATCH (c:Chunk {document_key: $key})-[:MENTIONS]->(e:Entity)
-RETURN c.id AS chunk_id, e.key AS entity_key
+RETURN collect([c.id, e.key]) AS pairs
 """
 
 # One branch per type so each uses its relationship index on document_key.
 DOCUMENT_RELATIONSHIPS = "\nUNION ALL\n".join(
     f"MATCH (s:Entity)-[r:{t} {{document_key: $key}}]->(t:Entity) "
-    f"RETURN s.key AS source_key, t.key AS target_key, '{t}' AS type, r.chunk_id AS chunk_id"
+    f"RETURN '{t}' AS type, collect([s.key, t.key, r.chunk_id]) AS rows"
     for t in RELATION_TYPES
 )
 
@@ -171,8 +178,12 @@ DETACH DELETE e
 
 DELETE_DOCUMENT = "MATCH (d:Document {key: $key}) DETACH DELETE d"
 
-# Auto-commit only (session.run): it commits a transaction per batch of nodes.
-DELETE_ALL = "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF $batch_size ROWS"
+# Auto-commit only (session.run): a transaction per batch. Relationships go first, so no
+# transaction detaches a hub node's many relationships at once (memory pool limit).
+DELETE_ALL = (
+    "MATCH ()-[r]->() CALL (r) { DELETE r } IN TRANSACTIONS OF $batch_size ROWS",
+    "MATCH (n) CALL (n) { DELETE n } IN TRANSACTIONS OF $batch_size ROWS",
+)
 
 # -- reads ---------------------------------------------------------------------------------
 EXPORT_NODES = "MATCH (n) RETURN labels(n) AS labels, properties(n) AS properties"
@@ -232,7 +243,10 @@ RETURN c.id AS chunk_id, c.index AS index, c.text AS text, score,
 ORDER BY score DESC, chunk_id
 """
 
-# Diagnostics: transactions waiting for a lock (tests use it to stage a race).
+# Diagnostics. EXPLAIN plans a statement without running it.
+EXPLAIN_PREFIX = "EXPLAIN "
+
+# Transactions waiting for a lock (tests use it to stage a race).
 BLOCKED_TRANSACTIONS = """
 SHOW TRANSACTIONS YIELD transactionId, status, currentQuery
 WHERE status STARTS WITH 'Blocked'

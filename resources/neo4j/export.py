@@ -67,3 +67,17 @@ def schema_snapshot(driver: neo4j.Driver, database: str | None = None) -> Schema
         constraints=column(cypher.CONSTRAINTS, "name"),
         indexes=column(cypher.INDEXES, "name"),
     )
+
+
+def plan_operators(driver: neo4j.Driver, query: str, database: str | None = None,
+                   **params: object) -> set[str]:
+    """The operators of the plan Neo4j picks for one of cypher.py's statements (EXPLAIN:
+    nothing runs); tests use it to pin plans that must not regress."""
+    with driver.session(database=database) as session:
+        summary = session.run(cypher.EXPLAIN_PREFIX + query, params).consume()
+    operators, stack = set(), [summary.plan]
+    while stack:
+        node = stack.pop()
+        operators.add(node["operatorType"].split("@")[0])
+        stack.extend(node.get("children", []))
+    return operators

@@ -75,7 +75,8 @@ class RelationRow:
 
 @dataclass
 class StepStats:
-    """One step of a write (e.g. "relationships"): rows sent, batches, time per batch."""
+    """One step of a write (e.g. "relationships"): rows sent, batches, time per batch.
+    "read_current" is the read of what the document contributed before (rows read)."""
 
     rows: int = 0
     batches: int = 0

@@ -25,7 +25,6 @@ from resources.neo4j.contribution import (
     Contribution,
     RelationshipId,
     build_contribution,
-    relationship_id,
 )
 from resources.neo4j.model import (
     ChunkRow,
@@ -37,6 +36,9 @@ from resources.neo4j.model import (
     WriteStats,
 )
 
+# bench/neo4j_write.py, 100,000 relationships: 1k / 5k / 10k rows per batch gave 16-23k /
+# 23k / 24k relationships/s. 5k is within a few percent of 10k with half the transaction
+# memory, and a smaller unit to redo after a deadlock.
 DEFAULT_BATCH_SIZE = 5_000
 # Another document's writer removed an orphaned entity while this batch was about to
 # mention it; the batch is idempotent, and re-running it re-creates the entity.
@@ -105,21 +107,29 @@ class GraphWriter:
         Raises InvalidContribution (before writing anything) if the rows contradict each
         other, e.g. a mention of an entity that is not in `entities`.
         """
+        if self.dimensions is None:
+            # MERGE without the uniqueness constraints would race into duplicate nodes.
+            raise RuntimeError("call ensure_schema(dimensions) before writing documents")
+        started = time.perf_counter()
         contribution = build_contribution(document, chunks, entities, mentions, relationships,
                                           self.dimensions)
-        return self._apply(document.key, contribution, batch_size or self.batch_size)
+        return self._apply(document.key, contribution, batch_size or self.batch_size, started)
 
     def delete_document(self, key: str, batch_size: int | None = None) -> WriteStats:
         """Remove a document's contribution and its node; entities others mention stay."""
-        return self._apply(key, None, batch_size or self.batch_size)
+        return self._apply(key, None, batch_size or self.batch_size, time.perf_counter())
 
-    def _apply(self, key: str, new: Contribution | None, batch_size: int) -> WriteStats:
+    def _apply(self, key: str, new: Contribution | None, batch_size: int,
+               started: float) -> WriteStats:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, not {batch_size}")
         stats = WriteStats()
-        started = time.perf_counter()
         with self.driver.session(database=self.database) as session:
+            began = time.perf_counter()
             current = self._current(session, key)
+            stats.steps["read_current"] = StepStats(
+                rows=len(current.chunk_ids) + len(current.mentions) + len(current.relationships),
+                seconds=time.perf_counter() - began)
             if new is not None:
                 stats.remapped_labels = new.remapped_labels
                 stats.remapped_relationship_types = new.remapped_relationship_types
@@ -169,12 +179,12 @@ class GraphWriter:
     # -- plumbing ----------------------------------------------------------------------
     def _current(self, session: neo4j.Session, key: str) -> _Current:
         def read(tx: neo4j.ManagedTransaction) -> _Current:
-            chunk_ids = {r["id"] for r in tx.run(cypher.DOCUMENT_CHUNK_IDS, key=key)}
-            mentions = {(r["chunk_id"], r["entity_key"])
-                        for r in tx.run(cypher.DOCUMENT_MENTIONS, key=key)}
-            relationships = {relationship_id(r)
-                             for r in tx.run(cypher.DOCUMENT_RELATIONSHIPS, key=key)}
-            return _Current(key, chunk_ids, mentions, relationships)
+            chunk_ids = set(tx.run(cypher.DOCUMENT_CHUNK_IDS, key=key).single()["ids"])
+            pairs = tx.run(cypher.DOCUMENT_MENTIONS, key=key).single()["pairs"]
+            relationships = {(source, target, record["type"], chunk)
+                             for record in tx.run(cypher.DOCUMENT_RELATIONSHIPS, key=key)
+                             for source, target, chunk in record["rows"]}
+            return _Current(key, chunk_ids, {(c, e) for c, e in pairs}, relationships)
 
         return session.execute_read(read)
 
@@ -243,7 +253,8 @@ def delete_all(driver: neo4j.Driver, database: str | None = None,
     """Empty the database (schema kept), a batch of nodes per transaction; for tests and
     benchmarks."""
     with driver.session(database=database) as session:
-        session.run(cypher.DELETE_ALL, batch_size=batch_size).consume()
+        for statement in cypher.DELETE_ALL:
+            session.run(statement, batch_size=batch_size).consume()
 
 
 def drop_schema(driver: neo4j.Driver, database: str | None = None) -> None:

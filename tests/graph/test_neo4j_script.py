@@ -1,7 +1,9 @@
-"""scripts/neo4j.sh: safe to run twice, loopback only, a free port when its own is taken,
-a stale pid file ignored, and stop really stops."""
+"""scripts/neo4j.sh: safe to run twice, loopback only, a free port when its own is taken
+(even when it is taken between the check and the bind), a stale pid file ignored, and
+stop really stops."""
 
 import os
+import random
 import socket
 import subprocess
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 from tests.graph.conftest import NEO4J_SCRIPT
 
 DEFAULT_DIR = Path(os.environ.get("DOCGRAPH_NEO4J_DIR", "/tmp/docgraph-neo4j"))
+LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F"}  # 127.0.0.1, ::ffff:127.0.0.1
 
 
 def script(command: str, **env: str) -> subprocess.CompletedProcess:
@@ -28,7 +31,24 @@ def listening_addresses(port: int) -> set[str]:
     return found
 
 
-LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F"}  # 127.0.0.1, ::ffff:127.0.0.1
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports below the ephemeral range (32768+), where
+    outgoing connections cannot take one between our check and the server's bind."""
+    rng = random.Random()
+    while True:
+        first = rng.randrange(20_000, 32_000)
+        probes = []
+        try:
+            for port in range(first, first + count):
+                probe = socket.socket()
+                probes.append(probe)
+                probe.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
 
 
 def test_start_twice_reuses_the_running_server(neo4j_settings):
@@ -49,34 +69,38 @@ def test_start_twice_reuses_the_running_server(neo4j_settings):
         script("stop")
 
 
-def test_a_taken_port_and_a_stale_pid_file(neo4j_settings, tmp_path: Path):
-    """A second server in its own directory (sharing the fetched jars): its Bolt port is
-    held by another listener and its pid file names a live process that is not Neo4j."""
+def test_taken_ports_and_a_stale_pid_file(neo4j_settings, tmp_path: Path):
+    """A second server in its own directory (sharing the fetched jars). Its Bolt port is
+    held by a listener (the script sees it and moves on); the next one is bound without
+    listening, so it looks free but Neo4j cannot bind it (the race of a port taken after
+    the check): the script must retry on the one after. Its pid file names a live process
+    that is not Neo4j."""
     home = tmp_path / "neo4j"
     home.mkdir()
     (home / "lib").symlink_to(DEFAULT_DIR / "lib")
     (home / "neo4j.pid").write_text(f"{os.getpid()}\n")
-    with socket.socket() as squatter, socket.socket() as probe:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        taken = squatter.getsockname()[1]
-        probe.bind(("127.0.0.1", 0))
-        http = probe.getsockname()[1]
-        probe.close()
-        env = {"DOCGRAPH_NEO4J_DIR": str(home), "DOCGRAPH_NEO4J_PORT": str(taken),
+    bolt = free_ports(3)
+    http = free_ports(2)  # the retry moves HTTP on too
+    while abs(http - bolt) < 3:
+        http = free_ports(2)
+    with socket.socket() as listener, socket.socket() as binder:
+        listener.bind(("127.0.0.1", bolt))
+        listener.listen()
+        binder.bind(("127.0.0.1", bolt + 1))
+        env = {"DOCGRAPH_NEO4J_DIR": str(home), "DOCGRAPH_NEO4J_PORT": str(bolt),
                "DOCGRAPH_NEO4J_HTTP_PORT": str(http), "DOCGRAPH_NEO4J_HEAP": "512m"}
         assert script("status", **env).returncode == 1  # the stale pid is not a server
         started = script("start", **env)
         try:
             assert started.returncode == 0, started.stderr
-            port = int(started.stdout.strip().rsplit(":", 1)[1])
-            assert port > taken
-            for bound in (port, http):
-                assert listening_addresses(bound) and listening_addresses(bound) <= LOOPBACK
+            assert started.stdout == f"bolt://127.0.0.1:{bolt + 2}\n"
+            assert "was taken while Neo4j started" in started.stderr
+            for port in (bolt + 2, http + 1):  # http moved on with bolt's retry
+                assert listening_addresses(port) and listening_addresses(port) <= LOOPBACK
             assert script("start", **env).stdout == started.stdout
             assert script("status", **env).stdout == started.stdout
         finally:
             stopped = script("stop", **env)
         assert stopped.returncode == 0, stopped.stderr
         assert script("status", **env).returncode == 1
-        assert not listening_addresses(port) and not listening_addresses(http)
+        assert not listening_addresses(bolt + 2) and not listening_addresses(http + 1)

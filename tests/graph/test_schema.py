@@ -39,3 +39,8 @@ def test_a_vector_index_of_another_dimension_is_reported(graph: GraphWriter):
 def test_dimensions_must_be_a_positive_int(graph: GraphWriter, dimensions):
     with pytest.raises(ValueError, match="dimensions must be a positive int"):
         graph.ensure_schema(dimensions)
+
+
+def test_documents_are_written_only_after_the_schema(graph: GraphWriter):
+    with pytest.raises(RuntimeError, match="ensure_schema"):
+        doc("a", ("Person:Priya", "USES", "Product:Okta")).write(GraphWriter(graph.driver))

@@ -11,9 +11,11 @@ from resources.neo4j import (
     GraphWriter,
     InvalidContribution,
     Mention,
+    cypher,
     duplicate_keys,
     graph_export,
 )
+from resources.neo4j.export import plan_operators
 from resources.neo4j.store import delete_all
 from tests.graph.corpus import Doc, doc
 
@@ -26,6 +28,11 @@ BETA = doc("beta",
            ("Person:Marcus Feld", "FIXED", "Event:Login Loop"))
 # ALPHA again with its first fact only
 ALPHA_SHORT = doc("alpha", ("Person:Priya Raman", "WORKS_FOR", "Organization:Acme"))
+
+
+def relationship_row(r) -> dict:
+    return {"source_key": r.source_key, "target_key": r.target_key, "type": r.type,
+            "document_key": r.document_key, "chunk_id": r.chunk_id}
 
 
 def entity_keys(driver: neo4j.Driver) -> set[str]:
@@ -171,3 +178,15 @@ def test_every_batch_is_its_own_transaction(graph: GraphWriter):
     assert len(stats.steps["relationships"].batch_seconds) == 3
     assert stats.batches == 1 + 3 + 5 + 3
     assert graph_export(graph.driver) == fresh_export(graph.driver, graph, ALPHA)
+
+
+def test_relationship_merges_expand_between_the_two_nodes(graph: GraphWriter):
+    """The plan that keeps writes flat as the graph grows: Expand(Into) between the two
+    looked-up entities, never a scan of a relationship index (which made each batch cost
+    proportional to all relationships of its type)."""
+    ALPHA.write(graph)
+    BETA.write(graph)
+    operators = plan_operators(graph.driver, cypher.MERGE_RELATIONSHIPS,
+                               rows=[relationship_row(r) for r in ALPHA.relationships])
+    assert "Expand(Into)" in operators
+    assert not {op for op in operators if "RelationshipIndex" in op or "Scan" in op}
