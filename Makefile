@@ -41,6 +41,9 @@ test: install
 bench: install
 	$(BIN)/python bench/chunking.py --json bench/out/chunking.json
 	$(BIN)/python bench/llm_throughput.py --json bench/out/llm_throughput.json
+	# its own Neo4j (it empties the database): never the one `make demo` leaves running
+	env -u NEO4J_URI DOCGRAPH_NEO4J_DIR=/tmp/docgraph-neo4j-bench DOCGRAPH_NEO4J_PORT=17689 \
+	  DOCGRAPH_NEO4J_HTTP_PORT=17476 $(BIN)/python bench/neo4j_write.py --json bench/out/neo4j_write.json
 
 simulator: install
 	$(BIN)/python -m resources.llm.offline.server --port $${PORT:-8765} --config '$(SIM)'
