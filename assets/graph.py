@@ -12,12 +12,6 @@ import json
 import dagster as dg
 import neo4j.exceptions
 import pandas as pd
-from resources.graph_resolution import EntityMention, resolve_entities
-from resources.neo4j.contribution import InvalidContribution
-from resources.neo4j.model import ChunkRow, EntityRow, Mention, RelationRow
-from resources.neo4j.model import Document as GraphDocument
-from resources.neo4j.resource import Neo4jResource
-from resources.neo4j.store import DEFAULT_BATCH_SIZE, GraphWriter, SchemaMismatch
 
 from assets.batch import (
     DOCUMENTS_PER_RUN,
@@ -32,6 +26,12 @@ from assets.graph_extraction import GRAPH_EXTRACTION_KEY
 from assets.ingestion import CHUNKS, DOCUMENTS
 from assets.models import Document
 from assets.partitions import documents_partitions
+from resources.graph_resolution import EntityMention, resolve_entities
+from resources.neo4j.contribution import InvalidContribution
+from resources.neo4j.model import ChunkRow, EntityRow, Mention, RelationRow
+from resources.neo4j.model import Document as GraphDocument
+from resources.neo4j.resource import Neo4jResource
+from resources.neo4j.store import DEFAULT_BATCH_SIZE, GraphWriter, SchemaMismatch
 from resources.registry import DocumentRegistry
 from resources.storage import AssetStore
 
@@ -119,6 +119,12 @@ def neo4j_graph(context: dg.AssetExecutionContext, config: GraphConfig,
     keys = list(context.partition_keys)
     inputs, failures = read_upstream(
         context, store, registry, [CHUNKS, CHUNK_EMBEDDINGS_KEY, GRAPH_EXTRACTION_KEY], keys)
+    try:
+        neo4j_db.driver.verify_connectivity()  # at once, rather than 30 s of driver retries
+    except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError, OSError) as exc:
+        raise dg.Failure(
+            f"cannot reach Neo4j at {neo4j_db.settings().uri}: start one with "
+            f"`scripts/neo4j.sh start` or set NEO4J_URI ({exc})") from exc
     writer = neo4j_db.writer()
     for key, data in inputs.items():
         entry = registry.lookup(key)
@@ -129,11 +135,9 @@ def neo4j_graph(context: dg.AssetExecutionContext, config: GraphConfig,
                 GraphDocument(key, path, stored.title), data.frames[CHUNKS],
                 data.frames[CHUNK_EMBEDDINGS_KEY], data.frames[GRAPH_EXTRACTION_KEY])
             stats = _write(writer, key, rows, config)
-        except neo4j.exceptions.ServiceUnavailable as exc:
-            uri = neo4j_db.settings().uri
-            raise dg.Failure(
-                f"cannot reach Neo4j at {uri}: start one with `scripts/neo4j.sh start` or set "
-                f"NEO4J_URI ({exc})", allow_retries=True) from exc
+        except neo4j.exceptions.ServiceUnavailable as exc:  # lost in the middle of the batch
+            raise dg.Failure(f"lost Neo4j at {neo4j_db.settings().uri} while writing "
+                             f"document {key}: {exc}") from exc
         except SchemaMismatch as exc:  # the same for every document: stop, say what to do
             raise dg.Failure(str(exc), allow_retries=False) from exc
         except (InvalidContribution, neo4j.exceptions.Neo4jError) as exc:

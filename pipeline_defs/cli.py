@@ -22,9 +22,6 @@ from pathlib import Path
 
 import dagster as dg
 import neo4j.exceptions
-from resources.neo4j.retrieve import RetrievedChunk, nearest_chunks
-from resources.neo4j.settings import Neo4jSettings
-from resources.neo4j.store import GraphWriter
 
 from assets.batch import DOCUMENTS_PER_RUN
 from assets.partitions import documents_partitions
@@ -33,6 +30,9 @@ from pipeline_defs.report import print_answers, print_summary
 from pipeline_defs.runs import graph_enabled, latest_metadata, materialize
 from resources.llm import EmbedItem
 from resources.llm.resource import LLMResource
+from resources.neo4j.retrieve import RetrievedChunk, nearest_chunks
+from resources.neo4j.settings import Neo4jSettings
+from resources.neo4j.store import GraphWriter
 from resources.paths import dagster_home, project_root
 from resources.registry import (
     SUPPORTED_SUFFIXES,
@@ -102,6 +102,11 @@ def remove_from_graph(keys: list[str]) -> None:
         return
     settings = Neo4jSettings.from_env()
     with settings.driver() as driver:
+        try:
+            driver.verify_connectivity()
+        except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError, OSError) as exc:
+            raise SystemExit(f"docgraph remove: cannot reach Neo4j at {settings.uri} ({exc}); "
+                             "nothing was removed: start it, or unset NEO4J_URI") from exc
         writer = GraphWriter(driver, database=settings.database)
         for key in keys:
             writer.delete_document(key)
@@ -162,10 +167,10 @@ def main(argv: list[str] | None = None) -> int:
             unknown = sorted(set(args.keys) - set(known))
             if unknown:
                 raise SystemExit(f"docgraph: no such document partition: {', '.join(unknown)}")
+            remove_from_graph(args.keys)  # first: if the graph is unreachable, nothing changes
             _registry().remove(args.keys)
             for key in args.keys:
                 instance.delete_dynamic_partition(documents_partitions.name, key)
-            remove_from_graph(args.keys)
             graph = " and their part of the graph" if graph_enabled() else ""
             print(f"removed {len(args.keys)} partition(s){graph}; their files are untouched")
             return 0

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import neo4j.exceptions
 
 from assets.batch import (
     DOCUMENTS_PER_RUN,
@@ -13,8 +14,10 @@ from assets.batch import (
     data_version,
     partition_batches,
 )
+from assets.graph import NEO4J_GRAPH_KEY
 from assets.partitions import documents_partitions
 from pipeline_defs.jobs import docgraph_job
+from resources.neo4j.resource import Neo4jResource
 from resources.registry import DocumentRegistry, supported_files
 
 # A file modified this recently may still be being written: wait for the next tick.
@@ -28,7 +31,8 @@ SETTLE_SECONDS = 2.0
     description="Registers new files in the inbox as `documents` partitions, requests a run "
     "when a file's content changes, and removes the partitions of deleted files.",
 )
-def inbox_sensor(context: dg.SensorEvaluationContext, registry: DocumentRegistry):
+def inbox_sensor(context: dg.SensorEvaluationContext, registry: DocumentRegistry,
+                 neo4j_db: Neo4jResource):
     inbox = registry.inbox_path()
     if not inbox.is_dir():
         return dg.SkipReason(f"inbox {inbox} does not exist; create it and drop documents in")
@@ -61,6 +65,8 @@ def inbox_sensor(context: dg.SensorEvaluationContext, registry: DocumentRegistry
         d for d in registry.entries()
         if d.path.is_relative_to(inbox) and d.key not in present and not d.path.exists()
     ]
+    kept = _remove_from_graph(context, neo4j_db, [d.key for d in gone])
+    gone = [d for d in gone if d.key not in kept]
     for doc in gone:
         context.log.info(f"{doc.path} was deleted: removing partition {doc.key}")
         requested.pop(doc.key, None)
@@ -77,6 +83,30 @@ def inbox_sensor(context: dg.SensorEvaluationContext, registry: DocumentRegistry
         dynamic_partitions_requests=partition_requests,
         cursor=json.dumps(requested, sort_keys=True),
     )
+
+
+def _remove_from_graph(context: dg.SensorEvaluationContext, neo4j_db: Neo4jResource,
+                       keys: list[str]) -> set[str]:
+    """Remove deleted documents' contribution from the graph, if it was ever written; the
+    keys it could not remove (server down) are kept, so the next tick tries again rather
+    than leave their facts in the graph for good."""
+    written = [k for k in keys if context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=NEO4J_GRAPH_KEY, asset_partitions=[k]), limit=1
+    ).records]
+    if not written:
+        return set()
+    try:
+        neo4j_db.driver.verify_connectivity()  # fails at once; writes would retry for 30 s
+        writer = neo4j_db.writer()
+        for key in written:
+            writer.delete_document(key)
+            context.log.info(f"removed document {key} from the graph")
+    except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError, OSError) as exc:
+        context.log.warning(f"could not remove {len(written)} deleted document(s) from the "
+                            f"graph at {neo4j_db.settings().uri} ({exc}); keeping their "
+                            "partitions until the next tick")
+        return set(written)
+    return set()
 
 
 def _run_request(keys: list[str], versions: dict[str, str]) -> dg.RunRequest:

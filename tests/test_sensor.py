@@ -6,6 +6,7 @@ import time
 import dagster as dg
 
 from pipeline_defs.sensors import inbox_sensor
+from resources.neo4j.resource import Neo4jResource
 from resources.registry import DocumentRegistry
 
 
@@ -15,13 +16,14 @@ def _write(path, text, age=60):
     os.utime(path, (past, past))
 
 
-def _tick(instance, registry, cursor):
-    context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"registry": registry}
-    )
-    result = inbox_sensor(context)
+def _tick(instance, registry, cursor, neo4j_db: Neo4jResource | None = None):
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor,
+        resources={"registry": registry, "neo4j_db": neo4j_db or Neo4jResource()},
+    ) as context:
+        result = inbox_sensor(context)
     # apply the partition requests the way the sensor daemon does
-    for request in result.dynamic_partitions_requests:
+    for request in getattr(result, "dynamic_partitions_requests", []):
         if isinstance(request, dg.AddDynamicPartitionsRequest):
             instance.add_dynamic_partitions("documents", list(request.partition_keys))
         else:
@@ -89,6 +91,5 @@ def test_inbox_lifecycle(tmp_path, instance, capfd):
 
 def test_missing_inbox_is_a_skip_with_the_path(tmp_path, instance):
     registry = DocumentRegistry(inbox_dir=str(tmp_path / "nowhere"))
-    context = dg.build_sensor_context(instance=instance, resources={"registry": registry})
-    result = inbox_sensor(context)
+    result = _tick(instance, registry, None)
     assert isinstance(result, dg.SkipReason) and "nowhere" in result.skip_message

@@ -1,7 +1,9 @@
 """The whole chain into a real Neo4j: the sample corpus, materialized by the CLI (offline
 LLM), written twice, edited, removed, and asked a question."""
 
+import os
 import shutil
+import time
 from collections.abc import Iterator
 
 import dagster as dg
@@ -16,8 +18,11 @@ from resources.llm.offline.server import SimulatorServer
 from resources.llm.offline.simulator import SimConfig
 from resources.llm.resource import LLMResource
 from resources.neo4j import Neo4jSettings, delete_all, drop_schema, graph_export
+from resources.neo4j.resource import Neo4jResource
+from resources.registry import DocumentRegistry
 from tests.conftest import SAMPLE_DIR
 from tests.helpers import MARKER, run_pipeline, two_documents
+from tests.test_sensor import _tick
 
 DOUBLE_CHARGE = "support-chat-double-charge.txt"
 
@@ -128,3 +133,26 @@ def test_a_document_whose_extraction_failed_its_gate_stays_out_of_the_graph(
     [listed] = failure.step_failure_data.user_failure_data.metadata["failures"].value
     assert (listed["document"], listed["error_class"]) == (a, "upstream_check_failed")
     assert _count(chain_graph, "MATCH (d:Document) RETURN collect(d.key)") == [b]
+
+
+def test_a_file_deleted_from_the_inbox_leaves_the_graph(instance, chain_graph, tmp_path,
+                                                         neo4j_settings):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    registry = DocumentRegistry(inbox_dir=str(inbox))
+    shutil.copy(SAMPLE_DIR / DOUBLE_CHARGE, inbox / DOUBLE_CHARGE)
+    os.utime(inbox / DOUBLE_CHARGE, (time.time() - 60, time.time() - 60))
+    first = _tick(instance, registry, None)
+    [key] = instance.get_dynamic_partitions("documents")
+    assert [o.status for o in cli.materialize(instance, [key])] == ["ok"]
+    assert _facts(chain_graph, key)
+
+    (inbox / DOUBLE_CHARGE).unlink()
+    unreachable = Neo4jResource(uri="bolt://127.0.0.1:9", password="x")
+    second = _tick(instance, registry, first.cursor, unreachable)
+    assert instance.get_dynamic_partitions("documents") == [key]  # kept: try again later
+    reachable = Neo4jResource(uri=neo4j_settings.uri, password=neo4j_settings.password)
+    _tick(instance, registry, second.cursor, reachable)
+    assert instance.get_dynamic_partitions("documents") == []
+    assert _facts(chain_graph, key) == set()
+    assert _count(chain_graph, "MATCH (d:Document) RETURN count(d)") == 0
