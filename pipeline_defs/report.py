@@ -1,11 +1,11 @@
 """What the CLI prints: one line per document, the recurring themes, retrieval results."""
 
 import dagster as dg
-from resources.neo4j.retrieve import RetrievedChunk
 
 from assets.catalog import THEME_CATALOG_KEY, ThemeCatalog
 from pipeline_defs.definitions import defs
 from pipeline_defs.runs import Outcome, graph_enabled, latest_metadata
+from resources.neo4j.retrieve import RetrievedChunk
 from resources.storage import UNPARTITIONED, AssetStore
 
 
@@ -51,8 +51,10 @@ def print_summary(instance: dg.DagsterInstance, outcomes: list[Outcome]) -> None
         print("Failed runs are in the Dagster UI (make dev) with their logs; "
               "re-run with --log-level INFO to see them here.")
     print_top_themes()
-    if graph_enabled():
+    if graph_enabled() and not failed:
         print("\ngraph: written to Neo4j; ask it with `docgraph ask \"a question\"`")
+    elif graph_enabled():
+        print("\ngraph: written for the documents that did not fail")
     else:
         print("\ngraph: not written (NEO4J_URI is not set): `scripts/neo4j.sh start` runs a "
               "local Neo4j and prints its URI; export NEO4J_URI=<it> and run this again")
