@@ -27,7 +27,7 @@ from assets.ingestion import CHUNKS, DOCUMENTS
 from assets.models import Document
 from assets.partitions import documents_partitions
 from resources.graph_resolution import EntityMention, resolve_entities
-from resources.neo4j.contribution import InvalidContribution
+from resources.neo4j.contribution import InvalidContribution, build_contribution
 from resources.neo4j.model import ChunkRow, EntityRow, Mention, RelationRow
 from resources.neo4j.model import Document as GraphDocument
 from resources.neo4j.resource import Neo4jResource
@@ -83,12 +83,29 @@ def _vector(value) -> list[float] | None:
     return None if value is None else [float(x) for x in value]
 
 
-def _write(writer: GraphWriter, key: str, rows: dict, config: GraphConfig) -> dict:
+def _write(writer: GraphWriter, key: str, rows: dict, config: GraphConfig
+           ) -> tuple[dict, dg.AssetCheckEvaluation]:
+    """Write the document, then read back what the database holds for it and compare."""
     dimensions = next((len(c.embedding) for c in rows["chunks"] if c.embedding), None)
     if dimensions and writer.dimensions != dimensions:
         writer.ensure_schema(dimensions)
     stats = writer.replace_document(**rows, batch_size=config.batch_size)
-    return stats.summary()
+    meant = build_contribution(rows["document"], rows["chunks"], rows["entities"],
+                               rows["mentions"], rows["relationships"], dimensions)
+    held = writer.held(key)
+    differences = {
+        name: len(want ^ have) for name, want, have in (
+            ("chunks", meant.chunk_ids, held.chunk_ids),
+            ("mentions", meant.mentions, held.mentions),
+            ("relationships", meant.relationship_ids, held.relationships))
+    }
+    check = dg.AssetCheckEvaluation(
+        asset_key=NEO4J_GRAPH_KEY, check_name="neo4j_graph_matches_source", partition=key,
+        passed=not any(differences.values()), severity=dg.AssetCheckSeverity.ERROR,
+        metadata={f"{name}_differing": dg.MetadataValue.int(n)
+                  for name, n in differences.items()},
+    )
+    return stats.summary(), check
 
 
 NEO4J_GRAPH_SPEC = dg.AssetSpec(
@@ -109,6 +126,11 @@ NEO4J_GRAPH_SPEC = dg.AssetSpec(
 
 @dg.multi_asset(
     specs=[NEO4J_GRAPH_SPEC],
+    check_specs=[dg.AssetCheckSpec(
+        "neo4j_graph_matches_source", asset=NEO4J_GRAPH_KEY, blocking=True,
+        partitions_def=documents_partitions,
+        description="read back after the write: the document's chunks, mentions and "
+        "relationships in Neo4j are exactly the ones computed from its extraction")],
     can_subset=True,
     pool="neo4j",
     op_tags={"docgraph/stage": "neo4j"},
@@ -134,7 +156,7 @@ def neo4j_graph(context: dg.AssetExecutionContext, config: GraphConfig,
             rows, counts = document_graph(
                 GraphDocument(key, path, stored.title), data.frames[CHUNKS],
                 data.frames[CHUNK_EMBEDDINGS_KEY], data.frames[GRAPH_EXTRACTION_KEY])
-            stats = _write(writer, key, rows, config)
+            stats, check = _write(writer, key, rows, config)
         except neo4j.exceptions.ServiceUnavailable as exc:  # lost in the middle of the batch
             raise dg.Failure(f"lost Neo4j at {neo4j_db.settings().uri} while writing "
                              f"document {key}: {exc}") from exc
@@ -153,6 +175,7 @@ def neo4j_graph(context: dg.AssetExecutionContext, config: GraphConfig,
                 "relationships": dg.MetadataValue.int(len(rows["relationships"])),
                 "mentions": dg.MetadataValue.int(len(rows["mentions"]))},
                version, GRAPH_WRITE_VERSION, data.provenance)
+        context.log_event(check)
     raise_failures(failures, len(keys))
     yield from ()
 

@@ -177,6 +177,12 @@ class GraphWriter:
                       orphan_candidates, batch_size)
 
     # -- plumbing ----------------------------------------------------------------------
+    def held(self, key: str) -> _Current:
+        """What the database holds for document `key` right now (chunk ids, mentions,
+        relationship identities): to check a write against what was meant."""
+        with self.driver.session(database=self.database) as session:
+            return self._current(session, key)
+
     def _current(self, session: neo4j.Session, key: str) -> _Current:
         def read(tx: neo4j.ManagedTransaction) -> _Current:
             chunk_ids = set(tx.run(cypher.DOCUMENT_CHUNK_IDS, key=key).single()["ids"])

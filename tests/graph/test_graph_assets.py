@@ -21,7 +21,7 @@ from resources.neo4j import Neo4jSettings, delete_all, drop_schema, graph_export
 from resources.neo4j.resource import Neo4jResource
 from resources.registry import DocumentRegistry
 from tests.conftest import SAMPLE_DIR
-from tests.helpers import MARKER, run_pipeline, two_documents
+from tests.helpers import MARKER, checks_of_run, run_pipeline, two_documents
 from tests.test_sensor import _tick
 
 DOUBLE_CHARGE = "support-chat-double-charge.txt"
@@ -68,6 +68,10 @@ def test_corpus_written_twice_gives_the_same_graph(instance, chain_graph):
 
     assert {o.status for o in cli.materialize(instance, keys, force=True)} == {"ok"}
     assert graph_export(chain_graph) == first
+    # every write was read back and matched what the extraction meant
+    checks = [c for run in instance.get_runs() for c in checks_of_run(instance, run.run_id)
+              .values() if c.check_name == "neo4j_graph_matches_source"]
+    assert len(checks) == 2 * len(keys) and all(c.passed for c in checks)
 
 
 def test_editing_and_removing_a_document_changes_only_its_contribution(
