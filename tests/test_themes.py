@@ -174,22 +174,28 @@ def test_catalog_is_identical_for_any_concurrency_and_document_order(tmp_path, i
     assert len(ThemeCatalog.model_validate_json(one).themes) > 10
 
 
-def test_catalog_automation_asks_for_one_rebuild_when_themes_change(instance):
+def test_automation_rebuilds_the_catalog_once_and_writes_new_documents_to_the_graph(
+    instance,
+):
     keys = [d.key for d in cli.add(instance, [SAMPLE_DIR / "support-email-okta-sso.txt"])]
-    assert [o.status for o in cli.materialize(instance, keys)] == ["ok"]  # builds the catalog
+    cursor = None
 
-    def requests(ticks: int = 2) -> int:
+    def requests(ticks: int = 2) -> dict[str, list]:
+        """{asset: partitions requested} over a few daemon ticks."""
         nonlocal cursor
-        total = 0
+        requested: dict[str, list] = {"theme_catalog": [], "neo4j_graph": []}
         for _ in range(ticks):
             result = dg.evaluate_automation_conditions(defs=defs, instance=instance,
                                                        cursor=cursor)
-            total += result.total_requested
             cursor = result.cursor
-        return total
+            for name in requested:
+                requested[name] += result.get_requested_partitions(dg.AssetKey(name))
+        return requested
 
-    cursor = None
-    assert requests() == 0  # the catalog is current
+    requests()  # the daemon starts watching
+    assert [o.status for o in cli.materialize(instance, keys)] == ["ok"]  # builds the catalog
+    # the CLI ran without NEO4J_URI: the daemon writes the new document to the graph
+    assert requests() == {"theme_catalog": [], "neo4j_graph": keys}
     assert run_pipeline(instance, keys, ["document_themes"]).success
-    assert requests() == 1
-    assert requests() == 0
+    assert requests() == {"theme_catalog": [None], "neo4j_graph": []}
+    assert requests() == {"theme_catalog": [], "neo4j_graph": []}
