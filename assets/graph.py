@@ -37,6 +37,7 @@ from resources.storage import AssetStore
 
 NEO4J_GRAPH_KEY = dg.AssetKey("neo4j_graph")
 GRAPH_WRITE_VERSION = "neo4j-graph-v1"
+NEO4J_POOL = "neo4j"
 
 
 class GraphConfig(dg.Config):
@@ -132,7 +133,7 @@ NEO4J_GRAPH_SPEC = dg.AssetSpec(
         description="read back after the write: the document's chunks, mentions and "
         "relationships in Neo4j are exactly the ones computed from its extraction")],
     can_subset=True,
-    pool="neo4j",
+    pool=NEO4J_POOL,
     op_tags={"docgraph/stage": "neo4j"},
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=DOCUMENTS_PER_RUN),
 )

@@ -48,6 +48,8 @@ from resources.llm.resource import LLMResource
 from resources.registry import DocumentRegistry
 from resources.storage import AssetStore
 
+LLM_POOL = "llm"  # dagster.yaml gives each pool its default number of slots
+
 # In the order the stages run.
 PIPELINE_SPECS = [DOCUMENTS_SPEC, CHUNKS_SPEC, CHUNK_METADATA_SPEC, CHUNK_EMBEDDINGS_SPEC,
                   DOCUMENT_THEMES_SPEC, GRAPH_EXTRACTION_SPEC]
@@ -70,7 +72,7 @@ class PipelineConfig(dg.Config):
     check_specs=[*CHUNK_METADATA_CHECKS, *CHUNK_EMBEDDINGS_CHECKS, *DOCUMENT_THEMES_CHECKS,
                  *GRAPH_EXTRACTION_CHECKS],
     can_subset=True,
-    pool="llm",
+    pool=LLM_POOL,
     op_tags={"docgraph/stage": "llm"},
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=DOCUMENTS_PER_RUN),
 )

@@ -2,9 +2,11 @@
 and what came of each document."""
 
 import os
+import time
 from dataclasses import dataclass
 
 import dagster as dg
+import sqlalchemy.exc
 
 from assets.batch import (
     CODE_VERSION_TAG,
@@ -17,9 +19,9 @@ from assets.batch import (
 )
 from assets.catalog import THEME_CATALOG_KEY
 from assets.enrichment import GATE_METADATA
-from assets.graph import NEO4J_GRAPH_SPEC
+from assets.graph import NEO4J_GRAPH_SPEC, NEO4J_POOL
 from assets.partitions import documents_partitions
-from assets.pipeline import PIPELINE_SPECS
+from assets.pipeline import LLM_POOL, PIPELINE_SPECS
 from pipeline_defs.definitions import defs
 from resources.registry import DocumentRegistry
 
@@ -85,6 +87,27 @@ def stale_reason(instance: dg.DagsterInstance, registry: DocumentRegistry,
     return None
 
 
+POOLS = (LLM_POOL, NEO4J_POOL)
+
+
+def ensure_pools(instance: dg.DagsterInstance) -> None:
+    """Create our pools' rows before any run needs them. A run creates a pool's row when it
+    first claims a slot, and two runs doing that at the same moment on Postgres make one of
+    them fail inside Dagster (a unique-key race); several `docgraph` processes started
+    together hit exactly that. Creating it here, retried, leaves the runs nothing to race on."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return
+    for pool in POOLS:
+        for attempt in range(5):
+            if pool in storage.get_concurrency_keys():
+                break
+            try:
+                storage.initialize_concurrency_limit_to_default(pool)
+            except sqlalchemy.exc.DBAPIError:  # another process created it meanwhile
+                time.sleep(0.05 * (attempt + 1))
+
+
 def materialize(
     instance: dg.DagsterInstance, keys: list[str], force: bool = False,
     batch_size: int = DOCUMENTS_PER_RUN, log_level: str = "CRITICAL",
@@ -93,6 +116,7 @@ def materialize(
     that need it, batched into ranges like a backfill, then rebuild the theme catalog if
     anything changed."""
     todo = [k for k in keys if force or stale_reason(instance, registry(), k)]
+    ensure_pools(instance)
     jobs = ["docgraph_job", "graph_job"] if graph_enabled() else ["docgraph_job"]
     last_asset = chain_specs()[-1].key
     ordered = instance.get_dynamic_partitions(documents_partitions.name)

@@ -46,6 +46,13 @@ _ENTITY_NOT_FOUND = "Neo.ClientError.Statement.EntityNotFound"
 _MAX_ENTITY_RACE_RETRIES = 5
 
 
+_CREATED_CONCURRENTLY = frozenset({
+    "Neo.ClientError.Schema.EquivalentSchemaRuleAlreadyExists",
+    "Neo.ClientError.Schema.IndexAlreadyExists",
+    "Neo.ClientError.Schema.ConstraintAlreadyExists",
+})
+
+
 class SchemaMismatch(RuntimeError):
     """The database's schema disagrees with what this code writes."""
 
@@ -78,10 +85,10 @@ class GraphWriter:
         if not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1:
             raise ValueError(f"dimensions must be a positive int, not {dimensions!r}")
         for statement in cypher.SCHEMA:
-            self._query(statement)
+            self._create(statement)
         existing = self._query(cypher.CHUNK_VECTOR_INDEXES).records
         if not existing:
-            self._query(cypher.CREATE_VECTOR_INDEX, dimensions=dimensions)
+            self._create(cypher.CREATE_VECTOR_INDEX, dimensions=dimensions)
             existing = self._query(cypher.CHUNK_VECTOR_INDEXES).records
         for index in existing:
             if index["dimensions"] != dimensions:
@@ -245,6 +252,15 @@ class GraphWriter:
             raise AssertionError("unreachable")
         finally:
             stats.retries += max(calls - 1, 0)
+
+    def _create(self, statement: str, **params: object) -> None:
+        """A schema statement; another writer creating the same rule at the same moment is
+        fine (IF NOT EXISTS does not cover that race: Neo4j reports the twin as an error)."""
+        try:
+            self._query(statement, **params)
+        except neo4j.exceptions.ClientError as exc:
+            if exc.code not in _CREATED_CONCURRENTLY:
+                raise
 
     def _query(self, query: str, **params: object) -> neo4j.EagerResult:
         return self.driver.execute_query(query, params, database_=self.database)

@@ -3,6 +3,8 @@ LLM), written twice, edited, removed, and asked a question."""
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -17,11 +19,23 @@ from pipeline_defs.definitions import defs
 from resources.llm.offline.server import SimulatorServer
 from resources.llm.offline.simulator import SimConfig
 from resources.llm.resource import LLMResource
-from resources.neo4j import Neo4jSettings, delete_all, drop_schema, graph_export
+from resources.neo4j import (
+    Neo4jSettings,
+    delete_all,
+    drop_schema,
+    duplicate_keys,
+    graph_export,
+)
 from resources.neo4j.resource import Neo4jResource
 from resources.registry import DocumentRegistry
 from tests.conftest import SAMPLE_DIR
-from tests.helpers import MARKER, checks_of_run, run_pipeline, two_documents
+from tests.helpers import (
+    MARKER,
+    checks_of_run,
+    materializations,
+    run_pipeline,
+    two_documents,
+)
 from tests.test_sensor import _tick
 
 DOUBLE_CHARGE = "support-chat-double-charge.txt"
@@ -160,3 +174,26 @@ def test_a_file_deleted_from_the_inbox_leaves_the_graph(instance, chain_graph, t
     assert instance.get_dynamic_partitions("documents") == []
     assert _facts(chain_graph, key) == set()
     assert _count(chain_graph, "MATCH (d:Document) RETURN count(d)") == 0
+
+
+def test_four_documents_written_at_once_by_separate_runs(pg_instance, chain_graph, tmp_path):
+    """Four `docgraph materialize` processes at the same time, on one Postgres instance,
+    writing documents that share entities (Lumen Ledger, Priya Raman, ...)."""
+    names = ["support-chat-double-charge.txt", "support-chat-export-timeout.txt",
+             "support-email-okta-sso.txt", "support-call-rate-limits.txt"]
+    docs = cli.add(pg_instance, [SAMPLE_DIR / n for n in names])
+    env = dict(os.environ, DAGSTER_HOME=pg_instance.root_directory)
+    command = [sys.executable, "-m", "pipeline_defs.cli", "materialize", "--log-level", "ERROR"]
+    processes = [subprocess.Popen([*command, doc.key], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True) for doc in docs]
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0] * 4, "\n".join(o[-3000:] for o in outputs)
+    assert duplicate_keys(chain_graph) == 0
+    assert _count(chain_graph, "MATCH (d:Document) RETURN count(d)") == 4
+    shared = _count(chain_graph, "MATCH (e:Entity)<-[:MENTIONS]-(c:Chunk) WITH e, "
+                    "count(DISTINCT c.document_key) AS docs WHERE docs > 1 RETURN count(e)")
+    assert shared > 0  # the documents really overlap
+    for doc in docs:
+        [record] = materializations(pg_instance, "neo4j_graph", doc.key)
+        assert record.asset_materialization.metadata["relationships"].value == \
+            len(_facts(chain_graph, doc.key))
