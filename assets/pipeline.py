@@ -8,17 +8,19 @@ skips any later step that depends on an output that was not yielded. Inside one 
 stages run in order, each over the documents that came through the stage before, and
 any subset of the assets can be selected (a stage not selected reads what is stored).
 
-A document that fails a stage is reported once, with the first reason, and goes no
-further; a document whose LLM stage fails its success-rate gate is held back by the next
-stage (assets/enrichment.py:read_upstream). Every other document runs to the end.
+A document that fails a stage is reported once, with the first reason, and skips the stages
+that need what failed (not the others); a document whose LLM stage fails its success-rate
+gate is held back by the stages that read it (assets/enrichment.py:read_upstream). Every
+other document runs to the end.
 """
+
+from collections import defaultdict
 
 import dagster as dg
 
 from assets.batch import DOCUMENTS_PER_RUN, PartitionError, raise_failures
 from assets.embeddings import (
     CHUNK_EMBEDDINGS_CHECKS,
-    CHUNK_EMBEDDINGS_KEY,
     CHUNK_EMBEDDINGS_SPEC,
     EmbedConfig,
     embeddings_stage,
@@ -26,20 +28,17 @@ from assets.embeddings import (
 from assets.enrichment import EnrichConfig
 from assets.graph_extraction import (
     GRAPH_EXTRACTION_CHECKS,
-    GRAPH_EXTRACTION_KEY,
     GRAPH_EXTRACTION_SPEC,
     graph_extraction_stage,
 )
 from assets.ingestion import CHUNKS_SPEC, DOCUMENTS_SPEC, IngestConfig, ingest_stage
 from assets.metadata import (
     CHUNK_METADATA_CHECKS,
-    CHUNK_METADATA_KEY,
     CHUNK_METADATA_SPEC,
     metadata_stage,
 )
 from assets.themes import (
     DOCUMENT_THEMES_CHECKS,
-    DOCUMENT_THEMES_KEY,
     DOCUMENT_THEMES_SPEC,
     ThemeConfig,
     themes_stage,
@@ -84,24 +83,30 @@ def document_pipeline(
     registry: DocumentRegistry,
 ):
     selected = context.selected_asset_keys
-    keys = list(context.partition_keys)
-    failures: dict[str, PartitionError] = {}
+    all_keys = list(context.partition_keys)
+    failures: dict[str, PartitionError] = {}  # the first reason per document, reported
+    failed_assets: dict[str, set[dg.AssetKey]] = defaultdict(set)
 
-    def run(stage_failures: list[PartitionError]) -> None:
-        for failure in stage_failures:
+    def run(specs: list[dg.AssetSpec], stage) -> None:
+        """Run a stage over the documents none of whose inputs failed in this step (a
+        document held back from its themes still gets its graph extraction)."""
+        if not selected & {spec.key for spec in specs}:
+            return
+        needs = {dep.asset_key for spec in specs for dep in spec.deps}
+        ready = [k for k in all_keys if not failed_assets[k] & needs]
+        for failure in stage(ready) if ready else []:
             failures.setdefault(failure.partition, failure)
-        keys[:] = [k for k in keys if k not in failures]
+            failed_assets[failure.partition].update(spec.key for spec in specs)
 
-    if selected & {DOCUMENTS_SPEC.key, CHUNKS_SPEC.key}:
-        run(ingest_stage(context, config.ingestion, registry, store, keys))
-    if CHUNK_METADATA_KEY in selected and keys:
-        run(metadata_stage(context, config.chunk_metadata, llm, store, registry, keys))
-    if CHUNK_EMBEDDINGS_KEY in selected and keys:
-        run(embeddings_stage(context, config.chunk_embeddings, llm, store, registry, keys))
-    if DOCUMENT_THEMES_KEY in selected and keys:
-        run(themes_stage(context, config.document_themes, llm, store, registry, keys))
-    if GRAPH_EXTRACTION_KEY in selected and keys:
-        run(graph_extraction_stage(context, config.graph_extraction, llm, store, registry,
-                                   keys))
-    raise_failures(list(failures.values()), len(context.partition_keys))
+    run([DOCUMENTS_SPEC, CHUNKS_SPEC],
+        lambda keys: ingest_stage(context, config.ingestion, registry, store, keys))
+    run([CHUNK_METADATA_SPEC], lambda keys: metadata_stage(
+        context, config.chunk_metadata, llm, store, registry, keys))
+    run([CHUNK_EMBEDDINGS_SPEC], lambda keys: embeddings_stage(
+        context, config.chunk_embeddings, llm, store, registry, keys))
+    run([DOCUMENT_THEMES_SPEC], lambda keys: themes_stage(
+        context, config.document_themes, llm, store, registry, keys))
+    run([GRAPH_EXTRACTION_SPEC], lambda keys: graph_extraction_stage(
+        context, config.graph_extraction, llm, store, registry, keys))
+    raise_failures(list(failures.values()), len(all_keys))
     yield from ()  # every partition was recorded by its stage, one by one

@@ -141,8 +141,20 @@ def materialize(
     if todo or not instance.get_latest_materialization_event(THEME_CATALOG_KEY):
         defs.resolve_job_def("catalog_job").execute_in_process(
             instance=instance, run_config=_quiet(log_level))
-    return [Outcome(key, "up-to-date" if key not in todo else "ok" if key in done else
-                    "failed", failed.get(key, {})) for key in keys]
+    return [_outcome(key, todo, done, failed) for key in keys]
+
+
+def _outcome(key: str, todo: list[str], done: set[str], failed: dict[str, dict]) -> Outcome:
+    """A document is ok only if its last asset was materialized and no stage failed it (a
+    later stage's success does not hide an earlier one's failure)."""
+    if key not in todo:
+        return Outcome(key, "up-to-date", {})
+    if key in failed:
+        return Outcome(key, "failed", failed[key])
+    if key in done:
+        return Outcome(key, "ok", {})
+    return Outcome(key, "failed", {"error_class": "not_materialized",
+                                   "reason": "its run ended without materializing it"})
 
 
 def _quiet(log_level: str) -> dict:
@@ -154,8 +166,12 @@ def _failures(result: dg.ExecuteInProcessResult, keys: list[str]) -> dict[str, d
     the step's Failure metadata, or the error itself when the step crashed."""
     if result.success:
         return {}
-    failures = {}
-    for event in result.get_step_failure_events():
+    failures: dict[str, dict] = {}
+    step_failures = result.get_step_failure_events()
+    if not step_failures:  # the run failed before any step did its work
+        return {key: {"error_class": "run_error",
+                      "reason": f"run {result.run_id} failed; see its logs"} for key in keys}
+    for event in step_failures:
         data = event.step_failure_data
         user = data.user_failure_data
         if user is not None and "failures" in user.metadata:
@@ -169,9 +185,6 @@ def _failures(result: dg.ExecuteInProcessResult, keys: list[str]) -> dict[str, d
             for key in keys:
                 failures.setdefault(key, {"error_class": "step_error",
                                           "reason": message.strip().splitlines()[0]})
-    for key in keys:  # a run that failed before the step started
-        failures.setdefault(key, {"error_class": "run_error",
-                                  "reason": f"run {result.run_id} failed; see its logs"})
     return failures
 
 

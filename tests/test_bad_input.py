@@ -104,7 +104,7 @@ def test_one_batch_run_records_the_good_and_reports_each_bad(corpus, instance):
 def test_cli_materialize_reports_failures_and_continues(corpus, instance):
     outcomes = cli.materialize(instance, [d.key for d in corpus.values()])
     by_name = {next(n for n, d in corpus.items() if d.key == o.key): o for o in outcomes}
-    assert by_name["good.md"].status == "ok"
+    assert by_name["good.md"].status == "ok", by_name["good.md"]
     assert by_name["huge.txt"].status == "ok"  # under the default 25 MiB limit
     failed = {n for n, o in by_name.items() if o.status == "failed"}
     assert failed == set(BAD_INPUTS) - {"huge.txt"} | {"vanished.txt"}

@@ -199,3 +199,20 @@ def test_automation_rebuilds_the_catalog_once_and_writes_new_documents_to_the_gr
     assert run_pipeline(instance, keys, ["document_themes"]).success
     assert requests() == {"theme_catalog": [None], "neo4j_graph": []}
     assert requests() == {"theme_catalog": [], "neo4j_graph": []}
+
+
+def test_the_cli_reports_a_document_held_back_by_a_gate_as_failed(tmp_path, instance,
+                                                                  monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    docs = two_documents(tmp_path / "docs", instance)
+    a, b = docs["a.md"], docs["b.md"]
+    with SimulatorServer(SimConfig(target=MARKER, target_status=400, target_rate=0.5,
+                                   seed=1)) as sim:
+        monkeypatch.setenv("OPENAI_BASE_URL", sim.base_url)
+        outcomes = {o.key: o for o in cli.materialize(instance, [a, b])}
+    # A's later stages (embeddings, graph extraction) were recorded, but its themes were held
+    # back: the document is not "ok"
+    assert _meta(instance, "graph_extraction", a) is not None
+    assert outcomes[a].status == "failed"
+    assert outcomes[a].detail["error_class"] == "upstream_check_failed"
+    assert outcomes[b].status == "ok"
