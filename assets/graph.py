@@ -51,7 +51,7 @@ def document_graph(document: GraphDocument, chunks: pd.DataFrame, embeddings: pd
     vectors = dict(zip(embeddings["chunk_id"], embeddings["embedding"], strict=True))
     extracted = extraction.set_index("chunk_id")
     per_chunk = {cid: (json.loads(row.entities), json.loads(row.relationships))
-                 for cid, row in extracted.iterrows() if row.error_class is None}
+                 for cid, row in extracted.iterrows() if pd.isna(row.error_class)}
     resolution = resolve_entities(
         EntityMention(e["name"], e["type"], tuple(e["aliases"]))
         for entities, _ in per_chunk.values() for e in entities)

@@ -40,7 +40,7 @@ def metadata_frame(chunks: pd.DataFrame, results: list[ItemResult]) -> pd.DataFr
 def _preview(frame: pd.DataFrame, rows: int = 5) -> str:
     lines = ["| # | category | title | keywords |", "|---|---|---|---|"]
     for row in frame.head(rows).itertuples():
-        if row.error_class:
+        if not pd.isna(row.error_class):
             lines.append(f"| {row.chunk_index} | **failed** | {row.error_class} | |")
         else:
             title = str(row.title).replace("|", "\\|")[:80]

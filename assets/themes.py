@@ -60,7 +60,7 @@ def document_passages(chunks: pd.DataFrame, metadata: pd.DataFrame, budget: int)
         if not whole:
             meta = digests.loc[chunk.chunk_id]
             body = (f"{meta.title}\n{meta.summary}\nkeywords: {', '.join(meta.keywords)}"
-                    if meta.error_class is None else chunk.text[:400])
+                    if pd.isna(meta.error_class) else chunk.text[:400])
         passages.append(f"[chunk:{chunk.chunk_id}]\n{body}")
     return "\n\n".join(passages)
 
@@ -148,7 +148,7 @@ def evidence_check(key: str, rows: pd.DataFrame) -> dg.AssetCheckEvaluation:
 def _preview(rows: pd.DataFrame) -> str:
     lines = ["| signature | label | votes | score | kept |", "|---|---|---|---|---|"]
     for row in rows.itertuples():
-        if row.error_class:
+        if not pd.isna(row.error_class):
             lines.append(f"| {row.signature or '(extraction)'} | **failed** | "
                          f"{row.error_class} | | |")
         else:
