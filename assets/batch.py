@@ -11,8 +11,10 @@ own metadata and data version. Partitions that failed are reported together in o
 other partition of the batch keeps its materialization.
 """
 
+import contextlib
 import hashlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dagster as dg
@@ -50,6 +52,22 @@ def not_materialized(registry, key: str, what: str) -> PartitionError:
     entry = registry.lookup(key)
     return PartitionError(key, str(entry.path) if entry else "?", "not_materialized",
                           f"{what} not materialized for this document yet")
+
+
+@contextlib.contextmanager
+def per_document(context: dg.AssetExecutionContext, registry, key: str,
+                 failures: list[PartitionError]) -> Iterator[None]:
+    """One document's share of a batch step: a PartitionError, or any unexpected exception
+    (a bug: `internal_error`, traceback in the run's logs), fails that document only."""
+    try:
+        yield
+    except PartitionError as error:
+        failures.append(error)
+    except Exception as exc:  # noqa: BLE001 - one document's surprise must not stop the rest
+        context.log.exception(f"document {key}: unexpected {type(exc).__name__}")
+        entry = registry.lookup(key)
+        failures.append(PartitionError(key, str(entry.path) if entry else "?",
+                                       "internal_error", f"{type(exc).__name__}: {exc}"))
 
 
 def data_version(*parts: str) -> str:

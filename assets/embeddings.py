@@ -4,7 +4,7 @@ model's name and the dimension."""
 import dagster as dg
 import pandas as pd
 
-from assets.batch import PartitionError, data_version
+from assets.batch import PartitionError, data_version, per_document
 from assets.enrichment import (
     EnrichConfig,
     llm_spec,
@@ -99,19 +99,26 @@ def embeddings_stage(context: dg.AssetExecutionContext, config: EmbedConfig,
     results, run = run_llm(context, llm, work, config.concurrency)
     model = llm.settings().embed_model
     for key, frame in chunks.items():
-        rows = embeddings_frame(frame, results.get(key, []), config.inputs_per_request, model)
-        metrics = partition_metrics(results.get(key, []), run)
-        embedded = int(rows["error_class"].isna().sum())
-        record_judged(
-            context, store, CHUNK_EMBEDDINGS_KEY, key, rows,
-            {**metrics_metadata(metrics),
-             "chunks_embedded": dg.MetadataValue.int(embedded),
-             "chunks_failed": dg.MetadataValue.int(len(rows) - embedded),
-             "embedding_model": dg.MetadataValue.text(model),
-             "dimensions": dg.MetadataValue.int(int(rows["dimensions"].dropna().max()) if embedded
-                                                else 0)},
-            data_version(EMBEDDINGS_VERSION, model, rows.to_json()),
-            EMBEDDINGS_VERSION, inputs[key].provenance, config.success_threshold,
-        )
-        context.log_event(dimension_check(key, rows, config.dimensions))
+        with per_document(context, registry, key, failures):
+            _record(context, store, key, frame, results.get(key, []), run, model, config,
+                    inputs[key].provenance)
     return failures
+
+
+def _record(context, store: AssetStore, key: str, frame: pd.DataFrame,
+            results: list[ItemResult], run, model: str, config: EmbedConfig,
+            provenance) -> None:
+    rows = embeddings_frame(frame, results, config.inputs_per_request, model)
+    embedded = int(rows["error_class"].isna().sum())
+    record_judged(
+        context, store, CHUNK_EMBEDDINGS_KEY, key, rows,
+        {**metrics_metadata(partition_metrics(results, run)),
+         "chunks_embedded": dg.MetadataValue.int(embedded),
+         "chunks_failed": dg.MetadataValue.int(len(rows) - embedded),
+         "embedding_model": dg.MetadataValue.text(model),
+         "dimensions": dg.MetadataValue.int(int(rows["dimensions"].dropna().max()) if embedded
+                                            else 0)},
+        data_version(EMBEDDINGS_VERSION, model, rows.to_json()),
+        EMBEDDINGS_VERSION, provenance, config.success_threshold,
+    )
+    context.log_event(dimension_check(key, rows, config.dimensions))

@@ -21,6 +21,7 @@ from assets.batch import (
     data_version,
     latest_upstream,
     not_materialized,
+    per_document,
     record,
 )
 from assets.ingestion import CHUNKS
@@ -79,14 +80,35 @@ def read_upstream(
             frames[asset_key] = store.read(asset_key, key, pd.DataFrame)
             provenance.append(upstream)
         else:
-            ready[key] = UpstreamData(frames, tuple(provenance))
+            if stale := _out_of_step(frames):
+                errors.append(PartitionError(
+                    key, _path(registry, key), "upstream_stale",
+                    f"{stale} was computed from other chunks than the stored ones (the "
+                    f"chunks were made again since): re-materialize {stale} for this document"))
+            else:
+                ready[key] = UpstreamData(frames, tuple(provenance))
     return ready, errors
 
 
-def gate_failure(registry: DocumentRegistry, key: str, name: str, meta: dict) -> PartitionError:
+def _out_of_step(frames: dict[dg.AssetKey, pd.DataFrame]) -> str | None:
+    """The first per-chunk input whose chunk ids are not the stored chunks' ids."""
+    if CHUNKS not in frames:
+        return None
+    chunk_ids = frames[CHUNKS]["chunk_id"].tolist()
+    for asset_key, frame in frames.items():
+        if "chunk_id" in frame.columns and frame["chunk_id"].tolist() != chunk_ids:
+            return asset_key.to_user_string()
+    return None
+
+
+def _path(registry: DocumentRegistry, key: str) -> str:
     entry = registry.lookup(key)
+    return str(entry.path) if entry else "?"
+
+
+def gate_failure(registry: DocumentRegistry, key: str, name: str, meta: dict) -> PartitionError:
     return PartitionError(
-        key, str(entry.path) if entry else "?", "upstream_check_failed",
+        key, _path(registry, key), "upstream_check_failed",
         f"{name}_success_rate failed ({meta.get('failed_items_count', '?')} of "
         f"{meta.get('items', '?')} items failed; see that check's metadata): "
         f"re-materialize {name} for this document first",
@@ -166,26 +188,27 @@ def chat_per_chunk_stage(
     document in one engine run, then one frame (`to_frame`), record and gate per document,
     with the engine's metrics and `describe(frame)` as metadata."""
     inputs, failures = read_upstream(context, store, registry, [CHUNKS], keys)
-    chunks = {key: data.frames[CHUNKS] for key, data in inputs.items()}
     work = {
         key: [ChatItem(c.chunk_id, prompt.messages(c.text), schema, prompt.version)
-              for c in frame.itertuples()]
-        for key, frame in chunks.items()
+              for c in data.frames[CHUNKS].itertuples()]
+        for key, data in inputs.items()
     }
     results, run = run_llm(context, llm, work, config.concurrency)
     context.log.info(f"{asset_key.to_user_string()}: {run.attempted} chunks of {len(work)} "
                      f"documents: {run.succeeded} ok, {run.failed} failed "
                      f"{run.failed_by_class}, {run.cache_hits} cached, {run.http_calls} HTTP "
                      f"calls")
-    for key, frame in chunks.items():
-        partition_results = results.get(key, [])
-        rows = to_frame(frame, partition_results)
-        record_judged(
-            context, store, asset_key, key, rows,
-            {**metrics_metadata(partition_metrics(partition_results, run)), **describe(rows)},
-            data_version(prompt.version, rows.to_json()), prompt.version,
-            inputs[key].provenance, config.success_threshold,
-        )
+    for key, data in inputs.items():
+        with per_document(context, registry, key, failures):
+            partition_results = results.get(key, [])
+            rows = to_frame(data.frames[CHUNKS], partition_results)
+            record_judged(
+                context, store, asset_key, key, rows,
+                {**metrics_metadata(partition_metrics(partition_results, run)),
+                 **describe(rows)},
+                data_version(prompt.version, rows.to_json()), prompt.version,
+                data.provenance, config.success_threshold,
+            )
     return failures
 
 

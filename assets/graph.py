@@ -161,11 +161,23 @@ def neo4j_graph(context: dg.AssetExecutionContext, config: GraphConfig,
         except neo4j.exceptions.ServiceUnavailable as exc:  # lost in the middle of the batch
             raise dg.Failure(f"lost Neo4j at {neo4j_db.settings().uri} while writing "
                              f"document {key}: {exc}") from exc
-        except SchemaMismatch as exc:  # the same for every document: stop, say what to do
-            raise dg.Failure(str(exc), allow_retries=False) from exc
+        except SchemaMismatch as exc:  # this document's vectors do not fit the index
+            failures.append(PartitionError(key, path, "schema_mismatch", str(exc)))
+            continue
         except (InvalidContribution, neo4j.exceptions.Neo4jError) as exc:
             failures.append(PartitionError(key, path, "graph_write_failed",
                                            f"{type(exc).__name__}: {exc}"))
+            continue
+        except Exception as exc:  # noqa: BLE001 - one document's surprise must not stop the rest
+            context.log.exception(f"document {key}: unexpected {type(exc).__name__}")
+            failures.append(PartitionError(key, path, "internal_error",
+                                           f"{type(exc).__name__}: {exc}"))
+            continue
+        if not check.passed:  # written, but not what was meant: not materialized
+            context.log_event(check)
+            failures.append(PartitionError(
+                key, path, "graph_write_failed", "read back after the write, the graph does not "
+                f"hold what the extraction meant: {check.metadata}"))
             continue
         version = data_version(GRAPH_WRITE_VERSION, *(u.version for u in data.provenance))
         record(context, store, NEO4J_GRAPH_KEY, key, _summary_frame(rows),

@@ -12,6 +12,7 @@ from assets.batch import (
     data_version,
     latest_upstream,
     not_materialized,
+    per_document,
     record,
 )
 from assets.chunking import validate_limits
@@ -67,15 +68,8 @@ def ingest_stage(context: dg.AssetExecutionContext, config: IngestConfig,
         raise dg.Failure(f"invalid ingestion config: {exc}", allow_retries=False) from exc
     failures: list[PartitionError] = []
     for key in keys:
-        try:
+        with per_document(context, registry, key, failures):
             _ingest(context, config, registry, store, key)
-        except PartitionError as error:
-            failures.append(error)
-        except Exception as exc:  # noqa: BLE001 - one document's surprise must not stop the rest
-            context.log.exception(f"document {key}: unexpected {type(exc).__name__}")
-            entry = registry.lookup(key)
-            failures.append(PartitionError(key, str(entry.path) if entry else "?",
-                                           "internal_error", f"{type(exc).__name__}: {exc}"))
     if len(keys) > 1:
         context.log.info(f"ingested {len(keys) - len(failures)} of {len(keys)} documents")
     return failures

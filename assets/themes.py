@@ -12,7 +12,7 @@ import statistics
 import dagster as dg
 import pandas as pd
 
-from assets.batch import PartitionError, data_version
+from assets.batch import PartitionError, data_version, per_document
 from assets.embeddings import CHUNK_EMBEDDINGS_KEY
 from assets.enrichment import (
     EnrichConfig,
@@ -197,15 +197,15 @@ def themes_stage(context: dg.AssetExecutionContext, config: ThemeConfig,
                  keys: list[str]) -> list[PartitionError]:
     inputs, failures = read_upstream(
         context, store, registry, [CHUNKS, CHUNK_METADATA_KEY, CHUNK_EMBEDDINGS_KEY], keys)
-    chunks = {key: data.frames[CHUNKS] for key, data in inputs.items()}
-    extraction = {
-        key: [ChatItem(f"{key}:themes",
-                       DOCUMENT_THEMES.messages(document_passages(
-                           frame, inputs[key].frames[CHUNK_METADATA_KEY],
-                           config.text_budget_tokens)),
-                       DocumentThemeList, DOCUMENT_THEMES.version)]
-        for key, frame in chunks.items()
-    }
+    chunks: dict[str, pd.DataFrame] = {}
+    extraction: dict[str, list[ChatItem]] = {}
+    for key, data in inputs.items():
+        with per_document(context, registry, key, failures):
+            passages = document_passages(data.frames[CHUNKS], data.frames[CHUNK_METADATA_KEY],
+                                         config.text_budget_tokens)
+            extraction[key] = [ChatItem(f"{key}:themes", DOCUMENT_THEMES.messages(passages),
+                                        DocumentThemeList, DOCUMENT_THEMES.version)]
+            chunks[key] = data.frames[CHUNKS]
     extracted, first_run = run_llm(context, llm, extraction, config.concurrency)
 
     candidates: dict[str, list[Theme]] = {}
@@ -213,33 +213,44 @@ def themes_stage(context: dg.AssetExecutionContext, config: ThemeConfig,
     for key, frame in chunks.items():
         [result] = extracted[key]
         candidates[key] = unique_themes(result.value.themes) if result.ok else []
-        texts = frame.set_index("chunk_id")["text"]
-        judging[key] = [EmbedItem(f"{key}:embed", [theme_text(t) for t in candidates[key]])
-                        ] if candidates[key] else []
-        for theme in candidates[key]:
-            cited = [c for c in theme.evidence_chunk_ids if c in texts.index]
-            if cited:  # a theme that cites nothing real is not worth paying judges for
-                evidence = "\n\n".join(f"[chunk:{c}]\n{texts[c]}" for c in cited)
-                judging[key] += vote_items(f"{key}:{theme.signature}", theme,
-                                           evidence[: config.text_budget_tokens
-                                                    * CHARS_PER_TOKEN], config)
+        judging[key] = judging_items(key, candidates[key], frame, config)
     judged, second_run = run_llm(context, llm, judging, config.concurrency)
 
     run = second_run.model_copy(update={
         "wall_seconds": round(first_run.wall_seconds + second_run.wall_seconds, 3),
         "peak_concurrency": max(first_run.peak_concurrency, second_run.peak_concurrency)})
     for key, frame in chunks.items():
-        results = [*extracted[key], *judged.get(key, [])]
-        rows = themes_frame(key, candidates[key], set(frame["chunk_id"]),
-                            {r.key: r for r in results}, config)
-        record_judged(
-            context, store, DOCUMENT_THEMES_KEY, key, rows,
-            {**metrics_metadata(partition_metrics(results, run)), **_counts(rows),
-             "votes_per_theme": dg.MetadataValue.int(config.votes),
-             "min_score": dg.MetadataValue.float(config.min_score),
-             "preview": dg.MetadataValue.md(_preview(rows))},
-            data_version(THEMES_VERSION, rows.to_json()),
-            THEMES_VERSION, inputs[key].provenance, config.success_threshold, "theme_id",
-        )
-        context.log_event(evidence_check(key, rows))
+        with per_document(context, registry, key, failures):
+            results = [*extracted[key], *judged.get(key, [])]
+            rows = themes_frame(key, candidates[key], set(frame["chunk_id"]),
+                                {r.key: r for r in results}, config)
+            record_judged(
+                context, store, DOCUMENT_THEMES_KEY, key, rows,
+                {**metrics_metadata(partition_metrics(results, run)), **_counts(rows),
+                 "votes_per_theme": dg.MetadataValue.int(config.votes),
+                 "min_score": dg.MetadataValue.float(config.min_score),
+                 "preview": dg.MetadataValue.md(_preview(rows))},
+                data_version(THEMES_VERSION, rows.to_json()),
+                THEMES_VERSION, inputs[key].provenance, config.success_threshold, "theme_id",
+            )
+            context.log_event(evidence_check(key, rows))
     return failures
+
+
+def judging_items(key: str, candidates: list[Theme], chunks: pd.DataFrame,
+                  config: ThemeConfig) -> list[ChatItem | EmbedItem]:
+    """One embedding request for the document's themes, and K votes for each theme that
+    cites a chunk of the document (one that cites nothing real is not worth paying judges
+    for)."""
+    if not candidates:
+        return []
+    texts = chunks.set_index("chunk_id")["text"]
+    items: list[ChatItem | EmbedItem] = [
+        EmbedItem(f"{key}:embed", [theme_text(t) for t in candidates])]
+    for theme in candidates:
+        cited = [c for c in theme.evidence_chunk_ids if c in texts.index]
+        if cited:
+            evidence = "\n\n".join(f"[chunk:{c}]\n{texts[c]}" for c in cited)
+            items += vote_items(f"{key}:{theme.signature}", theme,
+                                evidence[: config.text_budget_tokens * CHARS_PER_TOKEN], config)
+    return items

@@ -216,3 +216,19 @@ def test_the_cli_reports_a_document_held_back_by_a_gate_as_failed(tmp_path, inst
     assert outcomes[a].status == "failed"
     assert outcomes[a].detail["error_class"] == "upstream_check_failed"
     assert outcomes[b].status == "ok"
+
+
+def test_inputs_made_from_older_chunks_fail_only_their_document(instance):
+    docs = {d.path.name: d.key for d in cli.add(instance, [
+        SAMPLE_DIR / "support-chat-double-charge.txt", SAMPLE_DIR / "support-email-okta-sso.txt"])}
+    a, b = docs["support-chat-double-charge.txt"], docs["support-email-okta-sso.txt"]
+    keys = instance.get_dynamic_partitions("documents")
+    assert {o.status for o in cli.materialize(instance, keys)} == {"ok"}
+    # A is chunked again, smaller: its chunk_metadata and embeddings describe old chunks
+    assert run_pipeline(instance, [a], ["chunks"],
+                        **ingest_config(max_tokens=64, overlap_tokens=0)["ops"][
+                            "document_pipeline"]["config"]).success
+    result = run_pipeline(instance, keys, ["document_themes"])
+    assert _failures(result) == {a: "upstream_stale"}
+    assert _meta(instance, "document_themes", b, result.run_id) is not None
+    assert _meta(instance, "document_themes", a, result.run_id) is None
