@@ -26,8 +26,9 @@ import neo4j.exceptions
 from assets.batch import DOCUMENTS_PER_RUN
 from assets.partitions import documents_partitions
 from pipeline_defs.definitions import defs
+from pipeline_defs.graph_removal import in_graph, remove_from_graph
 from pipeline_defs.report import print_answers, print_summary
-from pipeline_defs.runs import graph_enabled, latest_metadata, materialize
+from pipeline_defs.runs import latest_metadata, materialize, rebuild_catalog
 from resources.llm import EmbedItem
 from resources.llm.resource import LLMResource
 from resources.neo4j.retrieve import RetrievedChunk, nearest_chunks
@@ -96,20 +97,31 @@ def ask(question: str, k: int = 3) -> list[RetrievedChunk]:
                          "`scripts/neo4j.sh start` and set NEO4J_URI") from exc
 
 
-def remove_from_graph(keys: list[str]) -> None:
-    """Take removed documents' contribution out of the graph, if the graph is in use."""
-    if not graph_enabled():
-        return
-    settings = Neo4jSettings.from_env()
-    with settings.driver() as driver:
-        try:
-            driver.verify_connectivity()
-        except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError, OSError) as exc:
-            raise SystemExit(f"docgraph remove: cannot reach Neo4j at {settings.uri} ({exc}); "
-                             "nothing was removed: start it, or unset NEO4J_URI") from exc
-        writer = GraphWriter(driver, database=settings.database)
-        for key in keys:
-            writer.delete_document(key)
+def remove(instance: dg.DagsterInstance, keys: list[str]) -> int:
+    """Drop partitions: first their contribution to the graph, if they were ever written
+    there (wherever NEO4J_URI points, by default the local server; if it cannot be reached,
+    nothing changes), then the partitions, then the theme catalog is rebuilt without them."""
+    in_graph_now = [k for k in keys if in_graph(instance, k)]
+    if in_graph_now:
+        settings = Neo4jSettings.from_env()
+        with settings.driver() as driver:
+            try:
+                driver.verify_connectivity()
+            except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError,
+                    OSError) as exc:
+                raise SystemExit(
+                    f"docgraph remove: {len(in_graph_now)} of these documents are in the graph "
+                    f"at {settings.uri}, which cannot be reached ({exc}); nothing was removed: "
+                    "start it (scripts/neo4j.sh start) or set NEO4J_URI") from exc
+            remove_from_graph(instance, GraphWriter(driver, database=settings.database),
+                              in_graph_now)
+    _registry().remove(keys)
+    for key in keys:
+        instance.delete_dynamic_partition(documents_partitions.name, key)
+    rebuild_catalog(instance)
+    graph = f", {len(in_graph_now)} of them from the graph" if in_graph_now else ""
+    print(f"removed {len(keys)} partition(s){graph}; their files are untouched")
+    return 0
 
 
 def _instance() -> dg.DagsterInstance:
@@ -167,13 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             unknown = sorted(set(args.keys) - set(known))
             if unknown:
                 raise SystemExit(f"docgraph: no such document partition: {', '.join(unknown)}")
-            remove_from_graph(args.keys)  # first: if the graph is unreachable, nothing changes
-            _registry().remove(args.keys)
-            for key in args.keys:
-                instance.delete_dynamic_partition(documents_partitions.name, key)
-            graph = " and their part of the graph" if graph_enabled() else ""
-            print(f"removed {len(args.keys)} partition(s){graph}; their files are untouched")
-            return 0
+            return remove(instance, args.keys)
         if args.command == "list":
             for doc in _registry().entries():
                 meta = latest_metadata(instance, "chunks", doc.key)

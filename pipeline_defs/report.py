@@ -4,6 +4,7 @@ import dagster as dg
 
 from assets.catalog import THEME_CATALOG_KEY, ThemeCatalog
 from pipeline_defs.definitions import defs
+from pipeline_defs.graph_removal import in_graph
 from pipeline_defs.runs import Outcome, graph_enabled, latest_metadata
 from resources.neo4j.retrieve import RetrievedChunk
 from resources.storage import UNPARTITIONED, AssetStore
@@ -35,7 +36,7 @@ def print_summary(instance: dg.DagsterInstance, outcomes: list[Outcome]) -> None
                              "document_themes", "graph_extraction", "neo4j_graph")}
         graph = meta["neo4j_graph"]
         written = f"{graph['entities']}/{graph['relationships']}" if graph and \
-            graph_enabled() else "-"
+            in_graph(instance, outcome.key) else "-"
         print(
             f"{outcome.key:<{width}}  {outcome.status:<10} "
             f"{meta['documents'].get('format', '?'):<6} {meta['chunks'].get('chunks', 0):>6} "

@@ -17,13 +17,15 @@ from assets.batch import (
     latest_upstream,
     partition_batches,
 )
-from assets.catalog import THEME_CATALOG_KEY
+from assets.catalog import THEME_CATALOG_KEY, ThemeCatalog
 from assets.enrichment import GATE_METADATA
 from assets.graph import NEO4J_GRAPH_SPEC, NEO4J_POOL
 from assets.partitions import documents_partitions
 from assets.pipeline import LLM_POOL, PIPELINE_SPECS
 from pipeline_defs.definitions import defs
+from pipeline_defs.graph_removal import in_graph
 from resources.registry import DocumentRegistry
+from resources.storage import UNPARTITIONED, AssetStore
 
 
 @dataclass
@@ -73,7 +75,7 @@ def stale_reason(instance: dg.DagsterInstance, registry: DocumentRegistry,
     for spec in chain_specs():
         latest = latest_upstream(instance, spec.key, key)
         name = spec.key.to_user_string()
-        if latest is None:
+        if latest is None or (spec.key == NEO4J_GRAPH_SPEC.key and not in_graph(instance, key)):
             return f"{name} missing"
         if latest.tags.get(CODE_VERSION_TAG) != spec.code_version:
             return f"{name} code changed"
@@ -138,9 +140,8 @@ def materialize(
             )
             for key, failure in _failures(result, batch).items():
                 failed.setdefault(key, failure)  # the first stage's reason
-    if todo or not instance.get_latest_materialization_event(THEME_CATALOG_KEY):
-        defs.resolve_job_def("catalog_job").execute_in_process(
-            instance=instance, run_config=_quiet(log_level))
+    if todo or catalog_outdated(instance):
+        rebuild_catalog(instance, log_level)
     return [_outcome(key, todo, done, failed) for key in keys]
 
 
@@ -155,6 +156,25 @@ def _outcome(key: str, todo: list[str], done: set[str], failed: dict[str, dict])
         return Outcome(key, "ok", {})
     return Outcome(key, "failed", {"error_class": "not_materialized",
                                    "reason": "its run ended without materializing it"})
+
+
+def catalog_outdated(instance: dg.DagsterInstance) -> bool:
+    """Missing, or still listing documents that are no longer registered."""
+    store: AssetStore = defs.resources["store"]
+    if not instance.get_latest_materialization_event(THEME_CATALOG_KEY) or not store.exists(
+            THEME_CATALOG_KEY, UNPARTITIONED, ThemeCatalog):
+        return True
+    catalog = store.read(THEME_CATALOG_KEY, UNPARTITIONED, ThemeCatalog)
+    registered = {d.key for d in registry().entries()}
+    return any(not set(t.documents) <= registered for t in catalog.themes)
+
+
+def rebuild_catalog(instance: dg.DagsterInstance, log_level: str = "CRITICAL") -> None:
+    result = defs.resolve_job_def("catalog_job").execute_in_process(
+        instance=instance, run_config=_quiet(log_level), raise_on_error=False)
+    if not result.success:
+        print(f"docgraph: rebuilding theme_catalog failed (run {result.run_id}); see its "
+              "logs in the UI (make dev) or re-run with --log-level INFO")
 
 
 def _quiet(log_level: str) -> dict:

@@ -14,8 +14,8 @@ from assets.batch import (
     data_version,
     partition_batches,
 )
-from assets.graph import NEO4J_GRAPH_KEY
 from assets.partitions import documents_partitions
+from pipeline_defs.graph_removal import in_graph, remove_from_graph
 from pipeline_defs.jobs import docgraph_job
 from resources.neo4j.resource import Neo4jResource
 from resources.registry import DocumentRegistry, supported_files
@@ -51,7 +51,8 @@ def inbox_sensor(context: dg.SensorEvaluationContext, registry: DocumentRegistry
     changed = {}
     for doc in current:
         version, revision = requested.get(doc.key, [None, 0])
-        if version != doc.sha256[:16]:
+        # a partition removed meanwhile (`docgraph remove`) and back again needs a run too
+        if version != doc.sha256[:16] or doc.key not in partitions:
             requested[doc.key] = [doc.sha256[:16], revision + 1]
             changed[doc.key] = f"{revision + 1}:{doc.sha256[:16]}"
     # New partitions are appended in this order, so new files batch into few runs.
@@ -87,25 +88,21 @@ def inbox_sensor(context: dg.SensorEvaluationContext, registry: DocumentRegistry
 
 def _remove_from_graph(context: dg.SensorEvaluationContext, neo4j_db: Neo4jResource,
                        keys: list[str]) -> set[str]:
-    """Remove deleted documents' contribution from the graph, if it was ever written; the
-    keys it could not remove (server down) are kept, so the next tick tries again rather
-    than leave their facts in the graph for good."""
-    written = [k for k in keys if context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=NEO4J_GRAPH_KEY, asset_partitions=[k]), limit=1
-    ).records]
+    """Remove deleted documents' contribution from the graph, if it is there; the keys it
+    could not remove (server down) are kept, so the next tick tries again rather than leave
+    their facts in the graph for good."""
+    written = [k for k in keys if in_graph(context.instance, k)]
     if not written:
         return set()
     try:
         neo4j_db.driver.verify_connectivity()  # fails at once; writes would retry for 30 s
-        writer = neo4j_db.writer()
-        for key in written:
-            writer.delete_document(key)
+        for key in remove_from_graph(context.instance, neo4j_db.writer(), written):
             context.log.info(f"removed document {key} from the graph")
     except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError, OSError) as exc:
         context.log.warning(f"could not remove {len(written)} deleted document(s) from the "
                             f"graph at {neo4j_db.settings().uri} ({exc}); keeping their "
                             "partitions until the next tick")
-        return set(written)
+        return {k for k in written if in_graph(context.instance, k)}
     return set()
 
 

@@ -93,3 +93,19 @@ def test_missing_inbox_is_a_skip_with_the_path(tmp_path, instance):
     registry = DocumentRegistry(inbox_dir=str(tmp_path / "nowhere"))
     result = _tick(instance, registry, None)
     assert isinstance(result, dg.SkipReason) and "nowhere" in result.skip_message
+
+
+def test_a_partition_removed_by_hand_and_found_again_gets_a_run(tmp_path, instance):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    registry = DocumentRegistry(inbox_dir=str(inbox))
+    _write(inbox / "a.md", "# A\n\nPriya Raman")
+    first = _tick(instance, registry, None)
+    [key] = instance.get_dynamic_partitions("documents")
+    # `docgraph remove` while the file stays in the inbox
+    registry.remove([key])
+    instance.delete_dynamic_partition("documents", key)
+    second = _tick(instance, registry, first.cursor)
+    assert instance.get_dynamic_partitions("documents") == [key]
+    assert [r.partition_key for r in second.run_requests] == [key]
+    assert second.run_requests[0].run_key != first.run_requests[0].run_key

@@ -13,6 +13,7 @@ import neo4j
 import pytest
 
 from assets.batch import RANGE_END_TAG, RANGE_START_TAG
+from assets.catalog import THEME_CATALOG_KEY, ThemeCatalog
 from assets.graph import neo4j_graph
 from pipeline_defs import cli
 from pipeline_defs.definitions import defs
@@ -28,6 +29,7 @@ from resources.neo4j import (
 )
 from resources.neo4j.resource import Neo4jResource
 from resources.registry import DocumentRegistry
+from resources.storage import UNPARTITIONED
 from tests.conftest import SAMPLE_DIR
 from tests.helpers import (
     MARKER,
@@ -112,12 +114,29 @@ def test_editing_and_removing_a_document_changes_only_its_contribution(
     assert _count(chain_graph, "MATCH (e:Entity) WHERE NOT (e)<-[:MENTIONS]-() "
                   "RETURN count(e)") == 0  # no orphaned entity left behind
 
+    # the graph is configured but down: nothing is removed
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("NEO4J_URI", "bolt://127.0.0.1:9")
+        with pytest.raises(SystemExit, match="cannot be reached"):
+            cli.main(["remove", edited])
+    assert edited in instance.get_dynamic_partitions("documents") and _facts(chain_graph, edited)
+
     assert cli.main(["remove", edited]) == 0
     assert _facts(chain_graph, edited) == set()
     assert _count(chain_graph, "MATCH (d:Document {key: $k}) RETURN count(d)", k=edited) == 0
     assert _count(chain_graph, "MATCH (c:Chunk {document_key: $k}) RETURN count(c)",
                   k=edited) == 0
     assert {k: _facts(chain_graph, k) for k in others} == others
+    assert edited not in {d for t in _catalog(instance).themes for d in t.documents}
+
+    # added again, it is written again (its old materializations do not count)
+    [again] = cli.add(instance, [path])
+    assert [o.status for o in cli.materialize(instance, [again.key])] == ["ok"]
+    assert _facts(chain_graph, again.key) == after
+
+
+def _catalog(instance) -> ThemeCatalog:
+    return defs.resources["store"].read(THEME_CATALOG_KEY, UNPARTITIONED, ThemeCatalog)
 
 
 def test_ask_finds_the_document_a_question_is_about(instance, chain_graph, capsys):
