@@ -25,7 +25,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 # `docgraph ask`; `scripts/neo4j.sh stop` stops it) and writes the graph too.
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	@if [ -z "$$NEO4J_URI" ] && command -v java >/dev/null && command -v mvn >/dev/null; then \
-	  export NEO4J_URI=$$(scripts/neo4j.sh start) || exit 1; \
+	  uri=$$(scripts/neo4j.sh start) || exit 1; export NEO4J_URI=$$uri; \
 	  echo "Neo4j on $$NEO4J_URI (left running; scripts/neo4j.sh stop stops it)"; \
 	elif [ -z "$$NEO4J_URI" ]; then \
 	  echo "No Java 17 + Maven here: the Neo4j graph is skipped (install them, or set NEO4J_URI)"; \
