@@ -75,26 +75,40 @@ def add(instance: dg.DagsterInstance, paths: list[Path]) -> list[RegisteredDocum
 
 
 def ask(question: str, k: int = 3) -> list[RetrievedChunk]:
-    """Embed the question with the chunks' embedding model, then the nearest chunks
-    through Neo4j's vector index."""
-    llm: LLMResource = defs.resources["llm"]
-
-    async def embed():
-        async with llm.engine() as engine:
-            [result], _ = await engine.run_all([EmbedItem("question", [question])])
-            return result
-
-    result = asyncio.run(embed())
-    if not result.ok:
-        raise SystemExit(f"docgraph ask: embedding the question failed: {result.error_class}: "
-                         f"{result.error}")
+    """Embed the question as the chunks were (same model, and the index's size), then the
+    nearest chunks through Neo4j's vector index."""
+    if k < 1:
+        raise SystemExit("docgraph ask: -k must be at least 1")
     settings = Neo4jSettings.from_env()
     try:
         with settings.driver() as driver:
-            return nearest_chunks(driver, result.value[0], k, database=settings.database)
-    except neo4j.exceptions.ServiceUnavailable as exc:
-        raise SystemExit(f"docgraph ask: cannot reach Neo4j at {settings.uri}: start it with "
-                         "`scripts/neo4j.sh start` and set NEO4J_URI") from exc
+            driver.verify_connectivity()
+            dimensions = GraphWriter(driver, database=settings.database).vector_dimensions()
+            if dimensions is None:
+                raise SystemExit(f"docgraph ask: the graph at {settings.uri} has no chunks yet: "
+                                 "run `docgraph materialize` with NEO4J_URI set")
+            vector = _embed(question, dimensions)
+            return nearest_chunks(driver, vector, k, database=settings.database)
+    except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError, OSError) as exc:
+        raise SystemExit(f"docgraph ask: Neo4j at {settings.uri}: {exc} (start it with "
+                         "`scripts/neo4j.sh start`, or set NEO4J_URI)") from exc
+
+
+def _embed(text: str, dimensions: int) -> list[float]:
+    llm: LLMResource = defs.resources["llm"]
+
+    async def embed(size: int | None):
+        async with llm.engine() as engine:
+            [result], _ = await engine.run_all([EmbedItem("question", [text], size)])
+            return result
+
+    result = asyncio.run(embed(None))
+    if result.ok and len(result.value[0]) != dimensions:  # chunks embedded at another size
+        result = asyncio.run(embed(dimensions))
+    if not result.ok:
+        raise SystemExit(f"docgraph ask: embedding the question failed: {result.error_class}: "
+                         f"{result.error}")
+    return result.value[0]
 
 
 def remove(instance: dg.DagsterInstance, keys: list[str]) -> int:

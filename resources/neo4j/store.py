@@ -184,6 +184,11 @@ class GraphWriter:
                       orphan_candidates, batch_size)
 
     # -- plumbing ----------------------------------------------------------------------
+    def vector_dimensions(self) -> int | None:
+        """The size of the chunk vector index, or None if there is none yet."""
+        records = self._query(cypher.CHUNK_VECTOR_INDEXES).records
+        return records[0]["dimensions"] if records else None
+
     def held(self, key: str) -> _Current:
         """What the database holds for document `key` right now (chunk ids, mentions,
         relationship identities): to check a write against what was meant."""
