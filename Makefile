@@ -41,6 +41,7 @@ test: install
 bench: install
 	$(BIN)/python bench/chunking.py --json bench/out/chunking.json
 	$(BIN)/python bench/llm_throughput.py --json bench/out/llm_throughput.json
+	$(BIN)/python bench/pipeline.py --json bench/out/pipeline.json
 	# its own Neo4j (it empties the database): never the one `make demo` leaves running
 	env -u NEO4J_URI DOCGRAPH_NEO4J_DIR=/tmp/docgraph-neo4j-bench DOCGRAPH_NEO4J_PORT=17689 \
 	  DOCGRAPH_NEO4J_HTTP_PORT=17476 $(BIN)/python bench/neo4j_write.py --json bench/out/neo4j_write.json
