@@ -109,8 +109,43 @@ SET e.aliases = aliases
 WITH e, row
 UNWIND row.chunk_ids AS chunk_id
 MATCH (c:Chunk {{id: chunk_id}})
-MERGE (c)-[:MENTIONS]->(e)
+MERGE (c)-[m:MENTIONS]->(e)
+SET m.name = row.name, m.type = row.type, m.aliases = row.aliases
 RETURN count(*) AS written
+"""
+
+# After a document's mentions are gone, what the entities it mentioned still are, from the
+# mentions left (each mention keeps the spelling its document gave): the same properties
+# the upsert would give had the removed document never been written. The marker write
+# takes the node's lock first, as for orphans below.
+REFRESH_ENTITIES = f"""
+UNWIND $rows AS key
+MATCH (e:Entity {{key: key}})
+SET e.refresh_check = true
+REMOVE e.refresh_check
+WITH e
+MATCH (e)<-[m:MENTIONS]-()
+WHERE m.name IS NOT NULL
+WITH e, collect(m) AS ms
+WITH e, ms,
+     reduce(t = null, m IN ms | CASE WHEN t IS NULL OR $type_rank[m.type] < $type_rank[t]
+                                    THEN m.type ELSE t END) AS type,
+     reduce(n = null, m IN ms | CASE WHEN n IS NULL OR m.name < n THEN m.name ELSE n END)
+       AS name
+FOREACH (_ IN CASE WHEN e.type <> type THEN [1] ELSE [] END | REMOVE e:{_ALL_TYPE_LABELS})
+{chr(10).join(_when("type", t, f"SET e:{t}") for t in ENTITY_TYPES)}
+SET e.type = type, e.name = name
+WITH e, ms
+CALL (e, ms) {{
+  UNWIND ms AS m
+  UNWIND coalesce(m.aliases, []) + [m.name] AS alias
+  WITH DISTINCT e, alias
+  WHERE alias <> e.name
+  ORDER BY alias
+  RETURN collect(alias) AS aliases
+}}
+SET e.aliases = aliases
+RETURN count(*) AS refreshed
 """
 
 # A relationship is (source, type, target, chunk_id); the chunk implies the document. The

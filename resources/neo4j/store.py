@@ -182,6 +182,11 @@ class GraphWriter:
                       batch_size)
         self._batches(session, stats, "orphaned_entities", cypher.DELETE_ORPHAN_ENTITIES,
                       orphan_candidates, batch_size)
+        # Entities this document mentioned before may have had spellings only it gave.
+        if stale_mentions or stale_chunks or orphan_candidates:
+            self._batches(session, stats, "refreshed_entities", cypher.REFRESH_ENTITIES,
+                          sorted({e for _, e in current.mentions}), batch_size,
+                          type_rank=TYPE_RANK)
 
     # -- plumbing ----------------------------------------------------------------------
     def vector_dimensions(self) -> int | None:

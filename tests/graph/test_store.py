@@ -190,3 +190,23 @@ def test_relationship_merges_expand_between_the_two_nodes(graph: GraphWriter):
                                rows=[relationship_row(r) for r in ALPHA.relationships])
     assert "Expand(Into)" in operators
     assert not {op for op in operators if "RelationshipIndex" in op or "Scan" in op}
+
+
+def test_removing_a_document_takes_back_the_spellings_only_it_gave(graph: GraphWriter):
+    a = doc("a", ("Organization:ACME", "USES", "Product:LedgerSync"))
+    a.entities = [EntityRow("Organization:acme", "ACME", "Organization", ("Big Blue Widgets",)),
+                  EntityRow("Product:ledgersync", "LedgerSync", "Product")]
+    b = doc("b", ("Organization:Acme", "USES", "Product:LedgerSync"))
+    a.write(graph)
+    b.write(graph)
+
+    def acme() -> tuple:
+        records, _, _ = graph.driver.execute_query(
+            "MATCH (e:Entity {key: 'Organization:acme'}) RETURN e.name, e.aliases")
+        return tuple(records[0])
+
+    assert acme() == ("ACME", ["Acme", "Big Blue Widgets"])
+    graph.delete_document("a")
+    assert acme() == ("Acme", [])
+    after = graph_export(graph.driver)
+    assert after == fresh_export(graph.driver, graph, b)  # as if A had never been written
