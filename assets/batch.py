@@ -47,10 +47,15 @@ class PartitionError(Exception):
         return f"document {self.partition} ({self.path}): {self.reason}"
 
 
+def document_path(registry, key: str) -> str:
+    """The registered file of a partition, for error messages ("?" if unregistered)."""
+    entry = registry.lookup(key)
+    return str(entry.path) if entry else "?"
+
+
 def not_materialized(registry, key: str, what: str) -> PartitionError:
     """The error for a partition whose upstream was never materialized."""
-    entry = registry.lookup(key)
-    return PartitionError(key, str(entry.path) if entry else "?", "not_materialized",
+    return PartitionError(key, document_path(registry, key), "not_materialized",
                           f"{what} not materialized for this document yet")
 
 
@@ -65,9 +70,8 @@ def per_document(context: dg.AssetExecutionContext, registry, key: str,
         failures.append(error)
     except Exception as exc:  # noqa: BLE001 - one document's surprise must not stop the rest
         context.log.exception(f"document {key}: unexpected {type(exc).__name__}")
-        entry = registry.lookup(key)
-        failures.append(PartitionError(key, str(entry.path) if entry else "?",
-                                       "internal_error", f"{type(exc).__name__}: {exc}"))
+        failures.append(PartitionError(key, document_path(registry, key), "internal_error",
+                                       f"{type(exc).__name__}: {exc}"))
 
 
 def data_version(*parts: str) -> str:

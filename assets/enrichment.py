@@ -19,6 +19,7 @@ from assets.batch import (
     PartitionError,
     Upstream,
     data_version,
+    document_path,
     latest_upstream,
     not_materialized,
     per_document,
@@ -82,7 +83,7 @@ def read_upstream(
         else:
             if stale := _out_of_step(frames):
                 errors.append(PartitionError(
-                    key, _path(registry, key), "upstream_stale",
+                    key, document_path(registry, key), "upstream_stale",
                     f"{stale} was computed from other chunks than the stored ones (the "
                     f"chunks were made again since): re-materialize {stale} for this document"))
             else:
@@ -101,14 +102,10 @@ def _out_of_step(frames: dict[dg.AssetKey, pd.DataFrame]) -> str | None:
     return None
 
 
-def _path(registry: DocumentRegistry, key: str) -> str:
-    entry = registry.lookup(key)
-    return str(entry.path) if entry else "?"
-
 
 def gate_failure(registry: DocumentRegistry, key: str, name: str, meta: dict) -> PartitionError:
     return PartitionError(
-        key, _path(registry, key), "upstream_check_failed",
+        key, document_path(registry, key), "upstream_check_failed",
         f"{name}_success_rate failed ({meta.get('failed_items_count', '?')} of "
         f"{meta.get('items', '?')} items failed; see that check's metadata): "
         f"re-materialize {name} for this document first",

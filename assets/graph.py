@@ -17,6 +17,7 @@ from assets.batch import (
     DOCUMENTS_PER_RUN,
     PartitionError,
     data_version,
+    document_path,
     raise_failures,
     record,
 )
@@ -31,6 +32,7 @@ from resources.neo4j.contribution import InvalidContribution, build_contribution
 from resources.neo4j.model import ChunkRow, EntityRow, Mention, RelationRow
 from resources.neo4j.model import Document as GraphDocument
 from resources.neo4j.resource import Neo4jResource
+from resources.neo4j.settings import CONNECTION_ERRORS
 from resources.neo4j.store import DEFAULT_BATCH_SIZE, GraphWriter, SchemaMismatch
 from resources.registry import DocumentRegistry
 from resources.storage import AssetStore
@@ -144,14 +146,13 @@ def neo4j_graph(context: dg.AssetExecutionContext, config: GraphConfig,
         context, store, registry, [CHUNKS, CHUNK_EMBEDDINGS_KEY, GRAPH_EXTRACTION_KEY], keys)
     try:
         neo4j_db.driver.verify_connectivity()  # at once, rather than 30 s of driver retries
-    except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError, OSError) as exc:
+    except CONNECTION_ERRORS as exc:
         raise dg.Failure(
             f"cannot reach Neo4j at {neo4j_db.settings().uri}: start one with "
             f"`scripts/neo4j.sh start` or set NEO4J_URI ({exc})") from exc
     writer = neo4j_db.writer()
     for key, data in inputs.items():
-        entry = registry.lookup(key)
-        path = str(entry.path) if entry else "?"
+        path = document_path(registry, key)
         try:
             stored = store.read(DOCUMENTS, key, Document)
             rows, counts = document_graph(

@@ -21,32 +21,26 @@ import sys
 from pathlib import Path
 
 import dagster as dg
-import neo4j.exceptions
 
 from assets.batch import DOCUMENTS_PER_RUN
 from assets.partitions import documents_partitions
 from pipeline_defs.definitions import defs
 from pipeline_defs.graph_removal import in_graph, remove_from_graph
 from pipeline_defs.report import print_answers, print_summary
-from pipeline_defs.runs import latest_metadata, materialize, rebuild_catalog
+from pipeline_defs.runs import latest_metadata, materialize, rebuild_catalog, registry
 from resources.llm import EmbedItem
 from resources.llm.resource import LLMResource
 from resources.neo4j.retrieve import RetrievedChunk, nearest_chunks
-from resources.neo4j.settings import Neo4jSettings
+from resources.neo4j.settings import CONNECTION_ERRORS, Neo4jSettings
 from resources.neo4j.store import GraphWriter
 from resources.paths import dagster_home, project_root
 from resources.registry import (
     SUPPORTED_SUFFIXES,
-    DocumentRegistry,
     RegisteredDocument,
     supported_files,
 )
 
 __all__ = ["add", "ask", "main", "materialize"]
-
-
-def _registry() -> DocumentRegistry:
-    return defs.resources["registry"]
 
 
 def add(instance: dg.DagsterInstance, paths: list[Path]) -> list[RegisteredDocument]:
@@ -64,7 +58,7 @@ def add(instance: dg.DagsterInstance, paths: list[Path]) -> list[RegisteredDocum
             )
         else:
             files.append(path)
-    docs = _registry().register(files)
+    docs = registry().register(files)
     keys = [d.key for d in docs]
     known = set(instance.get_dynamic_partitions(documents_partitions.name))
     new = [k for k in keys if k not in known]
@@ -89,7 +83,7 @@ def ask(question: str, k: int = 3) -> list[RetrievedChunk]:
                                  "run `docgraph materialize` with NEO4J_URI set")
             vector = _embed(question, dimensions)
             return nearest_chunks(driver, vector, k, database=settings.database)
-    except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError, OSError) as exc:
+    except CONNECTION_ERRORS as exc:
         raise SystemExit(f"docgraph ask: Neo4j at {settings.uri}: {exc} (start it with "
                          "`scripts/neo4j.sh start`, or set NEO4J_URI)") from exc
 
@@ -121,15 +115,14 @@ def remove(instance: dg.DagsterInstance, keys: list[str]) -> int:
         with settings.driver() as driver:
             try:
                 driver.verify_connectivity()
-            except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError,
-                    OSError) as exc:
+            except CONNECTION_ERRORS as exc:
                 raise SystemExit(
                     f"docgraph remove: {len(in_graph_now)} of these documents are in the graph "
                     f"at {settings.uri}, which cannot be reached ({exc}); nothing was removed: "
                     "start it (scripts/neo4j.sh start) or set NEO4J_URI") from exc
             remove_from_graph(instance, GraphWriter(driver, database=settings.database),
                               in_graph_now)
-    _registry().remove(keys)
+    registry().remove(keys)
     for key in keys:
         instance.delete_dynamic_partition(documents_partitions.name, key)
     rebuild_catalog(instance)
@@ -195,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"docgraph: no such document partition: {', '.join(unknown)}")
             return remove(instance, args.keys)
         if args.command == "list":
-            for doc in _registry().entries():
+            for doc in registry().entries():
                 meta = latest_metadata(instance, "chunks", doc.key)
                 state = f"{meta['chunks']} chunks" if meta else "not materialized"
                 print(f"{doc.key:<50} {state:<18} {doc.path}")

@@ -20,10 +20,15 @@ def _latest(fetch, key: str):
     return records[0] if records else None
 
 
+def removed_since(instance: dg.DagsterInstance, key: str, storage_id: int) -> bool:
+    """Whether `key` was removed from the graph after the event `storage_id`."""
+    removed = _latest(instance.fetch_observations, key)
+    return removed is not None and removed.storage_id > storage_id
+
+
 def in_graph(instance: dg.DagsterInstance, key: str) -> bool:
     written = _latest(instance.fetch_materializations, key)
-    removed = _latest(instance.fetch_observations, key)
-    return written is not None and (removed is None or removed.storage_id < written.storage_id)
+    return written is not None and not removed_since(instance, key, written.storage_id)
 
 
 def remove_from_graph(instance: dg.DagsterInstance, writer: GraphWriter,

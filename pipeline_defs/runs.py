@@ -20,10 +20,11 @@ from assets.batch import (
 from assets.catalog import THEME_CATALOG_KEY, ThemeCatalog
 from assets.enrichment import GATE_METADATA
 from assets.graph import NEO4J_GRAPH_SPEC, NEO4J_POOL
+from assets.ingestion import CHUNKS_SPEC
 from assets.partitions import documents_partitions
 from assets.pipeline import LLM_POOL, PIPELINE_SPECS
 from pipeline_defs.definitions import defs
-from pipeline_defs.graph_removal import in_graph
+from pipeline_defs.graph_removal import removed_since
 from resources.registry import DocumentRegistry
 from resources.storage import UNPARTITIONED, AssetStore
 
@@ -46,13 +47,8 @@ def registry() -> DocumentRegistry:
 
 
 def latest_metadata(instance: dg.DagsterInstance, asset: str, key: str) -> dict | None:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1
-    ).records
-    if not records:
-        return None
-    materialization = records[0].asset_materialization
-    return {k: v.value for k, v in materialization.metadata.items()}
+    latest = latest_upstream(instance, dg.AssetKey(asset), key)
+    return latest.metadata if latest else None
 
 
 def chain_specs() -> list[dg.AssetSpec]:
@@ -68,15 +64,16 @@ def stale_reason(instance: dg.DagsterInstance, registry: DocumentRegistry,
     entry = registry.lookup(key)
     if entry is None or not entry.path.exists():
         return "file missing"
-    chunks = latest_metadata(instance, "chunks", key)
-    if chunks is None or chunks.get("source_sha256") != registry.register([entry.path])[0].sha256:
-        return "file changed"  # register() re-hashes only if the size or mtime changed
+    source_sha256 = registry.register([entry.path])[0].sha256  # re-hashed only if it changed
     versions: dict[dg.AssetKey, str] = {}
     for spec in chain_specs():
         latest = latest_upstream(instance, spec.key, key)
         name = spec.key.to_user_string()
-        if latest is None or (spec.key == NEO4J_GRAPH_SPEC.key and not in_graph(instance, key)):
+        if latest is None or (spec.key == NEO4J_GRAPH_SPEC.key
+                              and removed_since(instance, key, latest.storage_id)):
             return f"{name} missing"
+        if spec.key == CHUNKS_SPEC.key and latest.metadata.get("source_sha256") != source_sha256:
+            return "file changed"
         if latest.tags.get(CODE_VERSION_TAG) != spec.code_version:
             return f"{name} code changed"
         for dep in spec.deps:

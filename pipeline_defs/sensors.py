@@ -5,7 +5,6 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import neo4j.exceptions
 
 from assets.batch import (
     DOCUMENTS_PER_RUN,
@@ -18,6 +17,7 @@ from assets.partitions import documents_partitions
 from pipeline_defs.graph_removal import in_graph, remove_from_graph
 from pipeline_defs.jobs import docgraph_job
 from resources.neo4j.resource import Neo4jResource
+from resources.neo4j.settings import CONNECTION_ERRORS
 from resources.registry import DocumentRegistry, supported_files
 
 # A file modified this recently may still be being written: wait for the next tick.
@@ -98,7 +98,7 @@ def _remove_from_graph(context: dg.SensorEvaluationContext, neo4j_db: Neo4jResou
         neo4j_db.driver.verify_connectivity()  # fails at once; writes would retry for 30 s
         for key in remove_from_graph(context.instance, neo4j_db.writer(), written):
             context.log.info(f"removed document {key} from the graph")
-    except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError, OSError) as exc:
+    except CONNECTION_ERRORS as exc:
         context.log.warning(f"could not remove {len(written)} deleted document(s) from the "
                             f"graph at {neo4j_db.settings().uri} ({exc}); keeping their "
                             "partitions until the next tick")

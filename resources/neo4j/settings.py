@@ -12,11 +12,16 @@ import os
 from dataclasses import dataclass
 
 import neo4j
+import neo4j.exceptions
 
 _ENV = {"uri": "NEO4J_URI", "user": "NEO4J_USER", "password": "NEO4J_PASSWORD",
         "database": "NEO4J_DATABASE"}
 _DEFAULTS = {"uri": "bolt://127.0.0.1:17687", "user": "neo4j", "password": "docgraph-local",
              "database": None}
+
+
+# What a server that is down, unreachable or refusing us looks like through the driver.
+CONNECTION_ERRORS = (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError, OSError)
 
 
 @dataclass(frozen=True)
