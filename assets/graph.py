@@ -32,8 +32,9 @@ from resources.neo4j.contribution import InvalidContribution, build_contribution
 from resources.neo4j.model import ChunkRow, EntityRow, Mention, RelationRow
 from resources.neo4j.model import Document as GraphDocument
 from resources.neo4j.resource import Neo4jResource
+from resources.neo4j.schema import SchemaMismatch
 from resources.neo4j.settings import CONNECTION_ERRORS
-from resources.neo4j.store import DEFAULT_BATCH_SIZE, GraphWriter, SchemaMismatch
+from resources.neo4j.store import DEFAULT_BATCH_SIZE, GraphWriter
 from resources.registry import DocumentRegistry
 from resources.storage import AssetStore
 

@@ -31,6 +31,7 @@ from pipeline_defs.runs import latest_metadata, materialize, rebuild_catalog, re
 from resources.llm import EmbedItem
 from resources.llm.resource import LLMResource
 from resources.neo4j.retrieve import RetrievedChunk, nearest_chunks
+from resources.neo4j.schema import vector_dimensions
 from resources.neo4j.settings import CONNECTION_ERRORS, Neo4jSettings
 from resources.neo4j.store import GraphWriter
 from resources.paths import dagster_home, project_root
@@ -77,7 +78,7 @@ def ask(question: str, k: int = 3) -> list[RetrievedChunk]:
     try:
         with settings.driver() as driver:
             driver.verify_connectivity()
-            dimensions = GraphWriter(driver, database=settings.database).vector_dimensions()
+            dimensions = vector_dimensions(driver, settings.database)
             if dimensions is None:
                 raise SystemExit(f"docgraph ask: the graph at {settings.uri} has no chunks yet: "
                                  "run `docgraph materialize` with NEO4J_URI set")

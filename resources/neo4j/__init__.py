@@ -22,19 +22,14 @@ from resources.neo4j.model import (
     WriteStats,
 )
 from resources.neo4j.retrieve import Neighbour, RetrievedChunk, RetrievedEntity, nearest_chunks
+from resources.neo4j.schema import SchemaMismatch, drop_schema, vector_dimensions
 from resources.neo4j.settings import Neo4jSettings
-from resources.neo4j.store import (
-    DEFAULT_BATCH_SIZE,
-    GraphWriter,
-    SchemaMismatch,
-    delete_all,
-    drop_schema,
-)
+from resources.neo4j.store import DEFAULT_BATCH_SIZE, GraphWriter, delete_all
 
 __all__ = [
     "DEFAULT_BATCH_SIZE", "ENTITY_TYPES", "RELATION_TYPES", "ChunkRow", "Document",
     "EntityRow", "GraphExport", "GraphWriter", "InvalidContribution", "Mention",
     "Neighbour", "Neo4jSettings", "RelationRow", "RetrievedChunk", "RetrievedEntity",
     "SchemaMismatch", "SchemaSnapshot", "StepStats", "WriteStats", "delete_all", "drop_schema",
-    "duplicate_keys", "graph_export", "nearest_chunks", "schema_snapshot",
+    "duplicate_keys", "graph_export", "nearest_chunks", "schema_snapshot", "vector_dimensions",
 ]

@@ -1,4 +1,4 @@
-"""GraphWriter: the schema, and per-document replace and delete in sorted UNWIND batches.
+"""GraphWriter: per-document replace and delete in sorted UNWIND batches.
 
 A document's contribution is its Document node, its chunks (with their MENTIONS) and the
 typed relationships it asserts. Re-writing a document replaces exactly that: new rows are
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import neo4j
-from neo4j.exceptions import ClientError
+import neo4j.exceptions
 
 from resources.neo4j import cypher
 from resources.neo4j.contribution import (
@@ -35,6 +35,7 @@ from resources.neo4j.model import (
     StepStats,
     WriteStats,
 )
+from resources.neo4j.schema import ensure_schema
 
 # bench/neo4j_write.py, 100,000 relationships: 1k / 5k / 10k rows per batch gave 16-23k /
 # 23k / 24k relationships/s. 5k is within a few percent of 10k with half the transaction
@@ -44,18 +45,6 @@ DEFAULT_BATCH_SIZE = 5_000
 # mention it; the batch is idempotent, and re-running it re-creates the entity.
 _ENTITY_NOT_FOUND = "Neo.ClientError.Statement.EntityNotFound"
 _MAX_ENTITY_RACE_RETRIES = 5
-
-
-_CREATED_CONCURRENTLY = frozenset({
-    "Neo.ClientError.Schema.EquivalentSchemaRuleAlreadyExists",
-    "Neo.ClientError.Schema.IndexAlreadyExists",
-    "Neo.ClientError.Schema.ConstraintAlreadyExists",
-})
-
-
-class SchemaMismatch(RuntimeError):
-    """The database's schema disagrees with what this code writes."""
-
 
 @dataclass(frozen=True)
 class _Current:
@@ -75,28 +64,10 @@ class GraphWriter:
         self.batch_size = batch_size
         self.dimensions: int | None = None  # known after ensure_schema
 
-    # -- schema ------------------------------------------------------------------------
     def ensure_schema(self, dimensions: int, wait_seconds: int = 300) -> None:
-        """Constraints, indexes and the chunk vector index; safe to run any number of times.
-
-        Raises SchemaMismatch if a vector index on Chunk.embedding has another dimension:
-        changing the embedding model means dropping that index and re-writing the chunks.
-        """
-        if not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1:
-            raise ValueError(f"dimensions must be a positive int, not {dimensions!r}")
-        for statement in cypher.SCHEMA:
-            self._create(statement)
-        existing = self._query(cypher.CHUNK_VECTOR_INDEXES).records
-        if not existing:
-            self._create(cypher.CREATE_VECTOR_INDEX, dimensions=dimensions)
-            existing = self._query(cypher.CHUNK_VECTOR_INDEXES).records
-        for index in existing:
-            if index["dimensions"] != dimensions:
-                raise SchemaMismatch(
-                    f"vector index {index['name']!r} on Chunk.embedding has "
-                    f"{index['dimensions']} dimensions, but the embeddings have {dimensions}: "
-                    f"drop it (DROP INDEX {index['name']}) and re-write the documents")
-        self._query(cypher.AWAIT_INDEXES, seconds=wait_seconds)
+        """The schema (resources/neo4j/schema.py), checked against `dimensions`; writes are
+        refused until it has run."""
+        ensure_schema(self.driver, dimensions, self.database, wait_seconds)
         self.dimensions = dimensions
 
     # -- writes ------------------------------------------------------------------------
@@ -189,11 +160,6 @@ class GraphWriter:
                           type_rank=TYPE_RANK)
 
     # -- plumbing ----------------------------------------------------------------------
-    def vector_dimensions(self) -> int | None:
-        """The size of the chunk vector index, or None if there is none yet."""
-        records = self._query(cypher.CHUNK_VECTOR_INDEXES).records
-        return records[0]["dimensions"] if records else None
-
     def held(self, key: str) -> _Current:
         """What the database holds for document `key` right now (chunk ids, mentions,
         relationship identities): to check a write against what was meant."""
@@ -256,24 +222,12 @@ class GraphWriter:
             for attempt in range(_MAX_ENTITY_RACE_RETRIES + 1):
                 try:
                     return session.execute_write(work)
-                except ClientError as error:
+                except neo4j.exceptions.ClientError as error:
                     if error.code != _ENTITY_NOT_FOUND or attempt == _MAX_ENTITY_RACE_RETRIES:
                         raise
             raise AssertionError("unreachable")
         finally:
             stats.retries += max(calls - 1, 0)
-
-    def _create(self, statement: str, **params: object) -> None:
-        """A schema statement; another writer creating the same rule at the same moment is
-        fine (IF NOT EXISTS does not cover that race: Neo4j reports the twin as an error)."""
-        try:
-            self._query(statement, **params)
-        except neo4j.exceptions.ClientError as exc:
-            if exc.code not in _CREATED_CONCURRENTLY:
-                raise
-
-    def _query(self, query: str, **params: object) -> neo4j.EagerResult:
-        return self.driver.execute_query(query, params, database_=self.database)
 
 
 def _mention_count(entity_rows: list[dict]) -> int:
@@ -288,8 +242,3 @@ def delete_all(driver: neo4j.Driver, database: str | None = None,
         for statement in cypher.DELETE_ALL:
             session.run(statement, batch_size=batch_size).consume()
 
-
-def drop_schema(driver: neo4j.Driver, database: str | None = None) -> None:
-    """Drop every constraint and index ensure_schema creates; for tests and benchmarks."""
-    for statement in cypher.DROP_SCHEMA:
-        driver.execute_query(statement, database_=database)
