@@ -131,7 +131,10 @@ class LLMEngine:
         self._client_here()
         ceiling = concurrency or self.settings.max_concurrency
         floor = min(self.settings.min_concurrency, ceiling)
-        batch = _Batch(gate=ConcurrencyGate(AIMDLimit(floor, ceiling)))
+        # Without a configured or learned RPM, start slowly: the first answers carry the
+        # server's x-ratelimit-* limits, which a burst of `ceiling` requests would overrun.
+        slow_start = not self.settings.offline and self.throttle.rpm is None
+        batch = _Batch(gate=ConcurrencyGate(AIMDLimit(floor, ceiling, slow_start=slow_start)))
         batch.gate.cap = lambda: self.throttle.useful_concurrency(batch.latency)
         source = iter(items)
         started = time.monotonic()

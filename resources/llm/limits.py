@@ -84,13 +84,22 @@ class AIMDLimit:
     `window` outcomes, at most once per `decrease_interval` seconds: a provider that
     rejects one request in twenty is noisy, not overloaded, and halving on every such
     429 would starve a healthy endpoint.
+
+    `slow_start` is for a server whose limits are not known yet: the limit starts at the
+    floor and doubles every round trip (+1 per success) until the first overload signal,
+    which halves it at once and ends the slow start. The first answers teach the engine
+    the server's x-ratelimit-* limits before it has many requests in flight.
     """
 
     def __init__(self, floor: int, ceiling: int, initial: int | None = None,
-                 window: int = 50, overload_ratio: float = 0.2, decrease_interval: float = 1.0):
+                 window: int = 50, overload_ratio: float = 0.2, decrease_interval: float = 1.0,
+                 slow_start: bool = False):
         if not 1 <= floor <= ceiling:
             raise ValueError(f"need 1 <= floor <= ceiling, got {floor}, {ceiling}")
         self.floor, self.ceiling = floor, ceiling
+        self.slow_start = slow_start
+        if slow_start:
+            initial = floor
         self.limit = min(ceiling, max(floor, initial or ceiling))
         self.overload_ratio = overload_ratio
         self.decrease_interval = decrease_interval
@@ -101,13 +110,20 @@ class AIMDLimit:
     def on_success(self) -> None:
         self._outcomes.append(False)
         self._successes += 1
-        if self._successes >= self.limit:
+        if self.slow_start:
+            self.limit = min(self.ceiling, self.limit + 1)
+        elif self._successes >= self.limit:
             self._successes = 0
             self.limit = min(self.ceiling, self.limit + 1)
 
     def on_overload(self, now: float) -> bool:
         """Record an overload signal; True if the limit was lowered."""
         self._outcomes.append(True)
+        if self.slow_start:  # the first sign of a limit: stop probing upwards
+            self.slow_start = False
+            self._last_decrease = now
+            self.limit = max(self.floor, self.limit // 2)
+            return True
         seen = len(self._outcomes)
         if seen < min(10, self._outcomes.maxlen):
             return False
@@ -152,7 +168,9 @@ class ConcurrencyGate:
         finally:
             async with self._changed:
                 self.in_flight -= 1
-                self._changed.notify(1)  # one slot freed: wake one waiter, not all
+                # wake as many waiters as there are free slots (the limit may have grown),
+                # not all of them
+                self._changed.notify(max(1, self.limit() - self.in_flight))
 
     async def limit_changed(self) -> None:
         async with self._changed:
