@@ -42,6 +42,7 @@ class PartitionError(Exception):
     path: str
     error_class: str
     reason: str
+    assets: tuple[str, ...] = ()  # the assets this failure left unmaterialized (the stage)
 
     def __str__(self) -> str:
         return f"document {self.partition} ({self.path}): {self.reason}"
@@ -135,23 +136,24 @@ def record(
 def raise_failures(failures: list[PartitionError], attempted: int) -> None:
     if not failures:
         return
+    documents = len({f.partition for f in failures})
     if len(failures) == 1:
         [only] = failures
         description = str(only)
         metadata = {"document": only.partition, "path": only.path,
                     "error_class": only.error_class, "reason": only.reason}
     else:
-        description = f"{len(failures)} of {attempted} documents failed:\n" + "\n".join(
-            f"- {f}" for f in failures
+        description = f"{documents} of {attempted} documents failed:\n" + "\n".join(
+            f"- {', '.join(f.assets) + ': ' if f.assets else ''}{f}" for f in failures
         )
         metadata = {"error_classes": dg.MetadataValue.json(
             dict(Counter(f.error_class for f in failures)))}
     metadata["failures"] = dg.MetadataValue.json([
         {"document": f.partition, "path": f.path, "error_class": f.error_class,
-         "reason": f.reason} for f in failures
+         "reason": f.reason, "assets": list(f.assets)} for f in failures
     ])
     metadata["attempted"] = attempted
-    metadata["failed"] = len(failures)
+    metadata["failed"] = documents
     # Bad input stays bad: retrying the step would only repeat these errors.
     raise dg.Failure(description=description, metadata=metadata, allow_retries=False)
 

@@ -7,6 +7,7 @@ exactly that document's contribution (resources/neo4j/store.py): re-running is
 idempotent, an edited document loses the facts only it asserted.
 """
 
+import dataclasses
 import json
 
 import dagster as dg
@@ -191,7 +192,8 @@ def neo4j_graph(context: dg.AssetExecutionContext, config: GraphConfig,
                 "mentions": dg.MetadataValue.int(len(rows["mentions"]))},
                version, GRAPH_WRITE_VERSION, data.provenance)
         context.log_event(check)
-    raise_failures(failures, len(keys))
+    raise_failures([dataclasses.replace(f, assets=(NEO4J_GRAPH_KEY.to_user_string(),))
+                    for f in failures], len(keys))
     yield from ()
 
 

@@ -8,12 +8,13 @@ skips any later step that depends on an output that was not yielded. Inside one 
 stages run in order, each over the documents that came through the stage before, and
 any subset of the assets can be selected (a stage not selected reads what is stored).
 
-A document that fails a stage is reported once, with the first reason, and skips the stages
-that need what failed (not the others); a document whose LLM stage fails its success-rate
-gate is held back by the stages that read it (assets/enrichment.py:read_upstream). Every
-other document runs to the end.
+A document that fails a stage is reported with that stage's assets and reason, and skips
+the stages that need what failed (not the others); a document whose LLM stage fails its
+success-rate gate is held back by the stages that read it
+(assets/enrichment.py:read_upstream). Every other document runs to the end.
 """
 
+import dataclasses
 from collections import defaultdict
 
 import dagster as dg
@@ -84,7 +85,7 @@ def document_pipeline(
 ):
     selected = context.selected_asset_keys
     all_keys = list(context.partition_keys)
-    failures: dict[str, PartitionError] = {}  # the first reason per document, reported
+    failures: list[PartitionError] = []  # every stage's failures, with the stage's assets
     failed_assets: dict[str, set[dg.AssetKey]] = defaultdict(set)
 
     def run(specs: list[dg.AssetSpec], stage) -> None:
@@ -94,8 +95,9 @@ def document_pipeline(
             return
         needs = {dep.asset_key for spec in specs for dep in spec.deps}
         ready = [k for k in all_keys if not failed_assets[k] & needs]
+        names = tuple(spec.key.to_user_string() for spec in specs if spec.key in selected)
         for failure in stage(ready) if ready else []:
-            failures.setdefault(failure.partition, failure)
+            failures.append(dataclasses.replace(failure, assets=names))
             failed_assets[failure.partition].update(spec.key for spec in specs)
 
     run([DOCUMENTS_SPEC, CHUNKS_SPEC],
@@ -108,5 +110,5 @@ def document_pipeline(
         context, config.document_themes, llm, store, registry, keys))
     run([GRAPH_EXTRACTION_SPEC], lambda keys: graph_extraction_stage(
         context, config.graph_extraction, llm, store, registry, keys))
-    raise_failures(list(failures.values()), len(all_keys))
+    raise_failures(failures, len(all_keys))
     yield from ()  # every partition was recorded by its stage, one by one

@@ -1,11 +1,14 @@
 """What the CLI prints: one line per document, the recurring themes, retrieval results."""
 
+from collections import Counter
+
 import dagster as dg
 
 from assets.catalog import THEME_CATALOG_KEY, ThemeCatalog
 from pipeline_defs.definitions import defs
 from pipeline_defs.graph_removal import in_graph
-from pipeline_defs.runs import Outcome, graph_enabled, latest_metadata
+from pipeline_defs.outcomes import Outcome
+from pipeline_defs.runs import graph_enabled, latest_metadata
 from resources.neo4j.retrieve import RetrievedChunk
 from resources.storage import UNPARTITIONED, AssetStore
 
@@ -18,47 +21,99 @@ def _ok_of(meta: dict | None) -> str:
     return f"{items - meta.get('failed_items_count', 0)}/{items}"
 
 
+# The summary's columns: (header, asset, the cell of a stage that came through).
+COLUMNS = [
+    ("chunks", "chunks", lambda m, _: str(m.get("chunks", 0))),
+    ("metadata", "chunk_metadata", lambda m, _: _ok_of(m)),
+    ("embedded", "chunk_embeddings", lambda m, _: _ok_of(m)),
+    ("themes", "document_themes", lambda m, _: str(m.get("themes_kept", "-"))),
+    ("extracted", "graph_extraction", lambda m, _: _ok_of(m)),
+    ("graph E/R", "neo4j_graph",
+     lambda m, written: f"{m['entities']}/{m['relationships']}" if m and written else "-"),
+]
+# How a stage that did not come through shows in its column.
+MARKS = {"gate_failed": " gate✗", "failed": "failed", "not_run": "-"}
+
+
+def _cell(outcome: Outcome, asset: str, meta: dict, show, written: bool) -> str:
+    stage = outcome.stages.get(asset)
+    if stage is None or stage.state == "ok":
+        return show(meta, written)
+    if stage.state == "gate_failed":
+        return show(meta, written) + MARKS["gate_failed"]
+    return MARKS[stage.state]
+
+
 def print_summary(instance: dg.DagsterInstance, outcomes: list[Outcome]) -> None:
+    """One line per document with each stage's result, the reason for every stage that
+    did not come through, a total line per stage, and where the graph stands."""
+    graph = graph_enabled()
+    columns = [c for c in COLUMNS if graph or c[1] != "neo4j_graph"]
     width = max([len("document"), *(len(o.key) for o in outcomes)])
-    header = (f"{'document':<{width}}  {'status':<10} {'format':<6} {'chunks':>6} "
-              f"{'metadata':>9} {'embedded':>9} {'themes':>6} {'extracted':>9} "
-              f"{'graph E/R':>9}")
+    header = f"{'document':<{width}}  {'status':<10} {'format':<6} " + " ".join(
+        f"{title:>10}" for title, _, _ in columns)
     print(header)
     print("-" * len(header))
+    in_graph_now: set[str] = set()
     for outcome in outcomes:
-        if outcome.status == "failed":
-            detail = outcome.detail
-            print(f"{outcome.key:<{width}}  {'FAILED':<10} {detail['error_class']}: "
-                  f"{detail['reason']}")
+        ingestion = outcome.stages.get("chunks")
+        if ingestion is not None and ingestion.state == "failed":
+            print(f"{outcome.key:<{width}}  {'FAILED':<10} {ingestion.error_class}: "
+                  f"{ingestion.reason}")
             continue
-        meta = {name: latest_metadata(instance, name, outcome.key) or {}
-                for name in ("documents", "chunks", "chunk_metadata", "chunk_embeddings",
-                             "document_themes", "graph_extraction", "neo4j_graph")}
-        graph = meta["neo4j_graph"]
-        written = f"{graph['entities']}/{graph['relationships']}" if graph and \
-            in_graph(instance, outcome.key) else "-"
-        print(
-            f"{outcome.key:<{width}}  {outcome.status:<10} "
-            f"{meta['documents'].get('format', '?'):<6} {meta['chunks'].get('chunks', 0):>6} "
-            f"{_ok_of(meta['chunk_metadata']):>9} {_ok_of(meta['chunk_embeddings']):>9} "
-            f"{meta['document_themes'].get('themes_kept', '-'):>6} "
-            f"{_ok_of(meta['graph_extraction']):>9} {written:>9}"
-        )
+        written = graph and in_graph(instance, outcome.key)
+        if written:
+            in_graph_now.add(outcome.key)
+        meta = {asset: latest_metadata(instance, asset, outcome.key) or {}
+                for asset in ("documents", *(asset for _, asset, _ in columns))}
+        status = outcome.status
+        if status == "failed":  # some stages came through, some did not
+            status = "partial"
+        cells = " ".join(f"{_cell(outcome, asset, meta[asset], show, written):>10}"
+                         for _, asset, show in columns)
+        print(f"{outcome.key:<{width}}  {status:<10} {meta['documents'].get('format', '?'):<6} "
+              f"{cells}")
+    _print_reasons(outcomes)
+    _print_stage_totals(outcomes, [asset for _, asset, _ in columns])
     failed = sum(o.status == "failed" for o in outcomes)
     done = sum(o.status == "ok" for o in outcomes)
     fresh = sum(o.status == "up-to-date" for o in outcomes)
-    print(f"\n{len(outcomes)} documents: {done} materialized, {fresh} up to date, {failed} failed")
+    print(f"\n{len(outcomes)} documents: {done} materialized through every stage, {fresh} up "
+          f"to date, {failed} failed or held back by a gate")
     if failed:
         print("Failed runs are in the Dagster UI (make dev) with their logs; "
               "re-run with --log-level INFO to see them here.")
     print_top_themes()
-    if graph_enabled() and not failed:
-        print("\ngraph: written to Neo4j; ask it with `docgraph ask \"a question\"`")
-    elif graph_enabled():
-        print("\ngraph: written for the documents that did not fail")
-    else:
+    if not graph:
         print("\ngraph: not written (NEO4J_URI is not set): `scripts/neo4j.sh start` runs a "
               "local Neo4j and prints its URI; export NEO4J_URI=<it> and run this again")
+        return
+    missing = len(outcomes) - len(in_graph_now)
+    print(f"\ngraph: {len(in_graph_now)} of {len(outcomes)} documents are in Neo4j"
+          + (f"; {missing} are not (see neo4j_graph above)" if missing else "")
+          + "; ask it with `docgraph ask \"a question\"`")
+
+
+def _print_reasons(outcomes: list[Outcome]) -> None:
+    """Why each stage that did not come through did not (ingestion failures are on the
+    document's own line)."""
+    lines = [f"  {o.key}: {asset}: {stage.error_class}: {stage.reason}"
+             for o in outcomes for asset, stage in o.stages.items()
+             if stage.state in ("failed", "gate_failed") and asset not in ("documents", "chunks")]
+    if lines:
+        print("\nstages that did not come through:")
+        print("\n".join(lines))
+
+
+def _print_stage_totals(outcomes: list[Outcome], assets: list[str]) -> None:
+    print(f"\n{'stage':<18} {'ok':>5} {'gate failed':>12} {'failed':>7} {'not run':>8} "
+          f"{'up to date':>11}")
+    for asset in assets:
+        counts = Counter(o.stages[asset].state if asset in o.stages else "up_to_date"
+                         for o in outcomes)
+        name = "ingestion" if asset == "chunks" else asset
+        print(f"{name:<18} {counts['ok']:>5} {counts['gate_failed']:>12} {counts['failed']:>7} "
+              f"{counts['not_run']:>8} {counts['up_to_date']:>11}")
 
 
 def print_top_themes(top: int = 8) -> None:

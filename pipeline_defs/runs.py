@@ -3,7 +3,6 @@ and what came of each document."""
 
 import os
 import time
-from dataclasses import dataclass
 
 import dagster as dg
 import sqlalchemy.exc
@@ -25,15 +24,16 @@ from assets.partitions import documents_partitions
 from assets.pipeline import LLM_POOL, PIPELINE_SPECS
 from pipeline_defs.definitions import defs
 from pipeline_defs.graph_removal import removed_since
+from pipeline_defs.outcomes import (
+    Outcome,
+    StageOutcome,
+    materialized_in,
+    outcome,
+    run_failures,
+    stage_outcomes,
+)
 from resources.registry import DocumentRegistry
 from resources.storage import UNPARTITIONED, AssetStore
-
-
-@dataclass
-class Outcome:
-    key: str
-    status: str  # ok | up-to-date | failed
-    detail: dict
 
 
 def graph_enabled() -> bool:
@@ -87,6 +87,9 @@ def stale_reason(instance: dg.DagsterInstance, registry: DocumentRegistry,
 
 
 POOLS = (LLM_POOL, NEO4J_POOL)
+# What each job the CLI runs materializes (a crashed step fails all of them).
+JOB_ASSETS = {"docgraph_job": [spec.key.to_user_string() for spec in PIPELINE_SPECS],
+              "graph_job": [NEO4J_GRAPH_SPEC.key.to_user_string()]}
 
 
 def ensure_pools(instance: dg.DagsterInstance) -> None:
@@ -117,10 +120,10 @@ def materialize(
     todo = [k for k in keys if force or stale_reason(instance, registry(), k)]
     ensure_pools(instance)
     jobs = ["docgraph_job", "graph_job"] if graph_enabled() else ["docgraph_job"]
-    last_asset = chain_specs()[-1].key
+    chain = [spec.key.to_user_string() for spec in chain_specs()]
     ordered = instance.get_dynamic_partitions(documents_partitions.name)
-    done: set[str] = set()
-    failed: dict[str, dict] = {}
+    done: dict[str, set[str]] = {}
+    failed: dict[str, dict[str, StageOutcome]] = {}
     for batch in partition_batches(ordered, todo, batch_size):
         for job in jobs:
             result = defs.resolve_job_def(job).execute_in_process(
@@ -128,31 +131,17 @@ def materialize(
                 tags={RANGE_START_TAG: batch[0], RANGE_END_TAG: batch[-1]},
                 run_config=_quiet(log_level),
             )
-            # Batch steps log their materializations one by one: read them from the run.
-            done.update(
-                entry.dagster_event.partition
-                for entry in instance.all_logs(
-                    result.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
-                if entry.dagster_event.asset_key == last_asset
-            )
-            for key, failure in _failures(result, batch).items():
-                failed.setdefault(key, failure)  # the first stage's reason
+            for key, assets in materialized_in(instance, result.run_id).items():
+                done.setdefault(key, set()).update(assets)
+            for key, stages in run_failures(result, batch, JOB_ASSETS[job]).items():
+                for name, stage in stages.items():
+                    failed.setdefault(key, {}).setdefault(name, stage)
     if todo or catalog_outdated(instance):
         rebuild_catalog(instance, log_level)
-    return [_outcome(key, todo, done, failed) for key in keys]
-
-
-def _outcome(key: str, todo: list[str], done: set[str], failed: dict[str, dict]) -> Outcome:
-    """A document is ok only if its last asset was materialized and no stage failed it (a
-    later stage's success does not hide an earlier one's failure)."""
-    if key not in todo:
-        return Outcome(key, "up-to-date", {})
-    if key in failed:
-        return Outcome(key, "failed", failed[key])
-    if key in done:
-        return Outcome(key, "ok", {})
-    return Outcome(key, "failed", {"error_class": "not_materialized",
-                                   "reason": "its run ended without materializing it"})
+    wanted = set(todo)
+    return [outcome(key, stage_outcomes(instance, key, chain, done.get(key, set()),
+                                        failed.get(key, {})))
+            if key in wanted else Outcome(key, "up-to-date", {}) for key in keys]
 
 
 def catalog_outdated(instance: dg.DagsterInstance) -> bool:
@@ -176,32 +165,3 @@ def rebuild_catalog(instance: dg.DagsterInstance, log_level: str = "CRITICAL") -
 
 def _quiet(log_level: str) -> dict:
     return {"loggers": {"console": {"config": {"log_level": log_level}}}}
-
-
-def _failures(result: dg.ExecuteInProcessResult, keys: list[str]) -> dict[str, dict]:
-    """{document key: {error_class, reason}} for the documents of a run that failed: from
-    the step's Failure metadata, or the error itself when the step crashed."""
-    if result.success:
-        return {}
-    failures: dict[str, dict] = {}
-    step_failures = result.get_step_failure_events()
-    if not step_failures:  # the run failed before any step did its work
-        return {key: {"error_class": "run_error",
-                      "reason": f"run {result.run_id} failed; see its logs"} for key in keys}
-    for event in step_failures:
-        data = event.step_failure_data
-        user = data.user_failure_data
-        if user is not None and "failures" in user.metadata:
-            for item in user.metadata["failures"].value:
-                failures[item["document"]] = {
-                    "error_class": item["error_class"],
-                    "reason": f"{item['path']}: {item['reason']}",
-                }
-        else:
-            message = user.description if user else data.error.message if data.error else "?"
-            for key in keys:
-                failures.setdefault(key, {"error_class": "step_error",
-                                          "reason": message.strip().splitlines()[0]})
-    return failures
-
-

@@ -1,0 +1,108 @@
+"""What came of each document in a CLI run: every stage's outcome, and the document's.
+
+A stage of a document is `ok` (materialized, its gate passed), `gate_failed` (materialized,
+but too many of its items failed: the stages that read it hold the document back),
+`failed` (not materialized, with the error class and reason its step gave), or `not_run`
+(an earlier stage it needs did not come through). A document is `ok` only if every stage
+of the chain is; `up-to-date` documents were not run at all.
+"""
+
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from assets.batch import latest_upstream
+from assets.enrichment import GATE_METADATA
+
+STAGE_STATES = ("ok", "gate_failed", "failed", "not_run")
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    state: str  # one of STAGE_STATES
+    error_class: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class Outcome:
+    key: str
+    status: str  # ok | up-to-date | failed
+    detail: dict  # the first failure: {error_class, reason}; {} when ok
+    stages: dict[str, StageOutcome] = field(default_factory=dict)  # asset name -> outcome
+
+
+def materialized_in(instance: dg.DagsterInstance, run_id: str) -> dict[str, set[str]]:
+    """{document: assets materialized by the run}: batch steps log them one by one."""
+    done: dict[str, set[str]] = {}
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        event = entry.dagster_event
+        done.setdefault(event.partition, set()).add(event.asset_key.to_user_string())
+    return done
+
+
+def run_failures(result: dg.ExecuteInProcessResult, keys: list[str], assets: list[str]
+                 ) -> dict[str, dict[str, StageOutcome]]:
+    """{document: {asset: failed outcome}} for the documents of a run that failed: from each
+    step's Failure metadata (which names the stage's assets), or, when a step crashed or the
+    run failed before any step ran, the error itself for every asset of the run."""
+    if result.success:
+        return {}
+    failures: dict[str, dict[str, StageOutcome]] = {}
+
+    def fail(key: str, names, error_class: str, reason: str) -> None:
+        for name in names:
+            failures.setdefault(key, {}).setdefault(name, StageOutcome("failed", error_class,
+                                                                      reason))
+
+    step_failures = result.get_step_failure_events()
+    if not step_failures:
+        for key in keys:
+            fail(key, assets, "run_error", f"run {result.run_id} failed; see its logs")
+    for event in step_failures:
+        data = event.step_failure_data
+        user = data.user_failure_data
+        if user is not None and "failures" in user.metadata:
+            for item in user.metadata["failures"].value:
+                fail(item["document"], item.get("assets") or assets, item["error_class"],
+                     f"{item['path']}: {item['reason']}")
+        else:
+            message = user.description if user else data.error.message if data.error else "?"
+            for key in keys:
+                fail(key, assets, "step_error", message.strip().splitlines()[0])
+    return failures
+
+
+def stage_outcomes(instance: dg.DagsterInstance, key: str, chain: list[str],
+                   materialized: set[str], failures: dict[str, StageOutcome]
+                   ) -> dict[str, StageOutcome]:
+    stages: dict[str, StageOutcome] = {}
+    for name in chain:
+        if name in failures:
+            stages[name] = failures[name]
+        elif name in materialized:
+            latest = latest_upstream(instance, dg.AssetKey(name), key)
+            meta = latest.metadata if latest else {}
+            if meta.get(GATE_METADATA) == "failed":
+                stages[name] = StageOutcome(
+                    "gate_failed", "gate_failed",
+                    f"{name}_success_rate failed: {meta.get('failed_items_count', '?')} of "
+                    f"{meta.get('items', '?')} items failed {meta.get('failed_by_class', '')}"
+                    .rstrip())
+            else:
+                stages[name] = StageOutcome("ok")
+        else:
+            stages[name] = StageOutcome("not_run", None, "an earlier stage did not come through")
+    return stages
+
+
+def outcome(key: str, stages: dict[str, StageOutcome]) -> Outcome:
+    """The document's outcome: ok only if every stage is; else its first failure (a
+    stage that failed outright before a gate that failed, as that is what held it back)."""
+    if all(s.state == "ok" for s in stages.values()):
+        return Outcome(key, "ok", {}, stages)
+    first = next((s for s in stages.values() if s.state == "failed"), None) or next(
+        (s for s in stages.values() if s.state == "gate_failed"), None)
+    detail = {"error_class": first.error_class, "reason": first.reason} if first else {
+        "error_class": "not_materialized", "reason": "its run ended without materializing it"}
+    return Outcome(key, "failed", detail, stages)
