@@ -6,7 +6,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import dagster as dg
 import neo4j
@@ -21,9 +20,6 @@ from resources.llm.offline.server import SimulatorServer
 from resources.llm.offline.simulator import SimConfig
 from resources.llm.resource import LLMResource
 from resources.neo4j import (
-    Neo4jSettings,
-    delete_all,
-    drop_schema,
     duplicate_keys,
     graph_export,
 )
@@ -41,21 +37,6 @@ from tests.helpers import (
 from tests.test_sensor import _tick
 
 DOUBLE_CHARGE = "support-chat-double-charge.txt"
-
-
-@pytest.fixture
-def chain_graph(neo4j_settings: Neo4jSettings, neo4j_driver: neo4j.Driver,
-                monkeypatch: pytest.MonkeyPatch) -> Iterator[neo4j.Driver]:
-    """An empty database the pipeline writes to (NEO4J_URI set, as `make demo` does); the
-    schema is dropped after, since the pipeline's vector index has another size than the
-    store tests' one."""
-    monkeypatch.setenv("NEO4J_URI", neo4j_settings.uri)
-    monkeypatch.setenv("NEO4J_PASSWORD", neo4j_settings.password)
-    delete_all(neo4j_driver)
-    drop_schema(neo4j_driver)
-    yield neo4j_driver
-    delete_all(neo4j_driver)
-    drop_schema(neo4j_driver)
 
 
 def _count(driver: neo4j.Driver, query: str, **params) -> int:
