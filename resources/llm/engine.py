@@ -215,7 +215,7 @@ class LLMEngine(CallLoop):
                     reply = await self._call(batch, call, "chat", sent, estimate)
                 except FormatRejected as rejected:
                     call.format_rejected += 1
-                    if not self.formats.rejected(model, mode, rejected):
+                    if not self.formats.rejected(model, mode):
                         raise ItemFailed("client_error", str(rejected)) from rejected
                     continue
                 self.formats.worked(model)

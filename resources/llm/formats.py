@@ -51,7 +51,7 @@ class FormatModes:
         self._mode: dict[str, str] = {}
         self._known: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
-        self._reason: dict[str, str] = {}
+        self._refused: dict[str, list[str]] = {}  # model -> the modes it rejected
 
     def mode(self, model: str) -> str:
         return self._mode.get(model, MODES[0])
@@ -71,11 +71,12 @@ class FormatModes:
         self._known.add(model)
         if self.mode(model) != MODES[0]:
             self.log.warning(
-                "model %s rejected response_format (%s); using %s for the rest of the run "
-                "(the schema goes in a system message, answers are normalised and validated)",
-                model, self._reason.get(model, "HTTP 400"), self.mode(model))
+                "model %s rejected response_format %s with HTTP 400; using %s for the rest "
+                "of the run (the schema goes in a system message; answers are normalised "
+                "and validated)", model, " and ".join(self._refused.get(model, [])),
+                self.mode(model))
 
-    def rejected(self, model: str, mode: str, error: BaseException) -> bool:
+    def rejected(self, model: str, mode: str) -> bool:
         """`mode` was refused for `model`: step down once. False when no rung is left."""
         if self.mode(model) != mode:
             return True  # another request already stepped down
@@ -84,5 +85,5 @@ class FormatModes:
             return False
         self._mode[model] = MODES[rung]
         self._known.discard(model)
-        self._reason[model] = f"{mode}: {str(error)[:160]}"
+        self._refused.setdefault(model, []).append(mode)
         return True
