@@ -178,15 +178,17 @@ def _enum(value: object, members: tuple, metadata: list) -> object:
         return value
     synonyms = next((m.mapping for m in metadata if isinstance(m, EnumSynonyms)), {})
     folded = fold(value)
-    by_fold = {fold(str(m)): m for m in members}
-    for candidate in (folded, _singular(folded), folded.replace("_", "")):
-        if candidate in by_fold:
-            return by_fold[candidate]
-        squashed = {k.replace("_", ""): m for k, m in by_fold.items()}
-        if candidate in squashed:
-            return squashed[candidate]
-        if candidate in synonyms or candidate.replace("_", " ") in synonyms:
-            return synonyms.get(candidate, synonyms.get(candidate.replace("_", " ")))
+    words = folded.split("_")
+    for member in members:
+        expected = fold(str(member)).split("_")
+        if len(words) == len(expected) and all(
+                w in (e, f"{e}s", f"{e}es") for w, e in zip(words, expected, strict=True)):
+            return member  # case, spacing, hyphens, plurals
+        if folded.replace("_", "") == "".join(expected):
+            return member  # "DataExport", "dataexport"
+    for candidate in (folded, _singular(folded)):
+        if candidate in synonyms:
+            return synonyms[candidate]
     return FALLBACK_MEMBER if FALLBACK_MEMBER in members else value
 
 

@@ -72,13 +72,9 @@ def parse(content: str | None, schema: type[BaseModel] | None
         raise ValueError("the answer was empty")
     if schema is None:
         return content, Counter()
-    try:
-        return schema.model_validate_json(content), Counter()
-    except ValidationError as strict:
-        try:
-            data, unwrapped = unwrap_json(content)
-        except ValueError:
-            raise strict from None
+    # Always normalised, valid-looking or not: a citation written "[3]" is a valid string
+    # and still not the passage number the field holds.
+    data, unwrapped = unwrap_json(content)
     data, counts = normalise(data, schema)
     if unwrapped:
         counts[UNWRAPPED] += 1
