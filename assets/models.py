@@ -1,8 +1,10 @@
 """Typed boundaries between assets. Ids are derived from content, never random."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from resources.llm.normalise import Citation, EnumSynonyms, LanguageCode
 
 DocumentFormat = Literal["txt", "md", "html", "pdf"]
 
@@ -27,6 +29,21 @@ Category = Literal[
     "billing", "authentication", "data_export", "api_integration", "mobile_app", "pricing",
     "security", "incident", "product_update", "customer_success", "other",
 ]
+# What servers without enum-constrained decoding write instead (case, spacing, hyphens and
+# plurals are folded anyway); anything else unknown becomes "other".
+CATEGORY_SYNONYMS = EnumSynonyms({
+    "payment": "billing", "payments": "billing", "invoice": "billing", "invoicing": "billing",
+    "refund": "billing", "charge": "billing", "charges": "billing",
+    "auth": "authentication", "login": "authentication", "sso": "authentication",
+    "identity": "authentication", "export": "data_export", "exports": "data_export",
+    "api": "api_integration", "integration": "api_integration", "webhook": "api_integration",
+    "mobile": "mobile_app", "app": "mobile_app", "ios": "mobile_app", "android": "mobile_app",
+    "price": "pricing", "plans": "pricing", "secure": "security", "vulnerability": "security",
+    "outage": "incident", "postmortem": "incident", "release": "product_update",
+    "release_notes": "product_update", "feature": "product_update", "update": "product_update",
+    "customer_story": "customer_success", "case_study": "customer_success",
+    "onboarding": "customer_success", "support": "customer_success",
+})
 
 
 class ChunkMetadata(BaseModel):
@@ -37,8 +54,9 @@ class ChunkMetadata(BaseModel):
     title: str = Field(max_length=200)
     summary: str = Field(max_length=1000)
     keywords: list[str] = Field(max_length=8)
-    category: Category
-    language: str = Field(pattern=r"^[a-z]{2}$")
+    category: Annotated[Category, CATEGORY_SYNONYMS]
+    # ISO 639-1, or "und" when the language is not one the ISO data can place
+    language: Annotated[str, LanguageCode] = Field(pattern=r"^([a-z]{2}|und)$")
     contains_personal_data: bool
 
 
@@ -54,7 +72,7 @@ class Theme(BaseModel):
     signature: str = Field(pattern=SIGNATURE_PATTERN, max_length=80)
     label: str = Field(max_length=120)
     description: str = Field(max_length=600)
-    evidence_chunk_ids: list[str] = Field(max_length=10)
+    evidence_chunk_ids: list[Annotated[str, Citation]] = Field(max_length=10)
 
 
 class DocumentThemeList(BaseModel):

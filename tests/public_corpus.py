@@ -6,9 +6,8 @@ PDF, and the sample corpus beside them: documents that look nothing like our sam
 for tests that must not agree with the simulator by construction.
 """
 
-from pathlib import Path
-
 import pydoc_data.topics
+from pathlib import Path
 
 from tests.pdfgen import make_pdf
 

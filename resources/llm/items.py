@@ -1,6 +1,7 @@
 """What goes into the engine (ChatItem, EmbedItem) and what comes out (ItemResult), with
 the per-item accounting that batch metrics are the sums of."""
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -40,6 +41,10 @@ class ItemResult:
     completion_tokens: int = 0
     cost_usd: float | None = 0.0  # None if a model's price is unknown
     latencies: tuple[float, ...] = ()  # seconds, of each successful HTTP call
+    # values brought into the schema before validating, per field ("Model.field": n)
+    normalised: tuple[tuple[str, int], ...] = ()
+    format_rejected: int = 0  # 400s to a response_format the server does not take
+    response_format: str | None = None  # json_schema / json_object / prompt; None if cached
 
     @property
     def ok(self) -> bool:
@@ -59,11 +64,15 @@ class ItemAccount:
     completion_tokens: int = 0
     cost_usd: float | None = 0.0
     latencies: list[float] = field(default_factory=list)
+    normalised: Counter[str] = field(default_factory=Counter)
+    format_rejected: int = 0
+    response_format: str | None = None
 
     def result(self, key: str, value: object = None, error_class: str | None = None,
                error: str | None = None) -> ItemResult:
         return ItemResult(
             key, value, error_class, error, self.cached, self.http_calls, self.retries,
             self.repairs, self.rate_limited, self.prompt_tokens, self.completion_tokens,
-            self.cost_usd, tuple(self.latencies),
+            self.cost_usd, tuple(self.latencies), tuple(sorted(self.normalised.items())),
+            self.format_rejected, self.response_format,
         )

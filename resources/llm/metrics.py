@@ -38,6 +38,9 @@ class BatchMetrics(BaseModel):
     peak_concurrency: int
     final_concurrency_limit: int
     wall_seconds: float
+    normalised: dict[str, int] = {}  # values brought into the schema, per field
+    format_rejected: int = 0  # 400s to a response_format (included in http_calls)
+    response_format_modes: dict[str, int] = {}  # items answered per response_format mode
 
     @model_validator(mode="after")
     def _accounts(self) -> "BatchMetrics":
@@ -73,6 +76,9 @@ class MetricsRecorder:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.cost_usd: float | None = 0.0  # None once any call's price is unknown
+        self.normalised: Counter[str] = Counter()
+        self.format_rejected = 0
+        self.modes: Counter[str] = Counter()
 
     def add(self, result: "ItemResult") -> None:
         self.attempted += 1
@@ -84,6 +90,10 @@ class MetricsRecorder:
         self.http_calls += result.http_calls
         self.repairs += result.repairs
         self.cache_hits += result.cached
+        self.normalised.update(dict(result.normalised))
+        self.format_rejected += result.format_rejected
+        if result.response_format:
+            self.modes[result.response_format] += 1
         self.rate_limited += result.rate_limited
         for latency in result.latencies:  # a fixed-size sample keeps memory O(1)
             self._latency_seen += 1
@@ -128,4 +138,7 @@ class MetricsRecorder:
             peak_concurrency=peak,
             final_concurrency_limit=limit,
             wall_seconds=round(wall, 3),
+            normalised=dict(sorted(self.normalised.items())),
+            format_rejected=self.format_rejected,
+            response_format_modes=dict(sorted(self.modes.items())),
         )

@@ -66,4 +66,10 @@ def metrics_metadata(metrics: BatchMetrics) -> dict[str, dg.MetadataValue]:
         "estimated_cost_usd": number(metrics.estimated_cost_usd),
         "peak_concurrency": dg.MetadataValue.int(metrics.peak_concurrency),
         "llm_seconds": dg.MetadataValue.float(metrics.wall_seconds),
+        # near-miss answers brought into the schema before validating, per field
+        "normalised": dg.MetadataValue.json(metrics.normalised),
+        "normalised_total": dg.MetadataValue.int(sum(metrics.normalised.values())),
+        # 400s to a response_format the server does not take, and the modes that answered
+        "structured_fallbacks": dg.MetadataValue.int(metrics.format_rejected),
+        "response_format_mode": dg.MetadataValue.json(metrics.response_format_modes),
     }

@@ -2,7 +2,9 @@
 
 Used in-process (httpx ASGITransport, no port) as the embedded default provider, and
 served over loopback by the simulator. Chat answers fill the requested JSON schema from
-the prompt's document text (answers.py); without a schema they are an extractive summary.
+the prompt's document text (answers.py), whether it comes as response_format json_schema
+or described in a message between structured.SCHEMA_BEGIN/SCHEMA_END (json_object and
+prompt-only requests); without a schema they are an extractive summary.
 """
 
 import hashlib
@@ -15,6 +17,7 @@ from starlette.routing import Route
 
 from resources.llm.offline import analytics as ta
 from resources.llm.offline.answers import answer, request_parts
+from resources.llm.structured import schema_in_messages
 from resources.tokenizer import get_tokenizer
 
 DEFAULT_DIMENSIONS = 256
@@ -38,6 +41,9 @@ def chat_completion(body: dict) -> dict:
         schema = response_format.get("json_schema", {}).get("schema")
         if not isinstance(schema, dict):
             raise ValueError("response_format.json_schema.schema must be an object")
+    else:  # json mode or no format: the schema, if any, is described in a message
+        schema = schema_in_messages(messages)
+    if schema is not None:
         content = json.dumps(answer(schema, messages), ensure_ascii=False)
     elif response_format.get("type") == "json_object":
         content = json.dumps({"summary": ta.summary(request_parts(messages)[0])})

@@ -13,6 +13,7 @@ import time
 
 import uvicorn
 
+from resources.llm.offline.loose import KNOBS
 from resources.llm.offline.simulator import SimConfig, Simulator
 
 
@@ -54,6 +55,9 @@ class SimulatorServer:
         return self.simulator.stats()
 
     def configure(self, **knobs) -> None:
+        """Change some knobs; `loose=r` also sets every loose_* rate not given here."""
+        if knobs.get("loose") is not None:
+            knobs = {**dict.fromkeys(KNOBS, knobs["loose"]), **knobs}
         config = self.simulator.config.model_copy(update=knobs)
         self.simulator.configure(SimConfig.model_validate(config.model_dump()))
 

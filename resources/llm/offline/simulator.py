@@ -3,9 +3,12 @@
 Knobs (`SimConfig`): latency, a server-side concurrency cap (extra requests queue), RPM
 and TPM limits answering 429 with Retry-After and x-ratelimit-* headers, injected
 500/503/429, hangs, connection resets, malformed JSON answers, garbled bodies, scripted
-statuses, and a full outage window. `GET /sim/stats` reports what it saw, including the
-most requests in flight at once; `POST /sim/config` changes knobs, `POST /sim/reset`
-clears the stats.
+statuses, a full outage window, and a loose model (resources/llm/offline/loose.py: enum
+near-misses, language names, over-long strings and lists, unpatterned signatures,
+reformatted citations, prose-wrapped JSON) on a server that may reject
+response_format json_schema / json_object with HTTP 400. `GET /sim/stats` reports what
+it saw, including the most requests in flight at once and the loose liberties taken;
+`POST /sim/config` changes knobs, `POST /sim/reset` clears the stats.
 
 Serve it with resources/llm/offline/server.py (a thread for tests, a process for
 benchmarks and manual use).
@@ -19,13 +22,14 @@ import random
 import time
 from collections import Counter
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from resources.llm.limits import TokenBucket
 from resources.llm.offline.app import MODELS, chat_completion, embeddings
+from resources.llm.offline.loose import LooseConfig, loosen_answer
 
 
-class SimConfig(BaseModel):
+class SimConfig(LooseConfig):  # the loose_* and reject_* knobs: loose.LooseConfig
     model_config = ConfigDict(extra="forbid")
 
     latency_ms: float = Field(0.0, ge=0)
@@ -94,6 +98,7 @@ class Simulator:
         self.by_path: Counter[str] = Counter()
         self.by_status: Counter[int | str] = Counter()
         self.faults: Counter[str] = Counter()
+        self.loose: Counter[str] = Counter()  # liberties a loose model took, by kind
         self.in_flight = 0
         self.max_in_flight = 0
         self.arrivals: list[float] = []
@@ -105,6 +110,7 @@ class Simulator:
             "embedding_requests": self.by_path["/v1/embeddings"],
             "by_status": {str(k): v for k, v in sorted(self.by_status.items(), key=str)},
             "faults": dict(self.faults),
+            "loose": dict(self.loose),
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "arrivals": self.arrivals[-10_000:],
@@ -184,10 +190,16 @@ class Simulator:
             raise ConnectionResetError("injected connection reset")
         try:
             payload = json.loads(body)
+            if rejected := self._rejected_format(payload):
+                self.faults[f"reject_{rejected}"] += 1
+                return await self._error(send, 400, f"response_format {rejected} is not "
+                                         "supported", "invalid_request_error")
             answer = chat_completion(payload) if path.endswith("chat/completions") \
                 else embeddings(payload) if path.endswith("/embeddings") else None
         except (ValueError, TypeError, KeyError) as exc:
             return await self._error(send, 400, str(exc), "invalid_request_error")
+        if answer is not None and "choices" in answer:
+            loosen_answer(cfg, payload, body, answer, self.loose)
         if answer is None:
             return await self._error(send, 404, f"no route {path}", "invalid_request_error")
         if fault == "garbled":
@@ -198,6 +210,13 @@ class Simulator:
             answer["choices"][0]["message"]["content"] = content[: len(content) // 2]
         await _send_json(send, 200, answer, self._headers())
         return 200
+
+    def _rejected_format(self, payload: dict) -> str | None:
+        kind = (payload.get("response_format") or {}).get("type")
+        if kind == "json_schema" and self.config.reject_json_schema or \
+                kind == "json_object" and self.config.reject_json_object:
+            return kind
+        return None
 
     def _draw_fault(self) -> str | None:
         cfg = self.config

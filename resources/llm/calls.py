@@ -1,0 +1,167 @@
+"""One HTTP request of an item, with throttling, retries and the circuit breaker.
+
+`CallLoop._call` is the only place a request is sent; it counts every HTTP call on the
+item's account, retries what is worth retrying, and raises `ItemFailed` (the item ends
+with that error class) or `FormatRejected` (the server does not take the request's
+response_format: the engine falls back, see resources/llm/formats.py).
+"""
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import openai
+
+from resources.llm.formats import is_format_rejection
+from resources.llm.items import ItemAccount
+from resources.llm.limits import ConcurrencyGate
+from resources.llm.metrics import MetricsRecorder
+from resources.llm.retry import OUTAGE, RETRYABLE, backoff_seconds, classify, retry_after_seconds
+from resources.llm.structured import short
+from resources.llm.throttle import has_ratelimit_headers
+
+# An item stops after this many HTTP calls per allowed attempt, whatever the breaker says.
+MAX_CALLS_PER_ATTEMPT = 3
+
+
+class ItemFailed(Exception):
+    def __init__(self, error_class: str, message: str):
+        super().__init__(message)
+        self.error_class = error_class
+
+
+@dataclass
+class Batch:
+    gate: ConcurrencyGate
+    stats: MetricsRecorder = field(default_factory=MetricsRecorder)
+    models: set[str] = field(default_factory=set)
+    latency: float | None = None  # moving average of successful calls, seconds
+
+    def observe(self, seconds: float) -> None:
+        self.latency = seconds if self.latency is None else 0.9 * self.latency + 0.1 * seconds
+
+
+class FormatRejected(Exception):
+    """HTTP 400 to the request's response_format: not the item's fault, no retry spent."""
+
+
+class CallLoop:
+    """The per-request loop of LLMEngine (a mixin: it uses the engine's settings, client,
+    throttle, breaker, tokenizer and log)."""
+
+    async def _call(self, batch: Batch, call: ItemAccount, kind: str, request: dict,
+                    estimate: int):
+        client = self._client_here()
+        create = (client.chat.completions if kind == "chat" else client.embeddings)
+        create = create.with_raw_response.create
+        attempts = 0
+        limited_since: float | None = None  # first 429 that said when to come back
+        held_since: float | None = None  # first time the breaker held this item
+        while True:
+            probe, held_since = await self._wait_for_breaker(held_since)
+            settled = False
+            try:
+                async with batch.gate.slot():
+                    wait = self.throttle.reserve(estimate, time.monotonic())
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    call.http_calls += 1
+                    sent = time.monotonic()
+                    try:
+                        # The SDK's timeout is per socket read; this one bounds the request.
+                        async with asyncio.timeout(self.settings.timeout_seconds):
+                            raw = await create(**request)
+                            reply = raw.parse()
+                    except (openai.OpenAIError, ValueError, TimeoutError) as exc:
+                        # ValueError: a garbled body; TimeoutError: the whole-request limit
+                        error = exc
+                        headers = getattr(getattr(exc, "response", None), "headers", None)
+                    else:
+                        error, headers = None, raw.headers
+                now = time.monotonic()
+                self.throttle.follow(headers, now)
+                if error is None:
+                    self._succeeded(batch, call, request, reply, estimate, sent, now)
+                    self.breaker.on_success(probe)
+                    settled = True
+                    return reply
+                error_class = classify(error)
+                was_closed = self.breaker.is_closed
+                self.breaker.on_failure(now, outage=error_class in OUTAGE, probe=probe)
+                settled = True
+            finally:
+                if probe and not settled:  # cancelled mid-probe: let someone else probe
+                    self.breaker.abandon_probe()
+            if was_closed and not self.breaker.is_closed:
+                self.log.warning("circuit opened: %s of the last %s calls failed (last: %s)",
+                                 self.breaker.threshold, self.breaker.recent.maxlen,
+                                 error_class)
+            if error_class != "timeout":
+                self.throttle.settle(estimate, 0, now)  # rejected requests spend no tokens
+            retry_after = retry_after_seconds(headers)
+            if error_class == "rate_limited":
+                call.rate_limited += 1
+                # With x-ratelimit-* headers the buckets already follow the server (above);
+                # without them, the Retry-After is all we know and holds for every caller.
+                if retry_after and not has_ratelimit_headers(headers):
+                    self.throttle.hold(retry_after, now)
+            if error_class in ("rate_limited", "timeout") and batch.gate.aimd.on_overload(now):
+                await batch.gate.limit_changed()
+            message = f"{error_class}: {short(error)}"
+            if error_class == "client_error" and is_format_rejection(error, request):
+                raise FormatRejected(message)
+            if error_class not in RETRYABLE:
+                raise ItemFailed(error_class, message)
+            # A failure during an outage does not spend the item's retries (the breaker
+            # holds it until the provider is back), nor does a 429 that said when to come
+            # back: that is pacing, not failure. The call cap still bounds an item that an
+            # on-and-off provider would otherwise keep alive forever.
+            paced = error_class == "rate_limited" and retry_after is not None
+            if self.breaker.is_closed and not paced:
+                attempts += 1
+            limited_since = limited_since or (now if paced else None)
+            if (attempts >= self.settings.max_attempts
+                    or call.http_calls - call.rate_limited - call.format_rejected
+                    >= MAX_CALLS_PER_ATTEMPT * self.settings.max_attempts
+                    or limited_since and now - limited_since > self.settings.max_outage_seconds):
+                raise ItemFailed(error_class, f"{message} (after {call.http_calls} calls)")
+            call.retries += 1
+            if retry_after is not None:  # the server's word, plus a little jitter so that
+                delay = retry_after * (1 + 0.1 * self.rng.random())  # waiters don't stampede
+            else:
+                delay = backoff_seconds(attempts, self.settings.backoff_base_seconds,
+                                        self.settings.backoff_cap_seconds, self.rng)
+            await asyncio.sleep(delay)
+
+    def _succeeded(self, batch: Batch, call: ItemAccount, request: dict, reply, estimate: int,
+                   sent: float, now: float) -> None:
+        call.latencies.append(now - sent)
+        batch.observe(now - sent)
+        usage = getattr(reply, "usage", None)
+        prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
+        completion_tokens = getattr(usage, "completion_tokens", 0) or 0
+        call.prompt_tokens += prompt_tokens
+        call.completion_tokens += completion_tokens
+        cost = self.settings.cost_usd(request["model"], prompt_tokens, completion_tokens)
+        call.cost_usd = None if cost is None or call.cost_usd is None else call.cost_usd + cost
+        if usage is not None:
+            self.throttle.settle(estimate, prompt_tokens + completion_tokens, now)
+        batch.gate.aimd.on_success()
+
+    async def _wait_for_breaker(self, held_since: float | None) -> tuple[bool, float | None]:
+        """Wait while the circuit is open; an item is held LLM_MAX_OUTAGE_SECONDS at most in
+        all, counted from when it was first held. Returns (is this call the half-open
+        probe, when the item was first held)."""
+        while True:
+            now = time.monotonic()
+            decision = self.breaker.decide(now)
+            if decision.proceed:
+                return decision.probe, held_since
+            held_since = held_since or now
+            left = self.settings.max_outage_seconds - (now - held_since)
+            if left <= 0:
+                raise ItemFailed(
+                    "circuit_open",
+                    f"provider unavailable; held for {self.settings.max_outage_seconds:.0f}s",
+                )
+            await asyncio.sleep(min(decision.wait, left))

@@ -1,0 +1,65 @@
+"""Language names, codes and regions to ISO 639-1, from pycountry's offline ISO 639 data.
+
+`English`, `english`, `EN`, `en-US`, `en_GB`, `eng`, `US English`, `Français` -> `en`/`fr`;
+anything the data cannot place (or a language with no two-letter code) -> `und`, the
+ISO 639-2 code for "undetermined".
+"""
+
+import functools
+import gettext
+import re
+import unicodedata
+
+import pycountry
+
+UNDETERMINED = "und"
+
+
+def _plain(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).strip()
+
+
+@functools.cache
+def _tables() -> tuple[dict[str, str], dict[str, str]]:
+    """(names -> code, codes -> code) for every language that has a two-letter code.
+    Names include each language's name in its own language (pycountry's translations)."""
+    names: dict[str, str] = {}
+    codes: dict[str, str] = {UNDETERMINED: UNDETERMINED}
+    for lang in pycountry.languages:
+        code = getattr(lang, "alpha_2", None)
+        if not code:
+            continue
+        for alias in ("alpha_2", "alpha_3", "bibliographic"):
+            if value := getattr(lang, alias, None):
+                codes[value.lower()] = code
+        spelled = [lang.name, getattr(lang, "common_name", "") or ""]
+        try:
+            own = gettext.translation("iso639-3", pycountry.LOCALES_DIR, languages=[code])
+            spelled.append(own.gettext(lang.name))
+        except OSError:
+            pass
+        for name in spelled:
+            for part in re.split(r"[;,]", name):
+                part = _plain(re.sub(r"\(.*?\)", "", part))
+                if part:
+                    names.setdefault(part, code)
+                    names.setdefault(part.removeprefix("modern "), code)  # Modern Greek
+    return names, codes
+
+
+def language_code(text: str) -> str:
+    """The ISO 639-1 code for `text`, or `und`."""
+    names, codes = _tables()
+    plain = _plain(text)
+    if plain in codes and len(plain) == 2 or plain == UNDETERMINED:
+        return codes[plain]
+    if plain in names:
+        return names[plain]
+    tokens = [t for t in re.split(r"[\s\-_/(),.;:]+", plain) if t]
+    for token in tokens:  # "US English", "Chinese (Simplified)"
+        if token in names and len(token) > 3:
+            return names[token]
+    if tokens and tokens[0] in codes:  # "en-US", "EN_gb", "eng"
+        return codes[tokens[0]]
+    return UNDETERMINED
