@@ -73,8 +73,9 @@ def test_malformed_answers_converge_to_the_clean_runs_outputs(tmp_path, instance
                                  cache_path=str(tmp_path / "faulty.sqlite"))
         _, faulty = _converge(instance, keys, faulty_llm)
         malformed = sim.stats()["faults"].get("malformed", 0)
-    assert malformed > 10  # the faults happened, and the engine repaired them
-    assert 0 < _repairs(instance, keys) <= malformed  # a malformed repair fails the item
+    # the faults happened and the engine repaired them (the simulator also counts the
+    # draws that fell on embedding requests, which have no content to break)
+    assert 5 <= _repairs(instance, keys) <= malformed
 
     assert faulty.keys() == clean.keys()
     for (asset, key), (frame, version, metadata) in clean.items():
