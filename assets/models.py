@@ -65,14 +65,18 @@ SIGNATURE_PATTERN = r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$"
 
 
 class Theme(BaseModel):
-    """One theme of a document as the LLM states it, citing the chunks that show it."""
+    """One theme of a document as the LLM states it, citing the passages that show it."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Citations are strings, and numbers are taken as strings, so that 3, "3", "[3]" or
+    # "passage 3" all validate: assets/citations.py maps them to chunk ids, and one it
+    # cannot map costs only itself (the docstring above is sent to the model: keep it short).
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
     signature: str = Field(pattern=SIGNATURE_PATTERN, max_length=80)
     label: str = Field(max_length=120)
     description: str = Field(max_length=600)
-    evidence_chunk_ids: list[Annotated[str, Citation]] = Field(max_length=10)
+    evidence: list[Annotated[str, Citation]] = Field(
+        max_length=10, description='the numbers of the passages that show the theme, e.g. "3"')
 
 
 class DocumentThemeList(BaseModel):

@@ -1,8 +1,9 @@
 """`document_themes`: the themes of each document, each judged by K independent votes.
 
 Three kinds of LLM call, all through the engine: one extraction per document (its chunks,
-each marked `[chunk:ID]`), K votes per theme on the chunks it cites, and one embedding
-request per document for its themes (theme_catalog merges near-duplicates with them).
+numbered `[1]`, `[2]`, … in document order, cited back by number: assets/citations.py),
+K votes per theme on the chunks it cites, and one embedding request per document for its
+themes (theme_catalog merges near-duplicates with them).
 Extraction is pure per document: nothing is shared between documents or calls, and the
 corpus-wide canonical themes are made afterwards, in one place (assets/catalog.py).
 """
@@ -13,6 +14,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.batch import PartitionError, data_version, per_document
+from assets.citations import Citations, passage_marker, resolve_citations
 from assets.embeddings import CHUNK_EMBEDDINGS_KEY
 from assets.enrichment import (
     EnrichConfig,
@@ -35,9 +37,12 @@ from resources.storage import AssetStore
 
 DOCUMENT_THEMES_KEY = dg.AssetKey("document_themes")
 THEMES_VERSION = f"{DOCUMENT_THEMES.version}+{THEME_VOTE.version}"
+# evidence: the citations as the model gave them; evidence_chunk_ids: the chunks they name
+# (cited_chunk_ids, the same list, is what the votes judged); citations_unknown: the
+# citations that named no chunk of the document.
 THEME_COLUMNS = ["theme_id", "document_key", "signature", "label", "description",
-                 "evidence_chunk_ids", "cited_chunk_ids", "votes", "score", "kept",
-                 "embedding", "error_class", "error"]
+                 "evidence", "evidence_chunk_ids", "cited_chunk_ids", "citations_unknown",
+                 "votes", "score", "kept", "embedding", "error_class", "error"]
 CHARS_PER_TOKEN = 4  # to cut text to a token budget without tokenizing it twice
 
 
@@ -49,33 +54,33 @@ class ThemeConfig(EnrichConfig):
 
 
 def document_passages(chunks: pd.DataFrame, metadata: pd.DataFrame, budget: int) -> str:
-    """The document as the extraction prompt shows it: each chunk after its `[chunk:ID]`
-    marker, whole if the document fits the budget, else as its title, summary and
-    keywords from chunk_metadata (so a 300-page document still fits one prompt)."""
+    """The document as the extraction prompt shows it: each chunk after its number, `[1]`,
+    `[2]`, … in the frame's order, whole if the document fits the budget, else as its
+    title, summary and keywords from chunk_metadata (so a 300-page document still fits one
+    prompt). Numbers, not ids: a model copies `[3]` back faithfully, a 32-hex id not."""
     whole = int(chunks["n_tokens"].sum()) <= budget
     digests = metadata.set_index("chunk_id")
     passages = []
-    for chunk in chunks.itertuples():
+    for number, chunk in enumerate(chunks.itertuples(), start=1):
         body = chunk.text
         if not whole:
             meta = digests.loc[chunk.chunk_id]
             body = (f"{meta.title}\n{meta.summary}\nkeywords: {', '.join(meta.keywords)}"
                     if pd.isna(meta.error_class) else chunk.text[:400])
-        passages.append(f"[chunk:{chunk.chunk_id}]\n{body}")
+        passages.append(f"{passage_marker(number)}\n{body}")
     return "\n\n".join(passages)
 
 
 def unique_themes(themes: list[Theme]) -> list[Theme]:
-    """One theme per signature: a repeated signature adds its evidence to the first."""
+    """One theme per signature: a repeated signature adds its citations to the first."""
     by_signature: dict[str, Theme] = {}
     for theme in themes:
         first = by_signature.get(theme.signature)
         if first is None:
             by_signature[theme.signature] = theme
         else:
-            merged = list(dict.fromkeys([*first.evidence_chunk_ids, *theme.evidence_chunk_ids]))
-            by_signature[theme.signature] = first.model_copy(
-                update={"evidence_chunk_ids": merged})
+            merged = list(dict.fromkeys([*first.evidence, *theme.evidence]))
+            by_signature[theme.signature] = first.model_copy(update={"evidence": merged})
     return list(by_signature.values())
 
 
@@ -98,10 +103,10 @@ def vote_items(theme_id: str, theme: Theme, evidence: str, config: ThemeConfig
     ]
 
 
-def themes_frame(key: str, candidates: list[Theme], chunk_ids: set[str],
+def themes_frame(key: str, candidates: list[Theme], citations: list[Citations],
                  results: dict[str, ItemResult], config: ThemeConfig) -> pd.DataFrame:
-    """One row per theme: its votes, score and embedding, or the error of the first of its
-    calls that failed; a failed extraction is one row with that error."""
+    """One row per theme: its citations, votes, score and embedding, or the error of the
+    first of its calls that failed; a failed extraction is one row with that error."""
     extraction = results[f"{key}:themes"]
     if not extraction.ok:
         return pd.DataFrame([{"theme_id": f"{key}:extraction", "document_key": key,
@@ -109,9 +114,9 @@ def themes_frame(key: str, candidates: list[Theme], chunk_ids: set[str],
                               "error": extraction.error}], columns=THEME_COLUMNS)
     embedded = results.get(f"{key}:embed")
     rows = []
-    for position, theme in enumerate(candidates):
+    for position, (theme, cites) in enumerate(zip(candidates, citations, strict=True)):
         theme_id = f"{key}:{theme.signature}"
-        cited = [c for c in theme.evidence_chunk_ids if c in chunk_ids]
+        cited = cites.chunk_ids
         votes = [results[f"{theme_id}#vote{i}"] for i in range(config.votes)] if cited else []
         failed = next((r for r in [*votes, embedded] if not r.ok), None)
         scores = [v.value.score for v in votes] if failed is None else []
@@ -119,7 +124,8 @@ def themes_frame(key: str, candidates: list[Theme], chunk_ids: set[str],
         rows.append({
             "theme_id": theme_id, "document_key": key, "signature": theme.signature,
             "label": theme.label, "description": theme.description,
-            "evidence_chunk_ids": theme.evidence_chunk_ids, "cited_chunk_ids": cited,
+            "evidence": theme.evidence, "evidence_chunk_ids": cited, "cited_chunk_ids": cited,
+            "citations_unknown": cites.unknown,
             "votes": scores, "score": score,
             "kept": score is not None and score >= config.min_score,
             "embedding": embedded.value[position] if failed is None else None,
@@ -139,7 +145,7 @@ def evidence_check(key: str, rows: pd.DataFrame) -> dg.AssetCheckEvaluation:
             "themes": dg.MetadataValue.int(len(extracted)),
             "without_evidence": dg.MetadataValue.int(len(uncited)),
             "uncited": dg.MetadataValue.json([
-                {"signature": r.signature, "evidence_chunk_ids": list(r.evidence_chunk_ids)}
+                {"signature": r.signature, "evidence": list(r.evidence)}
                 for r in uncited.itertuples()]),
         },
     )
@@ -162,8 +168,13 @@ def _preview(rows: pd.DataFrame) -> str:
 def _counts(rows: pd.DataFrame) -> dict[str, dg.MetadataValue]:
     ok = rows[rows["error_class"].isna()]
     scores = ok["score"].dropna()
+    extracted = rows[rows["signature"].notna()]
     return {
-        "themes_extracted": dg.MetadataValue.int(int(rows["signature"].notna().sum())),
+        "themes_extracted": dg.MetadataValue.int(len(extracted)),
+        # every citation the themes gave, and those that named no passage of the document
+        "citations": dg.MetadataValue.int(int(extracted["evidence"].map(len).sum())),
+        "citations_unknown": dg.MetadataValue.int(
+            int(extracted["citations_unknown"].map(len).sum())),
         "themes_kept": dg.MetadataValue.int(int(ok["kept"].sum())),
         "themes_dropped": dg.MetadataValue.int(int((~ok["kept"].astype(bool)).sum())),
         "themes_failed": dg.MetadataValue.int(len(rows) - len(ok)),
@@ -177,17 +188,19 @@ DOCUMENT_THEMES_SPEC = llm_spec(
     deps=[CHUNKS, CHUNK_METADATA_KEY, CHUNK_EMBEDDINGS_KEY],
     code_version=THEMES_VERSION,
     description="Themes per document: snake_case signature, label, description and the "
-    "chunks that evidence them, each scored by `votes` independent LLM judgements "
-    "(averaged, 1-5); themes under `min_score` are kept in the table but marked dropped "
-    "(counted in `themes_dropped`). Skips documents whose chunk_metadata or "
-    "chunk_embeddings gate failed.",
+    "chunks that evidence them (cited by passage number, mapped back to chunk ids; "
+    "citations that name no chunk are counted in `citations_unknown`), each scored by "
+    "`votes` independent LLM judgements (averaged, 1-5); themes under `min_score` are "
+    "kept in the table but marked dropped (counted in `themes_dropped`). Skips "
+    "documents whose chunk_metadata or chunk_embeddings gate failed.",
 )
 DOCUMENT_THEMES_CHECKS = [
     success_rate_spec(DOCUMENT_THEMES_KEY),
     dg.AssetCheckSpec(
         "document_themes_evidence", asset=DOCUMENT_THEMES_KEY,
         partitions_def=documents_partitions,
-        description="every theme cites at least one chunk that exists in the document",
+        description="every theme cites at least one chunk that exists in the document "
+        "(an uncited theme is not judged; the uncited are listed with their citations)",
     ),
 ]
 
@@ -209,20 +222,23 @@ def themes_stage(context: dg.AssetExecutionContext, config: ThemeConfig,
     extracted, first_run = run_llm(context, llm, extraction, config.concurrency)
 
     candidates: dict[str, list[Theme]] = {}
+    citations: dict[str, list[Citations]] = {}
     judging: dict[str, list[ChatItem | EmbedItem]] = {}
     for key, frame in chunks.items():
         [result] = extracted[key]
         candidates[key] = unique_themes(result.value.themes) if result.ok else []
-        judging[key] = judging_items(key, candidates[key], frame, config)
+        chunk_ids = frame["chunk_id"].tolist()  # in the order the prompt numbered them
+        citations[key] = [resolve_citations(t.evidence, chunk_ids) for t in candidates[key]]
+        judging[key] = judging_items(key, candidates[key], citations[key], frame, config)
     judged, second_run = run_llm(context, llm, judging, config.concurrency)
 
     run = second_run.model_copy(update={
         "wall_seconds": round(first_run.wall_seconds + second_run.wall_seconds, 3),
         "peak_concurrency": max(first_run.peak_concurrency, second_run.peak_concurrency)})
-    for key, frame in chunks.items():
+    for key in chunks:
         with per_document(context, registry, key, failures):
             results = [*extracted[key], *judged.get(key, [])]
-            rows = themes_frame(key, candidates[key], set(frame["chunk_id"]),
+            rows = themes_frame(key, candidates[key], citations[key],
                                 {r.key: r for r in results}, config)
             record_judged(
                 context, store, DOCUMENT_THEMES_KEY, key, rows,
@@ -237,20 +253,20 @@ def themes_stage(context: dg.AssetExecutionContext, config: ThemeConfig,
     return failures
 
 
-def judging_items(key: str, candidates: list[Theme], chunks: pd.DataFrame,
-                  config: ThemeConfig) -> list[ChatItem | EmbedItem]:
+def judging_items(key: str, candidates: list[Theme], citations: list[Citations],
+                  chunks: pd.DataFrame, config: ThemeConfig) -> list[ChatItem | EmbedItem]:
     """One embedding request for the document's themes, and K votes for each theme that
     cites a chunk of the document (one that cites nothing real is not worth paying judges
-    for)."""
+    for), on the text of the passages it cites, under their numbers."""
     if not candidates:
         return []
     texts = chunks.set_index("chunk_id")["text"]
+    numbers = {chunk_id: n for n, chunk_id in enumerate(chunks["chunk_id"], start=1)}
     items: list[ChatItem | EmbedItem] = [
         EmbedItem(f"{key}:embed", [theme_text(t) for t in candidates])]
-    for theme in candidates:
-        cited = [c for c in theme.evidence_chunk_ids if c in texts.index]
-        if cited:
-            evidence = "\n\n".join(f"[chunk:{c}]\n{texts[c]}" for c in cited)
+    for theme, cites in zip(candidates, citations, strict=True):
+        if cited := cites.chunk_ids:
+            evidence = "\n\n".join(f"{passage_marker(numbers[c])}\n{texts[c]}" for c in cited)
             items += vote_items(f"{key}:{theme.signature}", theme,
                                 evidence[: config.text_budget_tokens * CHARS_PER_TOKEN], config)
     return items

@@ -60,5 +60,5 @@ def test_long_documents_are_shown_to_the_theme_prompt_as_digests(tmp_path):
         "keywords": [["priya"], ["acme"], None], "error_class": [None, None, "timeout"],
     }))
     passages = document_passages(CHUNKS, metadata, budget=5)
-    assert "[chunk:c0]\nPriya\nPriya works for Acme.\nkeywords: priya" in passages
-    assert "[chunk:c2]\n(unreadable)" in passages  # no digest: the text itself
+    assert "[1]\nPriya\nPriya works for Acme.\nkeywords: priya" in passages
+    assert "[3]\n(unreadable)" in passages  # no digest: the text itself

@@ -63,8 +63,13 @@ def test_sample_corpus_themes_are_voted_cited_and_recur(instance):
         assert len(rows) and rows["error_class"].isna().all()
         for row in rows.itertuples():
             assert re.fullmatch(SIGNATURE_PATTERN, row.signature)
+            # cited by passage number, mapped back to chunk ids in document order
+            assert len(row.evidence) and all(e.isdigit() for e in row.evidence)
+            numbered = _frame("chunks", key)["chunk_id"].tolist()
+            assert list(row.evidence_chunk_ids) == [numbered[int(e) - 1] for e in row.evidence]
             assert set(row.cited_chunk_ids) <= chunk_ids
-            assert set(row.cited_chunk_ids) <= set(row.evidence_chunk_ids)
+            assert list(row.cited_chunk_ids) == list(row.evidence_chunk_ids)
+            assert not len(row.citations_unknown)
             if len(row.cited_chunk_ids):
                 assert len(row.votes) == 3 and all(1 <= v <= 5 for v in row.votes)
                 assert row.score == round(statistics.fmean(row.votes), 3)
@@ -73,6 +78,8 @@ def test_sample_corpus_themes_are_voted_cited_and_recur(instance):
         meta = _meta(instance, "document_themes", key)
         assert meta["themes_kept"] + meta["themes_dropped"] + meta["themes_failed"] == len(rows)
         assert meta["themes_kept"] == int(rows["kept"].sum())
+        assert meta["citations"] == sum(len(e) for e in rows["evidence"]) > 0
+        assert meta["citations_unknown"] == 0
         assert meta["attempted"] == meta["succeeded"] + meta["failed"]
         assert meta["quality_gate"] == "passed"
 

@@ -124,7 +124,7 @@ def test_over_long_strings_and_lists_are_cut_within_their_limits(title, summary,
 def test_signatures_in_words_become_snake_case(words, data):
     text = data.draw(spelled("_".join(words)).filter(lambda t: not t.strip().endswith(("s",
                                                                                      "S"))))
-    theme = {"signature": text, "label": "L", "description": "D", "evidence_chunk_ids": []}
+    theme = {"signature": text, "label": "L", "description": "D", "evidence": []}
     value, _ = normalise({"themes": [theme]}, DocumentThemeList)
     signature = DocumentThemeList.model_validate(value).themes[0].signature
     assert re.fullmatch(SIGNATURE_PATTERN, signature)
@@ -133,12 +133,12 @@ def test_signatures_in_words_become_snake_case(words, data):
 
 def test_a_long_signature_is_cut_at_an_underscore_and_stays_valid():
     theme = {"signature": "Billing Double Charge " * 10, "label": "L", "description": "D",
-             "evidence_chunk_ids": ["[3]", "passage 4", "#5", "chunk: ab12cd34"]}
+             "evidence": ["[3]", "passage 4", "#5", "chunk: ab12cd34"]}
     value, counts = normalise({"themes": [theme]}, DocumentThemeList)
     parsed = DocumentThemeList.model_validate(value).themes[0]
     assert len(parsed.signature) <= 80 and parsed.signature.startswith("billing_double_charge")
-    assert parsed.evidence_chunk_ids == ["3", "4", "5", "ab12cd34"]
-    assert counts == {"Theme.signature": 1, "Theme.evidence_chunk_ids": 4}
+    assert parsed.evidence == ["3", "4", "5", "ab12cd34"]
+    assert counts == {"Theme.signature": 1, "Theme.evidence": 4}
 
 
 @given(st.one_of(st.integers(-10**6, 10**6), st.floats(-100, 100),
@@ -186,9 +186,9 @@ def test_the_schema_sent_is_openais_strict_schema_with_only_the_language_pattern
     assert schema["properties"]["category"] == {"enum": list(MEMBERS), "title": "Category",
                                                 "type": "string"}
     evidence = json_schema(DocumentThemeList)["$defs"]["Theme"]["properties"][
-        "evidence_chunk_ids"]
-    assert evidence == {"items": {"type": "string"}, "maxItems": 10,
-                        "title": "Evidence Chunk Ids", "type": "array"}
+        "evidence"]
+    assert evidence == {"items": {"type": "string"}, "maxItems": 10, "title": "Evidence",
+                        "type": "array", "description": evidence["description"]}
 
     class Plain(BaseModel):  # the markers add nothing to the schema
         model_config = ConfigDict(extra="forbid")

@@ -2,14 +2,18 @@
 
 import datetime as dt
 import json
+import re
 import uuid
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from assets.models import ChunkGraph, DocumentThemeList
+from assets.prompts import DOCUMENT_THEMES
 from resources.llm.offline import analytics as ta
-from resources.llm.offline.answers import answer
+from resources.llm.offline.answers import answer, original_request
 from resources.llm.offline.app import chat_completion, embeddings
+from resources.llm.structured import json_schema, parse, repair_turn, response_format
 from tests.conftest import SAMPLE_DIR
 
 TEXT = (SAMPLE_DIR / "support-chat-double-charge.txt").read_text()
@@ -75,3 +79,43 @@ def test_keywords_and_signatures_are_deterministic_text_analytics():
     assert ta.keywords("Refund refund refund the double charge. Charge twice.", 2) == [
         "refund", "charge"]
     assert ta.signature(["Billing", "Double-Charge"]) == "billing_double_charge"
+
+
+def _numbered(text: str) -> str:
+    """TEXT as the theme prompt shows a document: paragraphs after [1], [2], …"""
+    paragraphs = [p for p in text.split("\n\n") if p.strip()]
+    return "\n\n".join(f"[{n}]\n{p}" for n, p in enumerate(paragraphs, start=1))
+
+
+def _chat(messages: list[dict], schema: type[BaseModel] | None = None) -> str:
+    body = {"model": "m", "messages": messages}
+    if schema is not None:
+        body["response_format"] = response_format(schema)
+    return chat_completion(body)["choices"][0]["message"]["content"]
+
+
+def test_themes_cite_the_passage_numbers_the_prompt_shows():
+    document = _numbered(TEXT)
+    answered = DocumentThemeList.model_validate(answer(
+        json_schema(DocumentThemeList), DOCUMENT_THEMES.messages(document)))
+    shown = {str(n) for n in range(1, document.count("\n\n") + 2)}
+    assert answered.themes and all(t.evidence for t in answered.themes)
+    for theme in answered.themes:
+        assert set(theme.evidence) <= shown
+        assert not any(re.search(r"\[\d+\]", t) for t in (theme.label, theme.description))
+
+
+def test_a_repair_turn_is_answered_as_the_original_request():
+    messages = DOCUMENT_THEMES.messages(_numbered(TEXT))
+    for schema in (DocumentThemeList, ChunkGraph, None):
+        clean = _chat(messages, schema)
+        try:
+            parse(clean[: len(clean) // 2], schema or DocumentThemeList)
+        except ValueError as error:
+            repaired = [*messages, *repair_turn(clean[: len(clean) // 2], error)]
+        assert original_request(repaired) == messages
+        assert _chat(repaired, schema) == clean
+    # a later turn that is not our repair prompt is part of the request
+    follow_up = [*messages, {"role": "assistant", "content": "{}"},
+                 {"role": "user", "content": "Your previous answer was fine, thanks."}]
+    assert original_request(follow_up) == follow_up

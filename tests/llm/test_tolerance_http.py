@@ -62,10 +62,10 @@ def test_loose_signatures_lengths_and_citations_in_themes(sim):
     loose = sim.stats()["loose"]
     assert loose["pattern"] and loose["citations"] and loose["length"]
     assert metrics.normalised["Theme.signature"] > 0
-    assert metrics.normalised["Theme.evidence_chunk_ids"] > 0
+    assert metrics.normalised["Theme.evidence"] > 0
     for result in results:
         for theme in result.value.themes if result.ok else ():
-            assert all(len(c) == 8 and c.isalnum() for c in theme.evidence_chunk_ids)
+            assert all(len(c) == 8 and c.isalnum() for c in theme.evidence)
 
 
 def test_a_server_rejecting_json_schema_is_asked_in_json_mode_once_learned(sim, caplog):

@@ -10,8 +10,16 @@ import re
 import uuid
 
 from resources.llm.offline import analytics as ta
+from resources.llm.structured import REPAIR_PROMPT
 
-_CHUNK_ID = re.compile(r"\[chunk[:\s]+([0-9a-f]{8,})\]|chunk_id[\"':=\s]+([0-9a-f]{8,})", re.I)
+# What starts a passage: a `[chunk:ID]` marker, a `chunk_id: ID`, or a passage number
+# `[N]` alone on its line (how the theme prompt numbers a document's chunks).
+_PASSAGE = re.compile(
+    r"\[chunk[:\s]+(?P<id>[0-9a-f]{8,})\]|chunk_id[\"':=\s]+(?P<key>[0-9a-f]{8,})"
+    r"|^\[(?P<number>\d{1,6})\][ \t]*$", re.I | re.M)
+_REPAIR = re.compile(
+    "".join(re.escape(part) if part != "{error}" else ".*"
+            for part in re.split(r"(\{error\})", REPAIR_PROMPT)), re.S)
 _RELATION_CUES = {
     "WORKS_FOR": ("works for", "works at", "joined", "employee", "lead at", "engineer at"),
     "USES": ("uses", "using", "integrat", "relies on", "customer of", "subscribes"),
@@ -27,11 +35,40 @@ def _tagged(text: str, tag: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
+def original_request(messages: list[dict]) -> list[dict]:
+    """The messages without the repair turns the engine appended (our answer, then our
+    REPAIR_PROMPT): a repaired request is answered as the original one would be, as a
+    model given the same document and schema would, so one malformed answer cannot change
+    what a run stores."""
+    messages = list(messages)
+    while (len(messages) >= 3 and messages[-2].get("role") == "assistant"
+           and messages[-1].get("role") == "user"
+           and _REPAIR.fullmatch(str(messages[-1].get("content") or ""))):
+        messages = messages[:-2]
+    return messages
+
+
+def passages(text: str) -> tuple[str, dict[str, str]]:
+    """The text without its passage markers, and {what cites a passage: its text}: the
+    id of a `[chunk:ID]` passage, the number (as a string) of an `[N]` passage."""
+    found, plain, start, label = {}, [], 0, None
+    for match in _PASSAGE.finditer(text):
+        plain.append(text[start:match.start()])
+        if label is not None:
+            found[label] = text[start:match.start()].strip()
+        label, start = next(g for g in match.groups() if g), match.end()
+    plain.append(text[start:])
+    if label is not None:
+        found[label] = text[start:].strip()
+    return "".join(plain), found
+
+
 def request_parts(messages: list[dict]) -> tuple[str, str]:
     """What a request is about: the text inside <document> tags if present, else the first
-    user message (a repair turn comes later and is not the subject), and what is to be
+    user message of the original request (without repair turns), and what is to be
     judged against it, inside <theme> tags ("" if none)."""
-    users = [str(m.get("content") or "") for m in messages if m.get("role") == "user"]
+    users = [str(m.get("content") or "") for m in original_request(messages)
+             if m.get("role") == "user"]
     first = users[0] if users else ""
     document = _tagged(first, "document")
     return (first if document is None else document), _tagged(first, "theme") or ""
@@ -39,17 +76,15 @@ def request_parts(messages: list[dict]) -> tuple[str, str]:
 
 class Answerer:
     def __init__(self, text: str, root_schema: dict, subject: str = ""):
+        # passage markers are how the prompt cites, not what the document says
+        text, cited = passages(text)
         self.text = text
         self.subject = subject
         self.defs = root_schema.get("$defs", {})
         self.keywords = ta.keywords(text, 12)
         self.entities = ta.entities(text)
-        self.chunk_ids = [a or b for a, b in _CHUNK_ID.findall(text)]
-        # [chunk:ID] markers split the text into passages: id -> its lowercase text
-        parts = _CHUNK_ID.split(text)
-        self.passages = {a or b: body.lower()
-                         for a, b, body in zip(parts[1::3], parts[2::3], parts[3::3],
-                                               strict=True)}
+        self.citations = list(cited)  # what cites each passage (id or number), in order
+        self.passages = {label: body.lower() for label, body in cited.items()}
 
     # -- schema walking -------------------------------------------------------------------
     def _resolve(self, schema: dict) -> dict:
@@ -126,7 +161,7 @@ class Answerer:
                 contexts = [{}]
             values = [self.fill(items, name, c) for c in contexts[:high]]
         elif _has(name, "chunk", "evidence"):
-            values = self.chunk_ids[:high]
+            values = self.citations[:high]
         elif _has(name, "alias"):
             values = []
         elif items.get("type") == "string" and not items.get("format") and "enum" not in items:
@@ -147,7 +182,7 @@ class Answerer:
             hint = next((label for label, cues in _RELATION_CUES.items()
                          if label in options and any(c in sentence.lower() for c in cues)),
                         "RELATED_TO")
-            evidence = self.chunk_ids[0] if self.chunk_ids else sentence
+            evidence = self.citations[0] if self.citations else sentence
             relations.append({"source": source, "target": target, "type": hint, "_hint": hint,
                               "evidence": evidence, "evidence_chunk_id": evidence,
                               "description": sentence})
@@ -155,18 +190,18 @@ class Answerer:
 
     def _themes(self) -> list[dict]:
         """Recurring two-word phrases, else pairs of keywords; the passages that mention a
-        theme's words are its evidence."""
+        theme's words are its evidence, cited as the prompt marks them (number or id)."""
         pairs = [list(p) for p in ta.key_phrases(self.text)] or [
             self.keywords[i : i + 2] for i in range(0, min(len(self.keywords), 6), 2)]
         themes = []
         for terms in pairs:
-            evidence = [cid for cid, body in self.passages.items()
+            evidence = [label for label, body in self.passages.items()
                         if all(t in body for t in terms)]
             themes.append({
                 "signature": ta.signature(terms),
                 "label": " ".join(terms).capitalize(),
                 "description": self._sentence_with(terms) or ta.summary(self.text, 1),
-                "evidence_chunk_ids": (evidence or self.chunk_ids)[:3],
+                "evidence": (evidence or self.citations)[:3],
             })
         return themes or [{"signature": "general", "label": "General"}]
 
