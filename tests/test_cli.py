@@ -33,14 +33,15 @@ def test_demo_twice_then_list(tmp_path):
 
     first = _run([f"{BIN}/docgraph", "demo", str(docs)], home)
     assert first.returncode == 1, first.stderr  # one bad document: reported, not hidden
-    assert "2 materialized, 0 up to date, 1 failed" in first.stdout
+    assert "3 documents: 2 materialized through every stage, 0 up to date, 1 failed" \
+        in first.stdout
     assert "FAILED     empty: " in first.stdout
     assert "empty.txt: the file is empty" in first.stdout
 
     (docs / "empty.txt").unlink()
     second = _run([sys.executable, "-m", "pipeline_defs.cli", "demo", str(docs)], home)
     assert second.returncode == 0, second.stderr
-    assert "0 materialized, 2 up to date, 0 failed" in second.stdout
+    assert "0 materialized through every stage, 2 up to date, 0 failed" in second.stdout
 
     listing = _run([f"{BIN}/docgraph", "list"], home)
     assert listing.returncode == 0
