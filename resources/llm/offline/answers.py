@@ -74,6 +74,18 @@ def request_parts(messages: list[dict]) -> tuple[str, str]:
     return (first if document is None else document), _tagged(first, "theme") or ""
 
 
+
+def resolve_schema(schema: dict, defs: dict) -> dict:
+    """A JSON schema node with `$ref`s followed and a nullable `anyOf`/`oneOf` reduced to
+    its non-null option."""
+    while "$ref" in schema:
+        schema = defs[schema["$ref"].rsplit("/", 1)[-1]]
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            options = [resolve_schema(s, defs) for s in schema[key]]
+            return next((s for s in options if s.get("type") != "null"), options[0])
+    return schema
+
 class Answerer:
     def __init__(self, text: str, root_schema: dict, subject: str = ""):
         # passage markers are how the prompt cites, not what the document says
@@ -88,13 +100,7 @@ class Answerer:
 
     # -- schema walking -------------------------------------------------------------------
     def _resolve(self, schema: dict) -> dict:
-        while "$ref" in schema:
-            schema = self.defs[schema["$ref"].rsplit("/", 1)[-1]]
-        for key in ("anyOf", "oneOf"):
-            if key in schema:
-                options = [self._resolve(s) for s in schema[key]]
-                return next((s for s in options if s.get("type") != "null"), options[0])
-        return schema
+        return resolve_schema(schema, self.defs)
 
     def fill(self, schema: dict, name: str = "", context: dict | None = None) -> object:
         schema = self._resolve(schema)

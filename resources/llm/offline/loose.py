@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pycountry
 from pydantic import BaseModel, Field, model_validator
 
+from resources.llm.offline.answers import resolve_schema
 from resources.llm.structured import schema_in_messages
 
 # What each knob does (SimConfig fields of the same names, rates in [0, 1]).
@@ -127,13 +128,7 @@ class _Walker:
         self.rates, self.rng, self.counts = rates, rng, counts
 
     def _resolve(self, schema: dict) -> dict:
-        while "$ref" in schema:
-            schema = self.defs[schema["$ref"].rsplit("/", 1)[-1]]
-        for key in ("anyOf", "oneOf"):
-            if key in schema:
-                options = [self._resolve(s) for s in schema[key]]
-                return next((s for s in options if s.get("type") != "null"), options[0])
-        return schema
+        return resolve_schema(schema, self.defs)
 
     def _draw(self, knob: str) -> bool:
         if self.rng.random() < getattr(self.rates, knob):
