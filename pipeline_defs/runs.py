@@ -25,6 +25,7 @@ from assets.partitions import documents_partitions
 from assets.pipeline import LLM_POOL, PIPELINE_SPECS
 from pipeline_defs.definitions import defs
 from pipeline_defs.graph_removal import removed_since
+from pipeline_defs.run_launch import launch
 from resources.registry import DocumentRegistry
 from resources.storage import UNPARTITIONED, AssetStore
 
@@ -123,8 +124,8 @@ def materialize(
     failed: dict[str, dict] = {}
     for batch in partition_batches(ordered, todo, batch_size):
         for job in jobs:
-            result = defs.resolve_job_def(job).execute_in_process(
-                instance=instance, raise_on_error=False,
+            result = launch(
+                instance, defs.resolve_job_def(job), raise_on_error=False,
                 tags={RANGE_START_TAG: batch[0], RANGE_END_TAG: batch[-1]},
                 run_config=_quiet(log_level),
             )
@@ -167,8 +168,8 @@ def catalog_outdated(instance: dg.DagsterInstance) -> bool:
 
 
 def rebuild_catalog(instance: dg.DagsterInstance, log_level: str = "CRITICAL") -> None:
-    result = defs.resolve_job_def("catalog_job").execute_in_process(
-        instance=instance, run_config=_quiet(log_level), raise_on_error=False)
+    result = launch(instance, defs.resolve_job_def("catalog_job"),
+                    run_config=_quiet(log_level), raise_on_error=False)
     if not result.success:
         print(f"docgraph: rebuilding theme_catalog failed (run {result.run_id}); see its "
               "logs in the UI (make dev) or re-run with --log-level INFO")
