@@ -1,5 +1,4 @@
 import dagster as dg
-from resources.neo4j.resource import Neo4jResource
 
 from assets.catalog import theme_catalog
 from assets.graph import neo4j_graph
@@ -7,6 +6,7 @@ from assets.pipeline import document_pipeline
 from pipeline_defs.jobs import catalog_job, docgraph_job, graph_job, ingest_job
 from pipeline_defs.sensors import inbox_sensor
 from resources.llm.resource import LLMResource
+from resources.neo4j.resource import Neo4jResource
 from resources.registry import DocumentRegistry
 from resources.storage import AssetStore, DocgraphIOManager
 

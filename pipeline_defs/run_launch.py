@@ -96,24 +96,26 @@ def launch(instance: dg.DagsterInstance, job: dg.JobDefinition, **kwargs
                 instance=instance, run_id=run_id, tags=tags, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             outcome["error"] = exc
+        finally:
+            done.set()
 
+    # An Event, not Thread.join: a join interrupted by a signal can leave is_alive() False
+    # while the thread still runs (Python < 3.13).
+    done = threading.Event()
     thread = threading.Thread(target=work, name=f"docgraph {job.name}", daemon=True)
     launched.append(run_id)
     thread.start()
     try:
-        _watch(instance, thread, run_id, pools)
-    except Interrupted as stop:
-        _stop(instance, thread, run_id, stop)
-        raise
-    except SlotWaitTimeout as timeout:
-        _stop(instance, thread, run_id, timeout)
+        _watch(instance, done, run_id, pools)
+    except (Interrupted, SlotWaitTimeout) as reason:
+        _stop(instance, done, run_id, reason)
         raise
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
 
 
-def _watch(instance: dg.DagsterInstance, thread: threading.Thread, run_id: str,
+def _watch(instance: dg.DagsterInstance, done: threading.Event, run_id: str,
            pools: dict[str, str]) -> None:
     """Wait for the run; if one of its steps is left waiting for a slot (another process
     took the one we saw free), say so, recover dead holders, and give up in time."""
@@ -121,9 +123,8 @@ def _watch(instance: dg.DagsterInstance, thread: threading.Thread, run_id: str,
     said = 0.0
     watching = bool(pools) and instance.event_log_storage.supports_global_concurrency_limits
     next_look = time.monotonic() + WATCH_SECONDS
-    while thread.is_alive():
-        thread.join(0.2)
-        if not watching or time.monotonic() < next_look or not thread.is_alive():
+    while not done.wait(0.2):
+        if not watching or time.monotonic() < next_look:
             continue
         next_look = time.monotonic() + WATCH_SECONDS
         pending = _unassigned_pool(instance, run_id, pools)
@@ -166,7 +167,7 @@ def _pool_steps_left(instance: dg.DagsterInstance, run_id: str, pools: dict[str,
     return bool(set(pools) - claimed)
 
 
-def _stop(instance: dg.DagsterInstance, thread: threading.Thread, run_id: str,
+def _stop(instance: dg.DagsterInstance, done: threading.Event, run_id: str,
           reason: BaseException) -> None:
     """End the run CANCELED with no slot held, within STOP_GRACE_SECONDS."""
     deadline = time.monotonic() + STOP_GRACE_SECONDS
@@ -176,7 +177,7 @@ def _stop(instance: dg.DagsterInstance, thread: threading.Thread, run_id: str,
     if run is not None and run.status not in FINISHED:
         instance.report_run_canceling(run, f"docgraph: stopping: {why}")
     request_stop()
-    thread.join(max(0.0, deadline - time.monotonic()))
+    done.wait(max(0.0, deadline - time.monotonic()))
     run = instance.get_run_by_id(run_id)
     if run is not None and run.status not in (dg.DagsterRunStatus.CANCELED,
                                               dg.DagsterRunStatus.SUCCESS):
@@ -186,6 +187,6 @@ def _stop(instance: dg.DagsterInstance, thread: threading.Thread, run_id: str,
     print(f"docgraph: run {run_id[:8]} canceled ({why}); its pool slots are free. Answers "
           "received so far are in the response cache: the next run pays only for the rest.",
           flush=True)
-    if thread.is_alive():  # stuck outside our code (e.g. in Dagster's claim loop)
+    if not done.is_set():  # stuck outside our code (e.g. in Dagster's claim loop)
         sys.stderr.flush()
         os._exit(getattr(reason, "exit_code", 1))
