@@ -268,3 +268,23 @@ def test_every_answer_is_in_the_cache_before_it_is_handed_on(tmp_path, sim):
 
     metrics = asyncio.run(go())
     assert metrics.succeeded == 40 and len(other) == 40 == sim.stats()["requests"]
+
+
+def test_a_pool_held_by_another_host_is_waited_for_out_loud_then_given_up(tmp_path, sim):
+    home = tmp_path / "home"
+    env = _env(home, sim)
+    _added(env)
+    instance = _instance(home)
+    instance.event_log_storage.set_concurrency_slots("llm", 1)
+    other = _fabricated_run(instance, {HOST_TAG: "elsewhere", PID_TAG: "77"})
+    started = time.monotonic()
+    done = subprocess.run([*_cli("materialize"), "--slot-wait-seconds", "2"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 75, done.stdout + done.stderr
+    assert time.monotonic() - started < 30
+    assert (f"docgraph: recovery: left alone, holding slots: run {other.run_id[:8]} "
+            "(STARTED, process 77 on host elsewhere)") in done.stdout
+    assert (f"docgraph: pool llm has no free slot (1 of 1 held by run {other.run_id} "
+            "(STARTED, process 77 on host elsewhere)); waiting up to 2 s") in done.stdout
+    assert "docgraph: gave up after 2 s waiting for a slot of pool llm" in done.stderr
+    assert sim.stats()["requests"] == 0
