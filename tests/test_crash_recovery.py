@@ -30,7 +30,6 @@ from resources.llm.offline.simulator import SimConfig
 from resources.neo4j import delete_all
 from resources.neo4j.export import graph_export
 from tests.conftest import REPO, SAMPLE_DIR
-from tests.graph.conftest import neo4j_driver, neo4j_settings  # noqa: F401 - fixtures
 from tests.llm.conftest import Summary, chat_items, fast_settings
 
 CONCURRENCY = 4
@@ -117,7 +116,7 @@ def _no_slot_held(instance: dg.DagsterInstance) -> None:
 
 
 def test_killed_twice_the_third_run_finishes_with_the_clean_outputs(
-        tmp_path, sim, neo4j_settings, neo4j_driver):  # noqa: F811
+        tmp_path, sim, neo4j_settings, neo4j_driver):
     clean_home, home = tmp_path / "clean", tmp_path / "crashed"
     delete_all(neo4j_driver)
     env = _env(clean_home, sim, neo4j_settings)
