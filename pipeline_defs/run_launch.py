@@ -104,8 +104,8 @@ def launch(instance: dg.DagsterInstance, job: dg.JobDefinition, **kwargs
     done = threading.Event()
     thread = threading.Thread(target=work, name=f"docgraph {job.name}", daemon=True)
     launched.append(run_id)
-    thread.start()
     try:
+        thread.start()
         _watch(instance, done, run_id, pools)
     except (Interrupted, SlotWaitTimeout) as reason:
         _stop(instance, done, run_id, reason)
