@@ -5,7 +5,6 @@ run, so the provider sees one steady stream at its rate limit; the results are t
 back per document for storage, metadata and the success-rate gate.
 """
 
-import asyncio
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -26,6 +25,7 @@ from assets.batch import (
     record,
 )
 from assets.ingestion import CHUNKS
+from assets.interrupts import run_interruptible
 from assets.partitions import documents_partitions
 from assets.prompts import Prompt
 from resources.llm import ChatItem, EmbedItem, ItemResult
@@ -134,7 +134,7 @@ def run_llm(
                 items(), lambda r: by_partition[owner[r.key]].append(r), concurrency
             )
 
-    metrics = asyncio.run(go())
+    metrics = run_interruptible(go())  # SIGINT/SIGTERM to the CLI cancels it
     return by_partition, metrics
 
 

@@ -33,6 +33,7 @@ from assets.graph_extraction import (
     graph_extraction_stage,
 )
 from assets.ingestion import CHUNKS_SPEC, DOCUMENTS_SPEC, IngestConfig, ingest_stage
+from assets.interrupts import raise_if_stopped
 from assets.metadata import (
     CHUNK_METADATA_CHECKS,
     CHUNK_METADATA_SPEC,
@@ -93,6 +94,7 @@ def document_pipeline(
         document held back from its themes still gets its graph extraction)."""
         if not selected & {spec.key for spec in specs}:
             return
+        raise_if_stopped()  # the CLI was told to stop: no new stage
         needs = {dep.asset_key for spec in specs for dep in spec.deps}
         ready = [k for k in all_keys if not failed_assets[k] & needs]
         names = tuple(spec.key.to_user_string() for spec in specs if spec.key in selected)

@@ -24,10 +24,13 @@ import dagster as dg
 
 from assets.batch import DOCUMENTS_PER_RUN
 from assets.partitions import documents_partitions
+from pipeline_defs import run_launch
 from pipeline_defs.definitions import defs
 from pipeline_defs.graph_removal import in_graph, remove_from_graph
+from pipeline_defs.llm_usage import usage_line
 from pipeline_defs.report import print_answers, print_summary
 from pipeline_defs.runs import latest_metadata, materialize, rebuild_catalog, registry
+from pipeline_defs.slot_wait import SlotWaitTimeout
 from resources.llm import EmbedItem
 from resources.llm.resource import LLMResource
 from resources.neo4j.retrieve import RetrievedChunk, nearest_chunks
@@ -151,6 +154,13 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="CRITICAL",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                         help="run logs to show (default: none; the summary reports failures)")
+    _slot_wait_option(parser)
+
+
+def _slot_wait_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--slot-wait-seconds", type=float, default=600.0,
+                        help="how long to wait for a free pool slot before giving up "
+                        "(default 600; 0 waits as long as it takes)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     _run_options(p_add)
     p_rm = sub.add_parser("remove", help="remove document partitions (files are kept)")
     p_rm.add_argument("keys", nargs="+")
+    _slot_wait_option(p_rm)
     sub.add_parser("list", help="registered documents")
     p_mat = sub.add_parser("materialize", help="run docgraph_job (ingest, enrich, themes) "
                            "in-process, then the theme catalog")
@@ -180,7 +191,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "ask":
         print_answers(args.question, ask(args.question, args.k))
         return 0
+    if hasattr(args, "slot_wait_seconds"):  # the commands that launch runs
+        run_launch.install_stop_handlers()
+        run_launch.settings.slot_wait_seconds = args.slot_wait_seconds
+        run_launch.settings.actor = f"docgraph {args.command}"
+    try:
+        return _command(args)
+    except run_launch.Interrupted as stop:
+        print(f"docgraph: stopped by {stop}", file=sys.stderr)
+        return stop.exit_code
+    except SlotWaitTimeout as timeout:
+        print(timeout, file=sys.stderr)
+        return timeout.exit_code
 
+
+def _command(args: argparse.Namespace) -> int:
     with _instance() as instance:
         known = instance.get_dynamic_partitions(documents_partitions.name)
         if args.command == "remove":
@@ -211,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
             keys = args.keys or known
         outcomes = materialize(instance, keys, args.force, args.batch_size, args.log_level)
         print_summary(instance, outcomes)
+        if line := usage_line(instance, run_launch.launched):
+            print(line)
         return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 

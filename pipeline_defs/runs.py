@@ -32,6 +32,7 @@ from pipeline_defs.outcomes import (
     run_failures,
     stage_outcomes,
 )
+from pipeline_defs.run_launch import launch
 from resources.registry import DocumentRegistry
 from resources.storage import UNPARTITIONED, AssetStore
 
@@ -126,8 +127,8 @@ def materialize(
     failed: dict[str, dict[str, StageOutcome]] = {}
     for batch in partition_batches(ordered, todo, batch_size):
         for job in jobs:
-            result = defs.resolve_job_def(job).execute_in_process(
-                instance=instance, raise_on_error=False,
+            result = launch(
+                instance, defs.resolve_job_def(job), raise_on_error=False,
                 tags={RANGE_START_TAG: batch[0], RANGE_END_TAG: batch[-1]},
                 run_config=_quiet(log_level),
             )
@@ -156,8 +157,8 @@ def catalog_outdated(instance: dg.DagsterInstance) -> bool:
 
 
 def rebuild_catalog(instance: dg.DagsterInstance, log_level: str = "CRITICAL") -> None:
-    result = defs.resolve_job_def("catalog_job").execute_in_process(
-        instance=instance, run_config=_quiet(log_level), raise_on_error=False)
+    result = launch(instance, defs.resolve_job_def("catalog_job"),
+                    run_config=_quiet(log_level), raise_on_error=False)
     if not result.success:
         print(f"docgraph: rebuilding theme_catalog failed (run {result.run_id}); see its "
               "logs in the UI (make dev) or re-run with --log-level INFO")

@@ -11,12 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import neo4j
 import psycopg2
 import pytest
 import yaml
 
+from resources.neo4j import Neo4jSettings, delete_all, drop_schema
+from resources.neo4j.exclusive import exclusive_use
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO / "data" / "sample"
+NEO4J_SCRIPT = REPO / "scripts" / "neo4j.sh"
 
 
 @pytest.fixture(autouse=True)
@@ -81,3 +86,37 @@ def instance() -> Iterator[dg.DagsterInstance]:
     """A throwaway local instance for tests whose subject is not the storage."""
     with dg.instance_for_test() as inst:
         yield inst
+
+
+# One session-wide Neo4j for every test that needs one (tests/graph/conftest.py says how it is
+# chosen): defined once, here, so that two definitions never queue on the server's lock.
+@pytest.fixture(scope="session")
+def neo4j_settings() -> Iterator[Neo4jSettings]:
+    uri = os.environ.get("DOCGRAPH_TEST_NEO4J_URI")
+    server = uri or os.environ.get("DOCGRAPH_NEO4J_DIR", "/tmp/docgraph-neo4j")
+    with exclusive_use(server):  # another session would empty the database under us
+        if uri:
+            yield Neo4jSettings.from_env(uri=uri)
+            return
+        was_running = subprocess.run([NEO4J_SCRIPT, "status"],
+                                     capture_output=True).returncode == 0
+        started = subprocess.run([NEO4J_SCRIPT, "start"], capture_output=True, text=True)
+        if started.returncode != 0:
+            pytest.fail(f"scripts/neo4j.sh start failed:\n{started.stderr}", pytrace=False)
+        try:
+            yield Neo4jSettings.from_env(uri=started.stdout.strip())
+        finally:
+            if not was_running:
+                subprocess.run([NEO4J_SCRIPT, "stop"], check=True)
+
+
+@pytest.fixture(scope="session")
+def neo4j_driver(neo4j_settings: Neo4jSettings) -> Iterator[neo4j.Driver]:
+    driver = neo4j_settings.driver()
+    try:
+        driver.verify_connectivity()
+        delete_all(driver)
+        drop_schema(driver)
+        yield driver
+    finally:
+        driver.close()

@@ -1,60 +1,23 @@
 """A real Neo4j server for the graph tests.
 
-`neo4j_settings` uses DOCGRAPH_TEST_NEO4J_URI (and NEO4J_PASSWORD) if set (scripts/test.sh
-starts the server and sets it; not NEO4J_URI, which would make every CLI test write the
-graph), else starts the server with scripts/neo4j.sh and stops it at the end only if it
-started it, like `pg_url`. It is never skipped: no server, no green run. `graph` gives
-each test an empty database and a writer; the schema is dropped once per session (a
-benchmark may have left another vector dimension) and then kept between tests, as in
-production. Sessions and benchmarks sharing a server queue on a lock
-(resources/neo4j/exclusive.py) rather than empty it under each other.
+`neo4j_settings` (defined in tests/conftest.py: the crash tests share it) uses
+DOCGRAPH_TEST_NEO4J_URI (and NEO4J_PASSWORD) if set (scripts/test.sh starts the server and
+sets it; not NEO4J_URI, which would make every CLI test write the graph), else starts the
+server with scripts/neo4j.sh and stops it at the end only if it started it, like `pg_url`.
+It is never skipped: no server, no green run. `graph` gives each test an empty database
+and a writer; the schema is dropped once per session (a benchmark may have left another
+vector dimension) and then kept between tests, as in production. Sessions and benchmarks
+sharing a server queue on a lock (resources/neo4j/exclusive.py) rather than empty it under
+each other.
 """
 
-import os
-import subprocess
 from collections.abc import Iterator
 
 import neo4j
 import pytest
 
 from resources.neo4j import GraphWriter, Neo4jSettings, delete_all, drop_schema
-from resources.neo4j.exclusive import exclusive_use
-from tests.conftest import REPO
 from tests.graph.corpus import DIMENSIONS
-
-NEO4J_SCRIPT = REPO / "scripts" / "neo4j.sh"
-
-
-@pytest.fixture(scope="session")
-def neo4j_settings() -> Iterator[Neo4jSettings]:
-    uri = os.environ.get("DOCGRAPH_TEST_NEO4J_URI")
-    server = uri or os.environ.get("DOCGRAPH_NEO4J_DIR", "/tmp/docgraph-neo4j")
-    with exclusive_use(server):  # another session would empty the database under us
-        if uri:
-            yield Neo4jSettings.from_env(uri=uri)
-            return
-        was_running = subprocess.run([NEO4J_SCRIPT, "status"],
-                                     capture_output=True).returncode == 0
-        started = subprocess.run([NEO4J_SCRIPT, "start"], capture_output=True, text=True)
-        if started.returncode != 0:
-            pytest.fail(f"scripts/neo4j.sh start failed:\n{started.stderr}", pytrace=False)
-        try:
-            yield Neo4jSettings.from_env(uri=started.stdout.strip())
-        finally:
-            if not was_running:
-                subprocess.run([NEO4J_SCRIPT, "stop"], check=True)
-
-
-@pytest.fixture(scope="session")
-def neo4j_driver(neo4j_settings: Neo4jSettings) -> Iterator[neo4j.Driver]:
-    driver = neo4j_settings.driver()
-    try:
-        driver.verify_connectivity()
-        delete_all(driver)
-        drop_schema(driver)
-        yield driver
-    finally:
-        driver.close()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from tests.graph.conftest import NEO4J_SCRIPT
+from tests.conftest import NEO4J_SCRIPT
 
 DEFAULT_DIR = Path(os.environ.get("DOCGRAPH_NEO4J_DIR", "/tmp/docgraph-neo4j"))
 LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F"}  # 127.0.0.1, ::ffff:127.0.0.1
