@@ -120,3 +120,18 @@ def neo4j_driver(neo4j_settings: Neo4jSettings) -> Iterator[neo4j.Driver]:
         yield driver
     finally:
         driver.close()
+
+
+@pytest.fixture
+def chain_graph(neo4j_settings: Neo4jSettings, neo4j_driver: neo4j.Driver,
+                monkeypatch: pytest.MonkeyPatch) -> Iterator[neo4j.Driver]:
+    """An empty database without a schema that the pipeline writes to (NEO4J_URI set, as
+    `make demo` does; subprocesses take `neo4j_settings.uri`), left the same way: the
+    pipeline's vector index has another size than the store tests' one."""
+    monkeypatch.setenv("NEO4J_URI", neo4j_settings.uri)
+    monkeypatch.setenv("NEO4J_PASSWORD", neo4j_settings.password)
+    delete_all(neo4j_driver)
+    drop_schema(neo4j_driver)
+    yield neo4j_driver
+    delete_all(neo4j_driver)
+    drop_schema(neo4j_driver)

@@ -27,7 +27,7 @@ from resources.llm import LLMEngine
 from resources.llm.cache import SQLiteCache
 from resources.llm.offline.server import SimulatorServer
 from resources.llm.offline.simulator import SimConfig
-from resources.neo4j import delete_all, drop_schema
+from resources.neo4j import delete_all
 from resources.neo4j.export import graph_export
 from tests.conftest import REPO, SAMPLE_DIR
 from tests.llm.conftest import Summary, chat_items, fast_settings
@@ -115,21 +115,10 @@ def _no_slot_held(instance: dg.DagsterInstance) -> None:
         assert info.claimed_slots == [] and info.pending_steps == [], (pool, info)
 
 
-@pytest.fixture
-def empty_graph(neo4j_driver):
-    """The tests' Neo4j with no data and no schema (the graph tests leave their own vector
-    size), left the same way for them."""
-    delete_all(neo4j_driver)
-    drop_schema(neo4j_driver)
-    yield neo4j_driver
-    delete_all(neo4j_driver)
-    drop_schema(neo4j_driver)
-
-
 def test_killed_twice_the_third_run_finishes_with_the_clean_outputs(
-        tmp_path, sim, neo4j_settings, empty_graph):
+        tmp_path, sim, neo4j_settings, chain_graph):
     clean_home, home = tmp_path / "clean", tmp_path / "crashed"
-    neo4j_driver = empty_graph
+    neo4j_driver = chain_graph
     env = _env(clean_home, sim, neo4j_settings)
     _added(env)
     code, out, err = _finish(_start(env))

@@ -11,12 +11,10 @@ sharing a server queue on a lock (resources/neo4j/exclusive.py) rather than empt
 each other.
 """
 
-from collections.abc import Iterator
-
 import neo4j
 import pytest
 
-from resources.neo4j import GraphWriter, Neo4jSettings, delete_all, drop_schema
+from resources.neo4j import GraphWriter, delete_all
 from tests.graph.corpus import DIMENSIONS
 
 
@@ -27,18 +25,3 @@ def graph(neo4j_driver: neo4j.Driver) -> GraphWriter:
     writer = GraphWriter(neo4j_driver)
     writer.ensure_schema(DIMENSIONS)
     return writer
-
-
-@pytest.fixture
-def chain_graph(neo4j_settings: Neo4jSettings, neo4j_driver: neo4j.Driver,
-                monkeypatch: pytest.MonkeyPatch) -> Iterator[neo4j.Driver]:
-    """An empty database the pipeline writes to (NEO4J_URI set, as `make demo` does); the
-    schema is dropped after, since the pipeline's vector index has another size than the
-    store tests' one."""
-    monkeypatch.setenv("NEO4J_URI", neo4j_settings.uri)
-    monkeypatch.setenv("NEO4J_PASSWORD", neo4j_settings.password)
-    delete_all(neo4j_driver)
-    drop_schema(neo4j_driver)
-    yield neo4j_driver
-    delete_all(neo4j_driver)
-    drop_schema(neo4j_driver)
