@@ -15,6 +15,7 @@ from assets.batch import latest_upstream
 from assets.enrichment import GATE_METADATA
 
 STAGE_STATES = ("ok", "gate_failed", "failed", "not_run")
+CATCH_ALL = ("run_error", "step_error")  # failures given to every asset of a run or step
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,10 @@ def stage_outcomes(instance: dg.DagsterInstance, key: str, chain: list[str],
                    ) -> dict[str, StageOutcome]:
     stages: dict[str, StageOutcome] = {}
     for name in chain:
-        if name in failures:
-            stages[name] = failures[name]
+        failure = failures.get(name)
+        # a crashed step fails all its assets, but not the ones it stored before it crashed
+        if failure and not (failure.error_class in CATCH_ALL and name in materialized):
+            stages[name] = failure
         elif name in materialized:
             latest = latest_upstream(instance, dg.AssetKey(name), key)
             meta = latest.metadata if latest else {}

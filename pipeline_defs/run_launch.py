@@ -174,17 +174,18 @@ def _stop(instance: dg.DagsterInstance, done: threading.Event, run_id: str,
     why = (f"{reason} received by docgraph (pid {os.getpid()})"
            if isinstance(reason, Interrupted) else str(reason))
     run = instance.get_run_by_id(run_id)
-    if run is not None and run.status not in FINISHED:
+    finished = run.status if run is not None and run.status in FINISHED else None
+    if run is not None and finished is None:
         instance.report_run_canceling(run, f"docgraph: stopping: {why}")
     request_stop()
     done.wait(max(0.0, deadline - time.monotonic()))
     run = instance.get_run_by_id(run_id)
-    if run is not None and run.status not in (dg.DagsterRunStatus.CANCELED,
-                                              dg.DagsterRunStatus.SUCCESS):
+    if run is not None and finished is None and run.status != dg.DagsterRunStatus.CANCELED:
         instance.report_run_canceled(run, f"docgraph: canceled: {why}")
     if instance.event_log_storage.supports_global_concurrency_limits:
         instance.event_log_storage.free_concurrency_slots_for_run(run_id)
-    print(f"docgraph: run {run_id[:8]} canceled ({why}); its pool slots are free. Answers "
+    what = f"had already ended {finished.value}" if finished else "canceled"
+    print(f"docgraph: run {run_id[:8]} {what} ({why}); its pool slots are free. Answers "
           "received so far are in the response cache: the next run pays only for the rest.",
           flush=True)
     if not done.is_set():  # stuck outside our code (e.g. in Dagster's claim loop)

@@ -2,8 +2,9 @@
 
 A pid alone is not an identity: pids are reused, and after a reboot a new process may hold
 a dead run's pid. So a run records its host, its pid, the pid's start time (field 22 of
-/proc/<pid>/stat, in clock ticks since boot) and the boot id: the owner is alive only if
-this host has booted once since, and the pid exists and started at that very tick.
+/proc/<pid>/stat, in clock ticks since boot), the boot id and the pid namespace: the owner
+is alive only if this host has booted once since, and the pid exists and started at that
+very tick; an owner in another pid namespace (another container) is not ours to judge.
 
 Linux only through /proc (what the project's machines run; no psutil dependency for two
 numbers). Where /proc is missing the start time is unknown and only the pid is checked.
@@ -18,6 +19,7 @@ HOST_TAG = "docgraph/host"
 PID_TAG = "docgraph/pid"
 PID_STARTED_TAG = "docgraph/pid_started"
 BOOT_TAG = "docgraph/boot_id"
+PID_NS_TAG = "docgraph/pid_ns"  # containers on one host name and kernel have their own pids
 
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
@@ -29,6 +31,13 @@ def host() -> str:
 def boot_id() -> str | None:
     try:
         return _BOOT_ID.read_text().strip()
+    except OSError:
+        return None
+
+
+def pid_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
     except OSError:
         return None
 
@@ -52,6 +61,8 @@ def owner_tags() -> dict[str, str]:
         tags[PID_STARTED_TAG] = started
     if boot := boot_id():
         tags[BOOT_TAG] = boot
+    if namespace := pid_namespace():
+        tags[PID_NS_TAG] = namespace
     return tags
 
 
@@ -61,18 +72,22 @@ class Owner:
     pid: int
     started: str | None
     boot: str | None
+    namespace: str | None = None
 
     @classmethod
     def of(cls, tags: dict[str, str]) -> "Owner | None":
         """The owner a run's tags name, or None for runs docgraph did not launch."""
         try:
             return cls(tags[HOST_TAG], int(tags[PID_TAG]), tags.get(PID_STARTED_TAG),
-                       tags.get(BOOT_TAG))
+                       tags.get(BOOT_TAG), tags.get(PID_NS_TAG))
         except (KeyError, ValueError):
             return None
 
     def here(self) -> bool:
-        return self.host == host()
+        """On this host and in this pid namespace: only then can its pid be looked up (a
+        container with the host's name but its own pids is another host to us)."""
+        return self.host == host() and (self.namespace is None or pid_namespace() is None
+                                        or self.namespace == pid_namespace())
 
     def alive(self) -> bool:
         """Whether the owning process still runs (meaningful only for an owner on this host):

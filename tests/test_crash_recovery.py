@@ -21,7 +21,14 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from pipeline_defs.run_owner import BOOT_TAG, HOST_TAG, PID_STARTED_TAG, PID_TAG, host
+from pipeline_defs.run_owner import (
+    BOOT_TAG,
+    HOST_TAG,
+    PID_NS_TAG,
+    PID_STARTED_TAG,
+    PID_TAG,
+    host,
+)
 from pipeline_defs.run_recovery import recover
 from resources.llm import LLMEngine
 from resources.llm.cache import SQLiteCache
@@ -206,7 +213,7 @@ def _job() -> dg.JobDefinition:
 
 
 def test_recovery_marks_a_dead_owners_run_failed_and_frees_its_slot(instance):
-    instance.event_log_storage.set_concurrency_slots("llm", 4)
+    instance.event_log_storage.set_concurrency_slots("llm", 5)
     me = {HOST_TAG: host(), PID_TAG: str(os.getpid()),
           PID_STARTED_TAG: Path(f"/proc/{os.getpid()}/stat").read_text()
           .rsplit(")", 1)[1].split()[19]}
@@ -214,17 +221,21 @@ def test_recovery_marks_a_dead_owners_run_failed_and_frees_its_slot(instance):
     reused = _fabricated_run(instance, {**me, PID_STARTED_TAG: "1"})  # our pid, not our start
     other_host = _fabricated_run(instance, {HOST_TAG: "elsewhere", PID_TAG: "1"})
     alive = _fabricated_run(instance, me)
+    # a container with this host name and its own pids: its pid means nothing here
+    container = _fabricated_run(instance, {HOST_TAG: host(), PID_TAG: str(_dead_pid()),
+                                           PID_NS_TAG: "pid:[1]"})
 
     found = recover(instance, "docgraph test")
 
     status = {r.run_id: instance.get_run_by_id(r.run_id).status
-              for r in (dead, reused, other_host, alive)}
+              for r in (dead, reused, other_host, alive, container)}
     assert status == {dead.run_id: dg.DagsterRunStatus.FAILURE,
                       reused.run_id: dg.DagsterRunStatus.FAILURE,
                       other_host.run_id: dg.DagsterRunStatus.STARTED,
-                      alive.run_id: dg.DagsterRunStatus.STARTED}
+                      alive.run_id: dg.DagsterRunStatus.STARTED,
+                      container.run_id: dg.DagsterRunStatus.STARTED}
     held = {s.run_id for s in instance.event_log_storage.get_concurrency_info("llm").claimed_slots}
-    assert held == {other_host.run_id, alive.run_id}
+    assert held == {other_host.run_id, alive.run_id, container.run_id}
     assert sorted(found.recovered) == sorted([dead.run_id, reused.run_id])
     line = found.line()
     assert line.startswith("docgraph: recovery: 2 run(s) whose process is gone")
@@ -235,9 +246,11 @@ def test_recovery_marks_a_dead_owners_run_failed_and_frees_its_slot(instance):
     assert failure == [f"docgraph: process {dead.tags[PID_TAG]} on host {host()} that ran this "
                        f"run is gone (killed or crashed); marked failed by docgraph test "
                        f"(pid {os.getpid()})"]
-    assert recover(instance, "docgraph test").line() == (  # nothing more to do
-        f"docgraph: recovery: left alone, holding slots: run {other_host.run_id[:8]} "
-        "(STARTED, process 1 on host elsewhere)")
+    again = recover(instance, "docgraph test")  # nothing more to do
+    assert again.recovered == []
+    assert again.line().startswith("docgraph: recovery: left alone, holding slots: run ")
+    assert f"run {other_host.run_id[:8]} (STARTED, process 1 on host elsewhere)" in again.line()
+    assert f"run {container.run_id[:8]} (STARTED, process " in again.line()
 
 
 def test_a_reboot_makes_every_run_of_this_host_dead(instance):

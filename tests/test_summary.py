@@ -2,6 +2,7 @@
 held back, what failed and why, a total per stage."""
 
 from pipeline_defs import cli
+from pipeline_defs.outcomes import StageOutcome, stage_outcomes
 from pipeline_defs.report import print_summary
 from resources.llm.offline.server import SimulatorServer
 from resources.llm.offline.simulator import SimConfig
@@ -51,3 +52,15 @@ def test_summary_reports_every_stage_of_every_document(tmp_path, instance, monke
     assert totals["document_themes"] == ["1", "0", "1", "1", "0"]
     assert totals["graph_extraction"] == ["1", "1", "0", "1", "0"]
     assert "3 documents: 1 materialized through every stage" in out
+
+
+def test_a_crashed_step_does_not_hide_what_it_stored_before(instance):
+    crashed = StageOutcome("failed", "step_error", "KeyError: 'x'")
+    stages = stage_outcomes(instance, "doc", ["chunks", "chunk_metadata"], {"chunks"},
+                            {"chunks": crashed, "chunk_metadata": crashed})
+    assert stages["chunks"].state == "ok"
+    assert stages["chunk_metadata"] == crashed
+    # a document's own failure wins over a materialization of the same step
+    own = StageOutcome("failed", "empty", "the file is empty")
+    assert stage_outcomes(instance, "doc", ["chunks"], {"chunks"},
+                          {"chunks": own})["chunks"] == own

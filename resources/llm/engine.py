@@ -46,9 +46,11 @@ class LLMEngine(CallLoop):
         rng: random.Random | None = None,
         logger: logging.Logger | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
+        learned_formats: dict[str, str] | None = None,
     ):
         """`transport` replaces the network for an online base_url (benchmarks use it to
-        measure the engine alone)."""
+        measure the engine alone); `learned_formats` (model -> response_format that works)
+        is shared by the engines of one step (resources/llm/formats.py)."""
         self.settings = settings
         self._transport = transport
         path = settings.resolved_cache_path()
@@ -64,7 +66,8 @@ class LLMEngine(CallLoop):
             max_cooldown=max(settings.breaker_cooldown_seconds, settings.backoff_cap_seconds),
         )
         self.throttle = Throttle(settings, self.rng, time.monotonic())
-        self.formats = FormatModes(self.log)  # per model: the response_format that works
+        # per model: the response_format that works (shared by a step's engines)
+        self.formats = FormatModes(self.log, learned_formats)
         self._client: openai.AsyncOpenAI | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -221,7 +224,7 @@ class LLMEngine(CallLoop):
                     if not self.formats.rejected(model, mode):
                         raise ItemFailed("client_error", str(rejected)) from rejected
                     continue
-                self.formats.worked(model)
+                self.formats.worked(model, mode)
             call.response_format = mode
             return answer_text(reply)
 

@@ -13,6 +13,10 @@ import unicodedata
 import pycountry
 
 UNDETERMINED = "und"
+# Codes ISO 639 withdrew that Java and Android locales still write.
+WITHDRAWN = {"iw": "he", "in": "id", "ji": "yi", "jw": "jv", "mo": "ro"}
+# Words that make a language name another language ("Old English" is not English).
+QUALIFIERS = {"old", "middle", "ancient", "classical", "proto", "archaic"}
 
 
 def _plain(text: str) -> str:
@@ -25,7 +29,7 @@ def _tables() -> tuple[dict[str, str], dict[str, str]]:
     """(names -> code, codes -> code) for every language that has a two-letter code.
     Names include each language's name in its own language (pycountry's translations)."""
     names: dict[str, str] = {}
-    codes: dict[str, str] = {UNDETERMINED: UNDETERMINED}
+    codes: dict[str, str] = {UNDETERMINED: UNDETERMINED, **WITHDRAWN}
     for lang in pycountry.languages:
         code = getattr(lang, "alpha_2", None)
         if not code:
@@ -57,6 +61,8 @@ def language_code(text: str) -> str:
     if plain in names:
         return names[plain]
     tokens = [t for t in re.split(r"[\s\-_/(),.;:]+", plain) if t]
+    if QUALIFIERS & set(tokens):  # "Old English", "Ancient Greek": no two-letter code
+        return UNDETERMINED
     for token in tokens:  # "US English", "Chinese (Simplified)"
         if token in names and len(token) > 3:
             return names[token]

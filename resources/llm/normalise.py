@@ -12,6 +12,7 @@ JSON schema, so the schema sent to the server is unchanged.
 """
 
 import json
+import math
 import re
 import types
 import typing
@@ -250,10 +251,10 @@ def _number(value: object, kind: type, metadata: list) -> object:
             value = float(value.strip())
         except ValueError:
             return value
-    if not isinstance(value, int | float) or value != value:  # NaN stays for pydantic
+    if not isinstance(value, int | float) or not math.isfinite(value):  # NaN, inf: pydantic
         return value
     if kind is int:
-        value = round(value)
+        value = math.floor(value + 0.5)  # halves up: round() would take 2.5 to 2, 3.5 to 4
     for name, bound in (("ge", max), ("le", min)):
         limit = _constraint(metadata, name)
         if limit is not None:

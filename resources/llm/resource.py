@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from resources.llm.engine import LLMEngine
 from resources.llm.metrics import BatchMetrics
@@ -24,6 +25,9 @@ class LLMResource(dg.ConfigurableResource):
     tpm: float | None = None
     timeout_seconds: float | None = None
     cache_path: str | None = None
+    # what each model's server accepts as response_format, learned by the step's first
+    # engine and known to its later ones (resources/llm/formats.py)
+    _learned_formats: dict[str, str] = PrivateAttr(default_factory=dict)
 
     def settings(self) -> LLMSettings:
         overrides = {k: v for k, v in self.model_dump().items() if v is not None}
@@ -32,7 +36,8 @@ class LLMResource(dg.ConfigurableResource):
     @contextlib.asynccontextmanager
     async def engine(self, logger: logging.Logger | None = None) -> AsyncIterator[LLMEngine]:
         """A fresh engine for the running event loop; closed on exit."""
-        engine = LLMEngine(self.settings(), logger=logger)
+        engine = LLMEngine(self.settings(), logger=logger,
+                           learned_formats=self._learned_formats)
         try:
             yield engine
         finally:

@@ -195,3 +195,17 @@ def test_the_schema_sent_is_openais_strict_schema_with_only_the_language_pattern
         language: str = Field(pattern=r"^([a-z]{2}|und)$")
 
     assert json_schema(Plain)["properties"]["language"] == schema["properties"]["language"]
+
+
+def test_half_scores_round_up_and_infinities_are_left_for_validation():
+    assert normalise({"score": 2.5, "rationale": "r"}, ThemeVote)[0]["score"] == 3
+    assert normalise({"score": "3.5", "rationale": "r"}, ThemeVote)[0]["score"] == 4
+    with pytest.raises(ValueError):  # a ValueError: the engine's repair path takes it
+        parse('{"score": 1e400, "rationale": "r"}', ThemeVote)
+
+
+@pytest.mark.parametrize(("text", "code"), [
+    ("iw", "he"), ("in-ID", "id"), ("ji", "yi"), ("Old English", "und"),
+    ("Ancient Greek", "und"), ("written in English", "en")])
+def test_withdrawn_codes_and_qualified_names(text, code):
+    assert language_code(text) == code
