@@ -23,7 +23,7 @@ ACCOUNTING = {
     "failed_by_class", "retries", "http_calls", "repairs", "cache_hits",
     "rate_limited_responses", "latency_p50_ms", "latency_p95_ms", "latency_max_ms",
     "prompt_tokens", "completion_tokens", "estimated_cost_usd", "peak_concurrency",
-    "llm_seconds", "path",
+    "llm_seconds", "path", "response_format_mode", "structured_fallbacks",
 }
 MAX_RUNS = 6
 store = defs.resources["store"]
