@@ -217,6 +217,8 @@ class LLMEngine(CallLoop):
                 mode = self.formats.mode(model)
                 sent = as_mode(request, item.schema, mode)
                 estimate = self._estimate(sent["messages"], item.max_tokens)
+                if reason := self.throttle.too_big(estimate):  # the schema makes it larger
+                    raise ItemFailed("client_error", reason)
                 try:
                     reply = await self._call(batch, call, "chat", sent, estimate)
                 except FormatRejected as rejected:
