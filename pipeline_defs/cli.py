@@ -164,8 +164,20 @@ def _slot_wait_option(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # `docgraph list | head` should end quietly, like any Unix tool.
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    """The command line. The signal dispositions it sets are put back on return, so that
+    calling it in-process (tests, a notebook) leaves the caller's own handling alone."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGPIPE, signal.SIGINT,
+                                                    signal.SIGTERM)}
+    try:
+        # `docgraph list | head` should end quietly, like any Unix tool.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        return _main(argv)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="docgraph", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_add = sub.add_parser("add", help="register files or folders as document partitions")

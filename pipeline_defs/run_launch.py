@@ -72,6 +72,7 @@ def install_stop_handlers() -> None:
         _signalled.append(signum)
         raise Interrupted(signum)
 
+    _signalled.clear()
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
 

@@ -2,9 +2,11 @@
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
+from pipeline_defs import cli
 from tests.conftest import REPO
 
 BIN = os.path.dirname(sys.executable)
@@ -46,3 +48,13 @@ def test_demo_twice_then_list(tmp_path):
     listing = _run([f"{BIN}/docgraph", "list"], home)
     assert listing.returncode == 0
     assert listing.stdout.count("1 chunks") == 2
+
+
+def test_calling_the_cli_in_process_leaves_the_callers_signal_handling_alone(instance):
+    """main() sets SIGPIPE to its default (and SIGINT/SIGTERM to stop runs) for the command
+    line; left set in a caller's process, a write to a closed pipe would kill the caller
+    (it killed pytest once, with exit 141)."""
+    watched = (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM)
+    before = {sig: signal.getsignal(sig) for sig in watched}
+    assert cli.main(["list"]) == 0
+    assert {sig: signal.getsignal(sig) for sig in watched} == before
