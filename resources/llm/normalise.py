@@ -1,9 +1,10 @@
 """Tolerant structured outputs: bring a near-miss answer into the schema before validating.
 
 Servers without grammar-constrained decoding (vLLM, Ollama, llama.cpp, proxies) ignore
-`enum`, `pattern`, `maxLength` and `maxItems`, and wrap JSON in prose. What can be fixed
-without guessing is fixed here, per field, and counted; what cannot is left for pydantic
-to reject (and for the engine's one repair turn).
+`enum`, `pattern`, `maxLength` and `maxItems`, and wrap JSON in prose. What has one
+sensible reading is fixed here, per field, and counted (the README's table says each rule,
+including the guesses: unknown enum values to `other`, scores clamped to their range);
+what has none is left for pydantic to reject (and for the engine's one repair turn).
 
 The policy is derived from each pydantic field (Literal members, max_length, pattern,
 ge/le); markers in `Annotated[...]` metadata add semantics the type cannot say
