@@ -4,7 +4,7 @@ model's name and the dimension."""
 import dagster as dg
 import pandas as pd
 
-from assets.batch import PartitionError, data_version, per_document
+from assets.batch import PartitionError, data_version, log_check, per_document
 from assets.enrichment import (
     EnrichConfig,
     llm_spec,
@@ -121,4 +121,4 @@ def _record(context, store: AssetStore, key: str, frame: pd.DataFrame,
         data_version(EMBEDDINGS_VERSION, model, rows.to_json()),
         EMBEDDINGS_VERSION, provenance, config.success_threshold,
     )
-    context.log_event(dimension_check(key, rows, config.dimensions))
+    log_check(context, dimension_check(key, rows, config.dimensions))

@@ -20,6 +20,7 @@ from assets.batch import (
     data_version,
     document_path,
     latest_upstream,
+    log_check,
     not_materialized,
     per_document,
     record,
@@ -223,7 +224,7 @@ def record_judged(
             "failed_items_count": check.metadata["failed"]}
     record(context, store, asset_key, partition, rows, {**metadata, **gate}, version,
            code_version, upstream)
-    context.log_event(check)
+    log_check(context, check)
     return check.passed
 
 

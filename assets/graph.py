@@ -17,8 +17,10 @@ import pandas as pd
 from assets.batch import (
     DOCUMENTS_PER_RUN,
     PartitionError,
+    check_outputs,
     data_version,
     document_path,
+    log_check,
     raise_failures,
     record,
 )
@@ -177,7 +179,7 @@ def neo4j_graph(context: dg.AssetExecutionContext, config: GraphConfig,
                                            f"{type(exc).__name__}: {exc}"))
             continue
         if not check.passed:  # written, but not what was meant: not materialized
-            context.log_event(check)
+            log_check(context, check)
             failures.append(PartitionError(
                 key, path, "graph_write_failed", "read back after the write, the graph does not "
                 f"hold what the extraction meant: {check.metadata}"))
@@ -191,10 +193,10 @@ def neo4j_graph(context: dg.AssetExecutionContext, config: GraphConfig,
                 "relationships": dg.MetadataValue.int(len(rows["relationships"])),
                 "mentions": dg.MetadataValue.int(len(rows["mentions"]))},
                version, GRAPH_WRITE_VERSION, data.provenance)
-        context.log_event(check)
+        log_check(context, check)
+    yield from check_outputs(context)
     raise_failures([dataclasses.replace(f, assets=(NEO4J_GRAPH_KEY.to_user_string(),))
                     for f in failures], len(keys))
-    yield from ()
 
 
 def _summary_frame(rows: dict) -> pd.DataFrame:

@@ -19,7 +19,7 @@ from collections import defaultdict
 
 import dagster as dg
 
-from assets.batch import DOCUMENTS_PER_RUN, PartitionError, raise_failures
+from assets.batch import DOCUMENTS_PER_RUN, PartitionError, check_outputs, raise_failures
 from assets.embeddings import (
     CHUNK_EMBEDDINGS_CHECKS,
     CHUNK_EMBEDDINGS_SPEC,
@@ -112,5 +112,5 @@ def document_pipeline(
         context, config.document_themes, llm, store, registry, keys))
     run([GRAPH_EXTRACTION_SPEC], lambda keys: graph_extraction_stage(
         context, config.graph_extraction, llm, store, registry, keys))
+    yield from check_outputs(context)  # every partition was recorded by its stage
     raise_failures(failures, len(all_keys))
-    yield from ()  # every partition was recorded by its stage, one by one

@@ -13,7 +13,7 @@ import statistics
 import dagster as dg
 import pandas as pd
 
-from assets.batch import PartitionError, data_version, per_document
+from assets.batch import PartitionError, data_version, log_check, per_document
 from assets.citations import Citations, passage_marker, resolve_citations
 from assets.embeddings import CHUNK_EMBEDDINGS_KEY
 from assets.enrichment import (
@@ -249,7 +249,7 @@ def themes_stage(context: dg.AssetExecutionContext, config: ThemeConfig,
                 data_version(THEMES_VERSION, rows.to_json()),
                 THEMES_VERSION, inputs[key].provenance, config.success_threshold, "theme_id",
             )
-            context.log_event(evidence_check(key, rows))
+            log_check(context, evidence_check(key, rows))
     return failures
 
 

@@ -17,8 +17,10 @@ import dagster as dg
 import pytest
 
 from pipeline_defs import cli
+from resources.llm.offline.server import SimulatorServer
+from resources.llm.offline.simulator import SimConfig
 from tests.conftest import REPO
-from tests.helpers import run_ingest
+from tests.helpers import MARKER, run_ingest, two_documents
 
 ASSETS = 'assetNodes(assetKeys: [{path: ["documents"]}, {path: ["chunks"]}])'
 STATUS_QUERY = "{ " + ASSETS + """ { assetKey { path }
@@ -176,3 +178,31 @@ def test_a_new_prompt_version_makes_exactly_its_dependent_assets_stale(pg_instan
     assert stale == {"chunk_metadata"}, after
     assert after["chunk_metadata"][1] == ["chunk_metadata has a new code version"]
     assert catalog_after["staleStatus"] == "FRESH", catalog_after
+
+
+CHECKS_QUERY = """{ assetNodes(assetKeys: [{path: ["chunk_metadata"]}]) {
+  assetChecksOrError { ... on AssetChecks { checks { name partitionStatuses {
+    ... on AssetCheckDefaultPartitionStatuses { succeededPartitions failedPartitions }
+  } } } } } }"""
+
+
+def _check_partitions(url: str) -> dict[str, tuple[list[str], list[str]]]:
+    [node] = _graphql(url, CHECKS_QUERY)["assetNodes"]
+    return {c["name"]: (sorted(c["partitionStatuses"]["succeededPartitions"]),
+                        sorted(c["partitionStatuses"]["failedPartitions"]))
+            for c in node["assetChecksOrError"]["checks"]}
+
+
+def test_the_checks_partitions_tab_shows_each_documents_gate(pg_instance, tmp_path, webserver,
+                                                             monkeypatch):
+    """Each partition's evaluation is tied to the materialization it judges, so the UI counts
+    it (not 'Missing'), per document, and it stays right after a later run."""
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    docs = two_documents(tmp_path / "docs", pg_instance)
+    a, b = docs["a.md"], docs["b.md"]
+    with SimulatorServer(SimConfig(target=MARKER, target_status=400, target_rate=1.0)) as sim:
+        monkeypatch.setenv("OPENAI_BASE_URL", sim.base_url)
+        cli.materialize(pg_instance, [a, b])
+        assert _check_partitions(webserver)["chunk_metadata_success_rate"] == ([b], [a])
+        cli.materialize(pg_instance, [b], force=True)  # a later run, one document
+        assert _check_partitions(webserver)["chunk_metadata_success_rate"] == ([b], [a])
