@@ -26,6 +26,13 @@ from pydantic import ConfigDict, Field
 
 from resources.llm.limits import TokenBucket
 from resources.llm.offline.app import MODELS, chat_completion, embeddings
+from resources.llm.offline.asgi import (
+    Disconnected,
+    read_body,
+    send_json,
+    send_raw,
+    sleep_or_disconnect,
+)
 from resources.llm.offline.loose import LooseConfig, loosen_answer
 
 
@@ -61,10 +68,6 @@ class SimConfig(LooseConfig):  # the loose_* and reject_* knobs: loose.LooseConf
 
 
 FAULTS = ("429", "500", "503", "hang", "reset", "malformed", "garbled")
-
-
-class _Disconnected(Exception):
-    pass
 
 
 class Simulator:
@@ -122,14 +125,14 @@ class Simulator:
             return
         path = scope["path"]
         try:
-            body = await _read_body(receive)
-        except _Disconnected:
+            body = await read_body(receive)
+        except Disconnected:
             return
         if path.startswith("/sim/"):
             await self._control(path, body, send)
             return
         if path == "/v1/models":
-            await _send_json(send, 200, {"object": "list", "data": [
+            await send_json(send, 200, {"object": "list", "data": [
                 {"id": m, "object": "model", "created": 0, "owned_by": "docgraph"}
                 for m in MODELS]})
             return
@@ -140,7 +143,7 @@ class Simulator:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             status = await self._serve(path, body, receive, send)
-        except _Disconnected:
+        except Disconnected:
             status = 499  # the client gave up (its timeout), as nginx would log it
         except ConnectionResetError:
             self.by_status["reset"] += 1
@@ -180,10 +183,10 @@ class Simulator:
         if fault:
             self.faults[fault] += 1
         if fault == "hang":
-            await _sleep_or_disconnect(receive, cfg.hang_seconds)
+            await sleep_or_disconnect(receive, cfg.hang_seconds)
         async with self.cap or contextlib.nullcontext():  # beyond the cap, requests queue
             latency = cfg.latency_ms + self.rng.uniform(-1, 1) * cfg.latency_jitter_ms
-            await _sleep_or_disconnect(receive, max(0.0, latency) / 1000)
+            await sleep_or_disconnect(receive, max(0.0, latency) / 1000)
         if fault == "reset":
             # Start the response, then drop the connection: the client sees a reset.
             await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -203,12 +206,12 @@ class Simulator:
         if answer is None:
             return await self._error(send, 404, f"no route {path}", "invalid_request_error")
         if fault == "garbled":
-            await _send_raw(send, 200, b'{"id": "chatcmpl-garbled", "choices": [', self._headers())
+            await send_raw(send, 200, b'{"id": "chatcmpl-garbled", "choices": [', self._headers())
             return 200
         if fault == "malformed" and "choices" in answer:
             content = answer["choices"][0]["message"]["content"]
             answer["choices"][0]["message"]["content"] = content[: len(content) // 2]
-        await _send_json(send, 200, answer, self._headers())
+        await send_json(send, 200, answer, self._headers())
         return 200
 
     def _rejected_format(self, payload: dict) -> str | None:
@@ -266,59 +269,23 @@ class Simulator:
         wait = max(wait, 0.001)
         headers = {**self._headers(), "retry-after-ms": str(math.ceil(wait * 1000)),
                    "retry-after": str(math.ceil(wait))}
-        await _send_json(send, 429, {"error": {
+        await send_json(send, 429, {"error": {
             "message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}},
             headers)
         return 429
 
     async def _error(self, send, status: int, message: str, kind: str = "server_error") -> int:
-        await _send_json(send, status, {"error": {"message": message, "type": kind}})
+        await send_json(send, status, {"error": {"message": message, "type": kind}})
         return status
 
     async def _control(self, path: str, body: bytes, send) -> None:
         if path == "/sim/stats":
-            await _send_json(send, 200, self.stats())
+            await send_json(send, 200, self.stats())
         elif path == "/sim/config":
             self.configure(SimConfig.model_validate_json(body or b"{}"))
-            await _send_json(send, 200, self.config.model_dump())
+            await send_json(send, 200, self.config.model_dump())
         elif path == "/sim/reset":
             self.reset()
-            await _send_json(send, 200, {"ok": True})
+            await send_json(send, 200, {"ok": True})
         else:
-            await _send_json(send, 404, {"error": {"message": f"no route {path}"}})
-
-
-async def _read_body(receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-async def _sleep_or_disconnect(receive, seconds: float) -> None:
-    """Sleep, but stop (raise) if the client goes away meanwhile, so requests a client
-    abandoned do not count as in flight."""
-    if seconds <= 0:
-        return
-    waiter = asyncio.ensure_future(receive())
-    try:
-        done, _ = await asyncio.wait({waiter}, timeout=seconds)
-        if done and waiter.result()["type"] == "http.disconnect":
-            raise _Disconnected
-    finally:
-        waiter.cancel()
-
-
-async def _send_raw(send, status: int, body: bytes, headers: dict[str, str]) -> None:
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    raw += [(k.encode(), v.encode()) for k, v in headers.items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _send_json(send, status: int, payload: dict, headers: dict | None = None) -> None:
-    await _send_raw(send, status, json.dumps(payload).encode(), headers or {})
+            await send_json(send, 404, {"error": {"message": f"no route {path}"}})
