@@ -188,17 +188,20 @@ class LLMEngine(CallLoop):
         if reason := self.throttle.too_big(estimate):
             raise ItemFailed("client_error", reason)
         content = await self._ask(item, batch, call, request)
-        try:
-            value, normalised = parse(content, item.schema)
-        except ValueError as first:  # pydantic's ValidationError is a ValueError
-            call.repairs += 1  # one repair attempt that shows the model its own mistake
-            request["messages"] = [*request["messages"], *repair_turn(content, first)]
-            content = await self._ask(item, batch, call, request)
+        while True:
             try:
                 value, normalised = parse(content, item.schema)
-            except ValueError as second:
-                raise ItemFailed("invalid_output",
-                                 f"invalid after one repair: {short(second)}") from second
+                break
+            except ValueError as invalid:  # pydantic's ValidationError is a ValueError
+                if call.repairs >= self.settings.max_repairs:
+                    raise ItemFailed("invalid_output", f"invalid after {call.repairs} "
+                                     f"repair(s): {short(invalid)}") from invalid
+                mistake = invalid
+            # a repair turn shows the model its own mistake (the answer is cached under the
+            # original request's key: the repair never changes what the cache knows it by)
+            call.repairs += 1
+            request["messages"] = [*request["messages"], *repair_turn(content, mistake)]
+            content = await self._ask(item, batch, call, request)
         call.normalised.update(normalised)
         stored = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
         await self._cache_put(key, {"value": stored, "normalised": dict(normalised)})

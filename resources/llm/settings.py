@@ -9,6 +9,7 @@
 | LLM_RPM / LLM_TPM | unlimited | proactive request and token budgets per minute |
 | LLM_TIMEOUT_SECONDS | 60 | per request |
 | LLM_MAX_ATTEMPTS | 6 | tries per request for retryable errors |
+| LLM_MAX_REPAIRS | 2 | repair turns for an answer that cannot be parsed or normalised |
 | LLM_MAX_OUTAGE_SECONDS | 300 | how long the circuit breaker holds items |
 | LLM_CACHE_PATH | <docgraph home>/llm-cache.sqlite | response cache ("off" disables it) |
 | LLM_PRICES | built-in table | JSON {model: [usd per 1M input, usd per 1M output]} |
@@ -43,6 +44,7 @@ _ENV = {
     "tpm": "LLM_TPM",
     "timeout_seconds": "LLM_TIMEOUT_SECONDS",
     "max_attempts": "LLM_MAX_ATTEMPTS",
+    "max_repairs": "LLM_MAX_REPAIRS",
     "max_outage_seconds": "LLM_MAX_OUTAGE_SECONDS",
     "cache_path": "LLM_CACHE_PATH",
 }
@@ -63,6 +65,9 @@ class LLMSettings(BaseModel):
     burst_seconds: float = Field(1.0, gt=0)
     timeout_seconds: float = Field(60.0, gt=0)
     max_attempts: int = Field(6, ge=1)
+    # repair turns for an answer that cannot be parsed or normalised; 2, so that one
+    # malformed repair (a truncated answer, a slip) does not fail the item
+    max_repairs: int = Field(2, ge=0)
     backoff_base_seconds: float = Field(0.1, ge=0)
     backoff_cap_seconds: float = Field(20.0, ge=0)
     breaker_threshold: int = Field(10, ge=1)  # outage failures among the last 20 calls

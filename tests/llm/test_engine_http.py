@@ -80,11 +80,15 @@ def test_malformed_json_is_repaired_or_counted(sim):
     repaired = [r for r in results if r.ok and r.http_calls == 2]
     assert repaired, "some answers were fixed by the repair turn"
     assert {r.error_class for r in results if not r.ok} <= {"invalid_output"}
-    # always broken: every item gets exactly one repair, then invalid_output
+    # always broken: every item gets LLM_MAX_REPAIRS (2) repairs, then invalid_output
     sim.configure(rate_malformed=1.0)
     results, metrics = run(fast_settings(sim), chat_items(5, Summary, prefix="bad"))
     assert metrics.failed_by_class == {"invalid_output": 5}
-    assert all(r.http_calls == 2 for r in results) and metrics.repairs == 5
+    assert all(r.http_calls == 3 for r in results) and metrics.repairs == 10
+    assert all("invalid after 2 repair(s)" in r.error for r in results)
+    # with LLM_MAX_REPAIRS=0 an unparsable answer fails at once
+    results, metrics = run(fast_settings(sim, max_repairs=0), chat_items(5, Summary, "none"))
+    assert all(r.http_calls == 1 for r in results) and metrics.repairs == 0
 
 
 def test_second_run_is_served_from_the_cache_with_zero_http_calls(sim, tmp_path):
