@@ -55,11 +55,12 @@ class SimulatorServer:
         return self.simulator.stats()
 
     def configure(self, **knobs) -> None:
-        """Change some knobs; `loose=r` also sets every loose_* rate not given here."""
+        """Change some knobs; `loose=r` also sets every loose_* rate not given here (the
+        rule is SimConfig's own: the current loose_* rates give way to it)."""
+        current = self.simulator.config.model_dump()
         if knobs.get("loose") is not None:
-            knobs = {**dict.fromkeys(KNOBS, knobs["loose"]), **knobs}
-        config = self.simulator.config.model_copy(update=knobs)
-        self.simulator.configure(SimConfig.model_validate(config.model_dump()))
+            current = {k: v for k, v in current.items() if k not in KNOBS}
+        self.simulator.configure(SimConfig.model_validate({**current, **knobs}))
 
 
 def main() -> None:
