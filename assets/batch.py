@@ -18,27 +18,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dagster as dg
+import pandas as pd
 
-# Not exported by `dagster`; the type of AssetCheckEvaluation.target_materialization_data.
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-    AssetCheckEvaluationTargetMaterializationData as TargetMaterialization,
+from assets.dagster_compat import (
+    CODE_VERSION_TAG,
+    DATA_VERSION_TAG,
+    INPUT_POINTER_TAG,
+    INPUT_VERSION_TAG,
+    USER_VERSION_TAG,
+    TargetMaterialization,
+    check_passed,
 )
-
+from assets.keys import CHUNK_EMBEDDINGS, CHUNK_METADATA, CHUNKS, DOCUMENT_THEMES, GRAPH_EXTRACTION
+from assets.llm_assets import success_rate_key
 from resources.storage import AssetStore
 
-# Documents per run, for every batched asset (one backfill policy for the whole job): a
-# run costs ~0.3 s in-process and seconds when launched, a document ~2 ms to chunk, and 100
-# documents bring ~1,000 chunks: enough to keep the LLM engine at its ceiling.
-DOCUMENTS_PER_RUN = 100
-
-# Tag names Dagster reads for ranges and versions (not exported as public constants).
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
-DATA_VERSION_TAG = "dagster/data_version"
-CODE_VERSION_TAG = "dagster/code_version"
-USER_VERSION_TAG = "dagster/data_version_is_user_provided"
-INPUT_VERSION_TAG = "dagster/input_data_version/{}"
-INPUT_POINTER_TAG = "dagster/input_event_pointer/{}"
+GATED = (CHUNK_METADATA, CHUNK_EMBEDDINGS, GRAPH_EXTRACTION, DOCUMENT_THEMES)
 
 
 @dataclass(frozen=True)
@@ -80,6 +75,13 @@ def per_document(context: dg.AssetExecutionContext, registry, key: str,
                                        f"{type(exc).__name__}: {exc}"))
 
 
+def gate_failure(registry, key: str, name: str) -> PartitionError:
+    return PartitionError(
+        key, document_path(registry, key), "upstream_check_failed",
+        f"{name}_success_rate did not pass for this document (its failed items are in that "
+        f"check's metadata): re-materialize {name} for this document first")
+
+
 def data_version(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
@@ -91,7 +93,9 @@ class Upstream:
     asset_key: dg.AssetKey
     version: str
     storage_id: int
-    metadata: dict  # its metadata values, e.g. the quality gate's outcome
+    run_id: str
+    timestamp: float
+    metadata: dict  # its metadata values
     tags: dict  # its provenance tags: code version, input data versions
 
 
@@ -103,9 +107,64 @@ def latest_upstream(
     ).records
     if not records:
         return None
-    event = records[0].asset_materialization
-    return Upstream(asset_key, event.tags[DATA_VERSION_TAG], records[0].storage_id,
-                    {k: v.value for k, v in event.metadata.items()}, dict(event.tags))
+    latest = records[0]
+    event = latest.asset_materialization
+    return Upstream(asset_key, event.tags[DATA_VERSION_TAG], latest.storage_id, latest.run_id,
+                    latest.timestamp, {k: v.value for k, v in event.metadata.items()},
+                    dict(event.tags))
+
+
+@dataclass(frozen=True)
+class UpstreamData:
+    """One document's inputs to a step: the stored frames and the materializations they
+    came from (for provenance tags)."""
+
+    frames: dict[dg.AssetKey, pd.DataFrame]
+    provenance: tuple[Upstream, ...]
+
+
+def read_upstream(
+    context: dg.AssetExecutionContext, store: AssetStore, registry,
+    asset_keys: list[dg.AssetKey], keys: list[str],
+) -> tuple[dict[str, UpstreamData], list[PartitionError]]:
+    """The upstream frames of each partition of `keys`, and an error for each partition
+    that has none, or whose upstream's success-rate gate Dagster does not show as passed
+    (automation holds such documents back; this refuses them in a run launched by hand)."""
+    ready, errors = {}, []
+    for key in keys:
+        frames, provenance = {}, []
+        for asset_key in asset_keys:
+            name = asset_key.to_user_string()
+            upstream = latest_upstream(context.instance, asset_key, key)
+            if upstream is None or not store.exists(asset_key, key, pd.DataFrame):
+                errors.append(not_materialized(registry, key, name))
+                break
+            if asset_key in GATED and not check_passed(context.instance,
+                                                       success_rate_key(asset_key), key):
+                errors.append(gate_failure(registry, key, name))
+                break
+            frames[asset_key] = store.read(asset_key, key, pd.DataFrame)
+            provenance.append(upstream)
+        else:
+            if stale := _out_of_step(frames):
+                errors.append(PartitionError(
+                    key, document_path(registry, key), "upstream_stale",
+                    f"{stale} was computed from other chunks than the stored ones (the "
+                    f"chunks were made again since): re-materialize {stale} for this document"))
+            else:
+                ready[key] = UpstreamData(frames, tuple(provenance))
+    return ready, errors
+
+
+def _out_of_step(frames: dict[dg.AssetKey, pd.DataFrame]) -> str | None:
+    """The first per-chunk input whose chunk ids are not the stored chunks' ids."""
+    if CHUNKS not in frames:
+        return None
+    chunk_ids = frames[CHUNKS]["chunk_id"].tolist()
+    for asset_key, frame in frames.items():
+        if "chunk_id" in frame.columns and frame["chunk_id"].tolist() != chunk_ids:
+            return asset_key.to_user_string()
+    return None
 
 
 def record(
@@ -118,10 +177,12 @@ def record(
     version: str,
     code_version: str,
     upstream: tuple[Upstream | None, ...] = (),
-) -> None:
+) -> Upstream:
     """Store one partition's value and log its materialization with the provenance tags
     Dagster writes for an output (code version, data version, the upstream versions it was
-    computed from), so staleness in the UI works per partition as for any asset."""
+    computed from), so staleness in the UI works per partition as for any asset. Returns
+    the materialization as logged (log_event writes it at once), for the checks that
+    judge it and the assets computed from it."""
     path = store.write(asset_key, partition, value)
     tags = {DATA_VERSION_TAG: version, CODE_VERSION_TAG: code_version, USER_VERSION_TAG: "true"}
     for up in filter(None, upstream):
@@ -136,31 +197,33 @@ def record(
             tags=tags,
         )
     )
+    logged = latest_upstream(context.instance, asset_key, partition)
+    if logged is None or logged.run_id != context.run.run_id:
+        raise RuntimeError(f"the materialization of {asset_key.to_user_string()} "
+                           f"{partition} was not written to the instance")
+    return logged
 
 
-def log_check(context: dg.AssetExecutionContext, evaluation: dg.AssetCheckEvaluation) -> None:
-    """Log one partition's check evaluation tied to the materialization it judges: the
-    partition's latest, which this step has just logged (log_event writes it at once).
-    Without that target Dagster never counts a partition's evaluation as current: the
-    check's Partitions tab reads "Missing" and `all_deps_blocking_checks_passed` never
-    lets a partition through. An evaluation with no materialization of this run to judge
-    (the asset was not stored) is logged as it is. Checks not selected are not logged."""
+def log_check(context: dg.AssetExecutionContext, evaluation: dg.AssetCheckEvaluation,
+              target: Upstream | None) -> None:
+    """Log one partition's check evaluation tied to the materialization it judges (what
+    `record` returned). Without that target Dagster never counts a partition's evaluation
+    as current: the check's Partitions tab reads "Missing" and
+    `all_deps_blocking_checks_passed` never lets the partition through. An evaluation with
+    nothing stored to judge is logged without one. Checks not selected are not logged."""
     check_key = dg.AssetCheckKey(evaluation.asset_key, evaluation.check_name)
     if check_key not in context.selected_asset_check_keys:
         return
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=evaluation.asset_key,
-                              asset_partitions=[evaluation.partition]), limit=1).records
-    if records and records[0].run_id == context.run.run_id:
-        latest = records[0]
+    if target is not None:
+        # @record classes have no _replace: rebuilt through the public constructor
         evaluation = dg.AssetCheckEvaluation(
             asset_key=evaluation.asset_key, check_name=evaluation.check_name,
             passed=evaluation.passed, metadata=evaluation.metadata,
             severity=evaluation.severity, description=evaluation.description,
             blocking=evaluation.blocking, partition=evaluation.partition,
             target_materialization_data=TargetMaterialization(
-                storage_id=latest.storage_id, run_id=latest.run_id,
-                timestamp=latest.timestamp))
+                storage_id=target.storage_id, run_id=target.run_id,
+                timestamp=target.timestamp))
     context.log_event(evaluation)
 
 

@@ -28,11 +28,11 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from assets.themes import DOCUMENT_THEMES_KEY
+from assets.keys import DOCUMENT_THEMES as DOCUMENT_THEMES_KEY
+from assets.keys import THEME_CATALOG as THEME_CATALOG_KEY
 from resources.registry import DocumentRegistry
 from resources.storage import UNPARTITIONED, AssetStore
 
-THEME_CATALOG_KEY = dg.AssetKey("theme_catalog")
 CATALOG_VERSION = "theme-catalog-v1"
 # Words that qualify a theme without naming it: "billing_issue" is the "billing" theme.
 FILLER_WORDS = frozenset({"issue", "issues", "problem", "problems", "and", "of", "the",

@@ -1,33 +1,22 @@
 """`chunk_embeddings`: a vector per chunk, requested in batches of chunks, stored with the
-model's name and the dimension."""
+model's name and the dimension. Its calls, its rows and its dimension check; the
+enrichment step (assets/enrichment.py) runs them."""
 
 import dagster as dg
 import pandas as pd
 
-from assets.batch import PartitionError, data_version, log_check, per_document
-from assets.enrichment import (
-    EnrichConfig,
-    llm_spec,
-    partition_metrics,
-    read_upstream,
-    record_judged,
-    run_llm,
-    success_rate_spec,
-)
-from assets.ingestion import CHUNKS
+from assets.keys import CHUNK_EMBEDDINGS as CHUNK_EMBEDDINGS_KEY
+from assets.keys import CHUNKS
+from assets.llm_assets import GateConfig, llm_spec, success_rate_spec
 from assets.partitions import documents_partitions
 from resources.llm import EmbedItem, ItemResult
-from resources.llm.resource import LLMResource, metrics_metadata
-from resources.registry import DocumentRegistry
-from resources.storage import AssetStore
 
-CHUNK_EMBEDDINGS_KEY = dg.AssetKey("chunk_embeddings")
 EMBEDDINGS_VERSION = "chunk-embeddings-v1"
 EMBEDDING_COLUMNS = ["chunk_id", "document_key", "chunk_index", "embedding", "model",
                      "dimensions", "error_class", "error"]
 
 
-class EmbedConfig(EnrichConfig):
+class EmbedConfig(GateConfig):
     inputs_per_request: int = 32  # chunks embedded by one API call
     dimensions: int | None = None  # ask the model for this size (if it supports it)
 
@@ -36,8 +25,8 @@ def embedding_items(key: str, chunks: pd.DataFrame, per_request: int,
                     dimensions: int | None) -> list[EmbedItem]:
     rows = list(chunks.itertuples())
     return [
-        EmbedItem(f"{key}#{start}", [r.text for r in rows[start : start + per_request]],
-                  dimensions)
+        EmbedItem(f"chunk_embeddings:{key}#{start}",
+                  [r.text for r in rows[start : start + per_request]], dimensions)
         for start in range(0, len(rows), per_request)
     ]
 
@@ -89,36 +78,12 @@ CHUNK_EMBEDDINGS_CHECKS = [
 ]
 
 
-def embeddings_stage(context: dg.AssetExecutionContext, config: EmbedConfig,
-                     llm: LLMResource, store: AssetStore, registry: DocumentRegistry,
-                     keys: list[str]) -> list[PartitionError]:
-    inputs, failures = read_upstream(context, store, registry, [CHUNKS], keys)
-    chunks = {key: data.frames[CHUNKS] for key, data in inputs.items()}
-    work = {key: embedding_items(key, frame, config.inputs_per_request, config.dimensions)
-            for key, frame in chunks.items()}
-    results, run = run_llm(context, llm, work, config.concurrency)
-    model = llm.settings().embed_model
-    for key, frame in chunks.items():
-        with per_document(context, registry, key, failures):
-            _record(context, store, key, frame, results.get(key, []), run, model, config,
-                    inputs[key].provenance)
-    return failures
-
-
-def _record(context, store: AssetStore, key: str, frame: pd.DataFrame,
-            results: list[ItemResult], run, model: str, config: EmbedConfig,
-            provenance) -> None:
-    rows = embeddings_frame(frame, results, config.inputs_per_request, model)
+def embeddings_description(rows: pd.DataFrame, model: str) -> dict[str, dg.MetadataValue]:
     embedded = int(rows["error_class"].isna().sum())
-    record_judged(
-        context, store, CHUNK_EMBEDDINGS_KEY, key, rows,
-        {**metrics_metadata(partition_metrics(results, run)),
-         "chunks_embedded": dg.MetadataValue.int(embedded),
-         "chunks_failed": dg.MetadataValue.int(len(rows) - embedded),
-         "embedding_model": dg.MetadataValue.text(model),
-         "dimensions": dg.MetadataValue.int(int(rows["dimensions"].dropna().max()) if embedded
-                                            else 0)},
-        data_version(EMBEDDINGS_VERSION, model, rows.to_json()),
-        EMBEDDINGS_VERSION, provenance, config.success_threshold,
-    )
-    log_check(context, dimension_check(key, rows, config.dimensions))
+    return {
+        "chunks_embedded": dg.MetadataValue.int(embedded),
+        "chunks_failed": dg.MetadataValue.int(len(rows) - embedded),
+        "embedding_model": dg.MetadataValue.text(model),
+        "dimensions": dg.MetadataValue.int(int(rows["dimensions"].dropna().max()) if embedded
+                                           else 0),
+    }

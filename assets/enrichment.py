@@ -1,256 +1,349 @@
-"""Running the LLM engine over a batch of document partitions, and judging the results.
+"""The enrichment step: chunk_metadata, chunk_embeddings, graph_extraction and
+document_themes for a range of documents, as ONE stream of LLM work.
 
-A step over a range of documents sends every item of every document through one engine
-run, so the provider sees one steady stream at its rate limit; the results are then split
-back per document for storage, metadata and the success-rate gate.
+Every call of every document of the step goes through one engine run under one
+concurrency: the chunk metadata, embedding and graph extraction calls of each document
+first, then, as soon as that document's own metadata and embeddings are in and passed
+their gates, its theme extraction, then its votes and theme embeddings (follow-ups the
+engine feeds ahead of new documents: resources/llm/feed.py). No stage waits for another
+stage of other documents, so the provider sees one steady stream and the step one tail.
+
+Each document's asset is recorded the moment its last item is in: the frame stored, its
+materialization and checks logged (assets/batch.py), by one recorder thread, so the
+event loop keeps the provider busy meanwhile. A document that fails (no chunks, a stale
+input, a gate that held its themes back, a bug) fails alone and is reported at the end.
 """
 
-import warnings
-from collections import defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import dagster as dg
 import pandas as pd
-from pydantic import BaseModel
 
 from assets.batch import (
     PartitionError,
     Upstream,
+    check_outputs,
     data_version,
     document_path,
+    gate_failure,
     latest_upstream,
     log_check,
     not_materialized,
     per_document,
+    raise_failures,
     record,
 )
-from assets.ingestion import CHUNKS
+from assets.dagster_compat import check_passed
+from assets.embeddings import (
+    CHUNK_EMBEDDINGS_CHECKS,
+    CHUNK_EMBEDDINGS_SPEC,
+    EMBEDDINGS_VERSION,
+    EmbedConfig,
+    dimension_check,
+    embedding_items,
+    embeddings_description,
+    embeddings_frame,
+)
+from assets.graph_extraction import (
+    GRAPH_EXTRACTION_CHECKS,
+    GRAPH_EXTRACTION_SPEC,
+    graph_description,
+    graph_frame,
+    graph_items,
+)
 from assets.interrupts import run_interruptible
-from assets.partitions import documents_partitions
-from assets.prompts import Prompt
+from assets.keys import (
+    CHUNK_EMBEDDINGS,
+    CHUNK_METADATA,
+    CHUNKS,
+    DOCUMENT_THEMES,
+    DOCUMENTS_PER_RUN,
+    GRAPH_EXTRACTION,
+    LLM_POOL,
+)
+from assets.llm_assets import (
+    GateConfig,
+    document_metrics,
+    success_rate_check,
+    success_rate_key,
+)
+from assets.metadata import (
+    CHUNK_METADATA_CHECKS,
+    CHUNK_METADATA_SPEC,
+    metadata_description,
+    metadata_frame,
+    metadata_items,
+)
+from assets.prompts import CHUNK_METADATA as METADATA_PROMPT
+from assets.prompts import GRAPH_EXTRACTION as GRAPH_PROMPT
+from assets.themes import (
+    DOCUMENT_THEMES_CHECKS,
+    DOCUMENT_THEMES_SPEC,
+    THEMES_VERSION,
+    ThemeConfig,
+    candidate_themes,
+    evidence_check,
+    extraction_item,
+    judging_items,
+    themes_description,
+    themes_frame,
+)
 from resources.llm import ChatItem, EmbedItem, ItemResult
-from resources.llm.metrics import BatchMetrics, MetricsRecorder
-from resources.llm.resource import LLMResource, metrics_metadata
+from resources.llm.resource import LLMResource
 from resources.registry import DocumentRegistry
 from resources.storage import AssetStore
 
-MAX_LISTED_FAILURES = 50
-
-# Per-partition check specs are "preview" in Dagster 1.13; they are what makes a gate per
-# document possible in a batched step, so we use them, without a warning on every load.
-warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec",
-                        category=dg.PreviewWarning)
+Item = ChatItem | EmbedItem
+THEME_INPUTS = (CHUNK_METADATA, CHUNK_EMBEDDINGS)
+CODE_VERSIONS = {CHUNK_METADATA: METADATA_PROMPT.version, CHUNK_EMBEDDINGS: EMBEDDINGS_VERSION,
+                 GRAPH_EXTRACTION: GRAPH_PROMPT.version, DOCUMENT_THEMES: THEMES_VERSION}
 
 
-class EnrichConfig(dg.Config):
-    concurrency: int | None = None  # this stage's ceiling; default: LLM_MAX_CONCURRENCY
-    success_threshold: float = 0.99  # below it the <asset>_success_rate check fails
+class EnrichmentConfig(dg.Config):
+    """The step's one concurrency ceiling, and each asset's own settings (every one has a
+    `success_threshold`)."""
+
+    concurrency: int | None = None  # default: the engine's LLM_MAX_CONCURRENCY
+    chunk_metadata: GateConfig = GateConfig()
+    chunk_embeddings: EmbedConfig = EmbedConfig()
+    graph_extraction: GateConfig = GateConfig()
+    document_themes: ThemeConfig = ThemeConfig()
 
 
-GATE_METADATA = "quality_gate"  # "passed" | "failed": the success-rate check's outcome
+@dataclass
+class DocumentWork:
+    """One document's progress through the stream."""
+
+    key: str
+    chunks: pd.DataFrame
+    upstream: dict[dg.AssetKey, Upstream]  # what each asset was computed from, as logged
+    started: float = field(default_factory=time.monotonic)
+    waiting: Counter[str] = field(default_factory=Counter)  # phase -> items still out
+    results: dict[str, list[ItemResult]] = field(default_factory=dict)  # phase -> results
+    theme_inputs: dict[dg.AssetKey, pd.DataFrame] = field(default_factory=dict)
+    themes_held: bool = False  # an input of its themes is missing or failed its gate
+    themes: tuple = ()  # (candidates, citations) once extracted
 
 
-@dataclass(frozen=True)
-class UpstreamData:
-    """One document's inputs to an enrichment step: the stored frames and the
-    materializations they came from (for provenance tags)."""
+class EnrichmentStream:
+    """The step's documents as one engine run; see the module docstring."""
 
-    frames: dict[dg.AssetKey, pd.DataFrame]
-    provenance: tuple[Upstream, ...]
+    def __init__(self, context: dg.AssetExecutionContext, config: EnrichmentConfig,
+                 llm: LLMResource, store: AssetStore, registry: DocumentRegistry):
+        self.context, self.config, self.store, self.registry = context, config, store, registry
+        self.llm = llm
+        self.settings = llm.settings()
+        self.selected = context.selected_asset_keys
+        self.owner: dict[str, tuple[DocumentWork, str]] = {}  # item key -> its document, phase
+        self.failures: list[PartitionError] = []
+        self.recorder = ThreadPoolExecutor(1, thread_name_prefix="docgraph-recorder")
+        self.recordings: list[Future] = []
+
+    def run(self, keys: list[str]) -> list[PartitionError]:
+        async def go():
+            async with self.llm.engine(self.context.log) as engine:
+                return await engine.run(self.items(keys), self.on_result,
+                                        self.config.concurrency)
+
+        try:
+            metrics = run_interruptible(go())  # SIGINT/SIGTERM to the CLI cancels it
+        finally:
+            self.recorder.shutdown(wait=True)  # what is done stays recorded, even if stopped
+        for recording in self.recordings:
+            recording.result()  # re-raise what per_document did not catch (none expected)
+        self.context.log.info(
+            f"enrichment: {metrics.attempted} LLM items of {len(keys)} documents: "
+            f"{metrics.succeeded} ok, {metrics.failed} failed {metrics.failed_by_class}, "
+            f"{metrics.cache_hits} cached, {metrics.http_calls} HTTP calls, peak concurrency "
+            f"{metrics.peak_concurrency}, {metrics.wall_seconds:.1f} s")
+        return self.failures
+
+    # -- the stream ------------------------------------------------------------------------
+    def items(self, keys: list[str]) -> Iterator[Item]:
+        """Each document's first calls, read and started one document at a time."""
+        for key in keys:
+            doc = self._start(key)
+            if doc is None:
+                continue
+            if CHUNK_METADATA in self.selected:
+                yield from self._phase(doc, "chunk_metadata", metadata_items(doc.chunks))
+            if CHUNK_EMBEDDINGS in self.selected:
+                embed = self.config.chunk_embeddings
+                yield from self._phase(doc, "chunk_embeddings", embedding_items(
+                    key, doc.chunks, embed.inputs_per_request, embed.dimensions))
+            if GRAPH_EXTRACTION in self.selected:
+                yield from self._phase(doc, "graph_extraction", graph_items(doc.chunks))
+            yield from self._themes_if_ready(doc)
+
+    def on_result(self, result: ItemResult) -> list[Item]:
+        doc, phase = self.owner.pop(result.key)
+        doc.results.setdefault(phase, []).append(result)
+        doc.waiting[phase] -= 1
+        if doc.waiting[phase]:
+            return []
+        with per_document(self.context, self.registry, doc.key, self.failures):
+            return list(self._phase_done(doc, phase))
+        return []  # a bug in this document's rows: it failed alone (per_document)
+
+    def _phase(self, doc: DocumentWork, phase: str, items: list[Item]) -> Iterator[Item]:
+        """Send a phase's items; a phase with none is done at once."""
+        doc.results[phase] = []
+        doc.waiting[phase] = len(items)
+        for item in items:
+            self.owner[item.key] = (doc, phase)
+        yield from items
+        if not items:
+            yield from self._phase_done(doc, phase)
+
+    def _phase_done(self, doc: DocumentWork, phase: str) -> Iterator[Item]:
+        results = doc.results[phase]
+        if phase == "chunk_metadata":
+            rows = metadata_frame(doc.chunks, results)
+            self._record(doc, CHUNK_METADATA, rows, results, metadata_description(rows))
+            yield from self._themes_input(doc, CHUNK_METADATA, rows)
+        elif phase == "chunk_embeddings":
+            model = self.settings.embed_model
+            embed = self.config.chunk_embeddings
+            rows = embeddings_frame(doc.chunks, results, embed.inputs_per_request, model)
+            self._record(doc, CHUNK_EMBEDDINGS, rows, results,
+                         embeddings_description(rows, model),
+                         extra=dimension_check(doc.key, rows, embed.dimensions),
+                         version_parts=(model,))
+            yield from self._themes_input(doc, CHUNK_EMBEDDINGS, rows)
+        elif phase == "graph_extraction":
+            rows = graph_frame(doc.chunks, results)
+            self._record(doc, GRAPH_EXTRACTION, rows, results, graph_description(rows))
+        elif phase == "themes_extraction":
+            [extraction] = results
+            doc.themes = candidate_themes(extraction, doc.chunks)
+            yield from self._phase(doc, "themes_judging", judging_items(
+                doc.key, *doc.themes, doc.chunks, self.config.document_themes))
+        elif phase == "themes_judging":
+            config = self.config.document_themes
+            results = [*doc.results["themes_extraction"], *results]
+            rows = themes_frame(doc.key, *doc.themes, {r.key: r for r in results}, config)
+            self._record(doc, DOCUMENT_THEMES, rows, results, themes_description(rows, config),
+                         extra=evidence_check(doc.key, rows), id_column="theme_id")
+
+    # -- documents -------------------------------------------------------------------------
+    def _start(self, key: str) -> DocumentWork | None:
+        """The document's chunks and, for themes whose inputs this step does not compute,
+        the stored inputs; None (and the failure noted) if something it needs is not
+        there."""
+        wanted = tuple(k.to_user_string() for k in sorted(self.selected, key=str))
+        chunks = latest_upstream(self.context.instance, CHUNKS, key)
+        if chunks is None or not self.store.exists(CHUNKS, key, pd.DataFrame):
+            self._fail(not_materialized(self.registry, key, "chunks"), wanted)
+            return None
+        doc = DocumentWork(key, self.store.read(CHUNKS, key, pd.DataFrame), {CHUNKS: chunks})
+        if DOCUMENT_THEMES in self.selected:
+            for asset_key in THEME_INPUTS:
+                if asset_key not in self.selected and not self._stored_theme_input(doc,
+                                                                                   asset_key):
+                    doc.themes_held = True
+                    break
+        return doc
+
+    def _stored_theme_input(self, doc: DocumentWork, asset_key: dg.AssetKey) -> bool:
+        """A theme input this step does not compute: stored, judged passed by Dagster, and
+        computed from the stored chunks."""
+        name = asset_key.to_user_string()
+        stored = latest_upstream(self.context.instance, asset_key, doc.key)
+        if stored is None or not self.store.exists(asset_key, doc.key, pd.DataFrame):
+            self._fail(not_materialized(self.registry, doc.key, name))
+            return False
+        if not check_passed(self.context.instance, success_rate_key(asset_key), doc.key):
+            self._fail(gate_failure(self.registry, doc.key, name))
+            return False
+        frame = self.store.read(asset_key, doc.key, pd.DataFrame)
+        if frame["chunk_id"].tolist() != doc.chunks["chunk_id"].tolist():
+            self._fail(PartitionError(
+                doc.key, document_path(self.registry, doc.key), "upstream_stale",
+                f"{name} was computed from other chunks than the stored ones (the chunks "
+                f"were made again since): re-materialize {name} for this document"))
+            return False
+        doc.upstream[asset_key] = stored
+        doc.theme_inputs[asset_key] = frame
+        return True
+
+    def _themes_input(self, doc: DocumentWork, asset_key: dg.AssetKey, rows: pd.DataFrame
+                      ) -> Iterator[Item]:
+        """A theme input computed here: its gate decides whether the themes go on."""
+        if DOCUMENT_THEMES not in self.selected or doc.themes_held:
+            return
+        threshold = getattr(self.config, asset_key.to_user_string()).success_threshold
+        if not success_rate_check(asset_key, doc.key, rows, threshold).passed:
+            doc.themes_held = True
+            self._fail(gate_failure(self.registry, doc.key, asset_key.to_user_string()))
+            return
+        doc.theme_inputs[asset_key] = rows
+        yield from self._themes_if_ready(doc)
+
+    def _themes_if_ready(self, doc: DocumentWork) -> Iterator[Item]:
+        if (DOCUMENT_THEMES in self.selected and not doc.themes_held
+                and "themes_extraction" not in doc.results
+                and all(k in doc.theme_inputs for k in THEME_INPUTS)):
+            yield from self._phase(doc, "themes_extraction", [extraction_item(
+                doc.key, doc.chunks, doc.theme_inputs[CHUNK_METADATA],
+                self.config.document_themes)])
+
+    def _fail(self, error: PartitionError, assets: tuple[str, ...] = ("document_themes",)
+              ) -> None:
+        self.failures.append(PartitionError(error.partition, error.path, error.error_class,
+                                            error.reason, assets))
+
+    # -- recording ---------------------------------------------------------------------------
+    def _record(self, doc: DocumentWork, asset_key: dg.AssetKey, rows: pd.DataFrame,
+                results: list[ItemResult], description: dict, *,
+                extra: dg.AssetCheckEvaluation | None = None, id_column: str = "chunk_id",
+                version_parts: tuple[str, ...] = ()) -> None:
+        """Store and record one document's asset with its checks, on the recorder thread
+        (in order: an asset's inputs are recorded before it)."""
+        seconds = time.monotonic() - doc.started
+        name = asset_key.to_user_string()
+        threshold = getattr(self.config, name).success_threshold
+        code_version = CODE_VERSIONS[asset_key]
+
+        def write() -> None:
+            with per_document(self.context, self.registry, doc.key, self.failures):
+                inputs = (doc.upstream[CHUNKS], *(doc.upstream[k] for k in THEME_INPUTS)) \
+                    if asset_key == DOCUMENT_THEMES else (doc.upstream[CHUNKS],)
+                check = success_rate_check(asset_key, doc.key, rows, threshold, id_column)
+                gate = {"items": dg.MetadataValue.int(len(rows)),
+                        "failed_items_count": check.metadata["failed"]}
+                logged = record(
+                    self.context, self.store, asset_key, doc.key, rows,
+                    {**document_metrics(results, self.settings.provider,
+                                        self.settings.chat_model, seconds),
+                     **description, **gate},
+                    data_version(code_version, *version_parts, rows.to_json()), code_version,
+                    inputs)
+                doc.upstream[asset_key] = logged
+                log_check(self.context, check, logged)
+                if extra is not None:
+                    log_check(self.context, extra, logged)
+
+        self.recordings.append(self.recorder.submit(write))
 
 
-def read_upstream(
-    context: dg.AssetExecutionContext, store: AssetStore, registry: DocumentRegistry,
-    asset_keys: list[dg.AssetKey], keys: list[str],
-) -> tuple[dict[str, UpstreamData], list[PartitionError]]:
-    """The upstream frames of each partition of `keys`, and an error for each partition
-    that has none, or whose upstream failed its quality gate: the gate is enforced here,
-    per document, from the outcome recorded with the upstream materialization."""
-    ready, errors = {}, []
-    for key in keys:
-        frames, provenance = {}, []
-        for asset_key in asset_keys:
-            name = asset_key.to_user_string()
-            upstream = latest_upstream(context.instance, asset_key, key)
-            if upstream is None or not store.exists(asset_key, key, pd.DataFrame):
-                errors.append(not_materialized(registry, key, name))
-                break
-            if upstream.metadata.get(GATE_METADATA) == "failed":
-                errors.append(gate_failure(registry, key, name, upstream.metadata))
-                break
-            frames[asset_key] = store.read(asset_key, key, pd.DataFrame)
-            provenance.append(upstream)
-        else:
-            if stale := _out_of_step(frames):
-                errors.append(PartitionError(
-                    key, document_path(registry, key), "upstream_stale",
-                    f"{stale} was computed from other chunks than the stored ones (the "
-                    f"chunks were made again since): re-materialize {stale} for this document"))
-            else:
-                ready[key] = UpstreamData(frames, tuple(provenance))
-    return ready, errors
-
-
-def _out_of_step(frames: dict[dg.AssetKey, pd.DataFrame]) -> str | None:
-    """The first per-chunk input whose chunk ids are not the stored chunks' ids."""
-    if CHUNKS not in frames:
-        return None
-    chunk_ids = frames[CHUNKS]["chunk_id"].tolist()
-    for asset_key, frame in frames.items():
-        if "chunk_id" in frame.columns and frame["chunk_id"].tolist() != chunk_ids:
-            return asset_key.to_user_string()
-    return None
-
-
-
-def gate_failure(registry: DocumentRegistry, key: str, name: str, meta: dict) -> PartitionError:
-    return PartitionError(
-        key, document_path(registry, key), "upstream_check_failed",
-        f"{name}_success_rate failed ({meta.get('failed_items_count', '?')} of "
-        f"{meta.get('items', '?')} items failed; see that check's metadata): "
-        f"re-materialize {name} for this document first",
-    )
-
-
-def run_llm(
-    context: dg.AssetExecutionContext,
-    llm: LLMResource,
-    work: dict[str, list[ChatItem | EmbedItem]],
-    concurrency: int | None,
-) -> tuple[dict[str, list[ItemResult]], BatchMetrics]:
-    """Every item of every partition through one engine run; results per partition."""
-    owner: dict[str, str] = {}
-    by_partition: dict[str, list[ItemResult]] = defaultdict(list)
-
-    def items() -> Iterable[ChatItem | EmbedItem]:
-        for partition, partition_items in work.items():
-            for item in partition_items:
-                owner[item.key] = partition
-                yield item
-
-    async def go() -> BatchMetrics:
-        async with llm.engine(context.log) as engine:
-            return await engine.run(
-                items(), lambda r: by_partition[owner[r.key]].append(r), concurrency
-            )
-
-    metrics = run_interruptible(go())  # SIGINT/SIGTERM to the CLI cancels it
-    return by_partition, metrics
-
-
-def partition_metrics(results: list[ItemResult], run: BatchMetrics) -> BatchMetrics:
-    """One partition's share of a run: its own counts, the run's concurrency and time."""
-    recorder = MetricsRecorder()
-    for result in results:
-        recorder.add(result)
-    return recorder.snapshot(provider=run.provider, model=run.model, peak=run.peak_concurrency,
-                             limit=run.final_concurrency_limit, wall=run.wall_seconds)
-
-
-def success_rate_check(
-    asset_key: dg.AssetKey, partition: str, frame: pd.DataFrame, threshold: float,
-    id_column: str = "chunk_id",
-) -> dg.AssetCheckEvaluation:
-    """`<asset>_success_rate` for one partition: rows without an `error_class` over all
-    rows (one row per item), with the failed item ids and classes in its metadata."""
-    failed = frame[frame["error_class"].notna()].sort_values(id_column)
-    rate = 1 - len(failed) / len(frame) if len(frame) else 1.0
-    return dg.AssetCheckEvaluation(
-        asset_key=asset_key,
-        check_name=f"{asset_key.to_user_string()}_success_rate",
-        passed=rate >= threshold,
-        severity=dg.AssetCheckSeverity.ERROR,
-        partition=partition,
-        metadata={
-            "success_rate": dg.MetadataValue.float(round(rate, 4)),
-            "threshold": dg.MetadataValue.float(threshold),
-            "attempted": dg.MetadataValue.int(len(frame)),
-            "failed": dg.MetadataValue.int(len(failed)),
-            "failed_items": dg.MetadataValue.json([
-                {"id": getattr(r, id_column), "error_class": r.error_class, "error": r.error}
-                for r in failed.head(MAX_LISTED_FAILURES).itertuples()
-            ]),
-        },
-    )
-
-
-def chat_per_chunk_stage(
-    context: dg.AssetExecutionContext, config: EnrichConfig, llm: LLMResource,
-    store: AssetStore, registry: DocumentRegistry, keys: list[str], *,
-    asset_key: dg.AssetKey, prompt: Prompt, schema: type[BaseModel],
-    to_frame: Callable[[pd.DataFrame, list[ItemResult]], pd.DataFrame],
-    describe: Callable[[pd.DataFrame], dict],
-) -> list[PartitionError]:
-    """A stage that asks the LLM one structured question per chunk: every chunk of every
-    document in one engine run, then one frame (`to_frame`), record and gate per document,
-    with the engine's metrics and `describe(frame)` as metadata."""
-    inputs, failures = read_upstream(context, store, registry, [CHUNKS], keys)
-    work = {
-        key: [ChatItem(c.chunk_id, prompt.messages(c.text), schema, prompt.version)
-              for c in data.frames[CHUNKS].itertuples()]
-        for key, data in inputs.items()
-    }
-    results, run = run_llm(context, llm, work, config.concurrency)
-    context.log.info(f"{asset_key.to_user_string()}: {run.attempted} chunks of {len(work)} "
-                     f"documents: {run.succeeded} ok, {run.failed} failed "
-                     f"{run.failed_by_class}, {run.cache_hits} cached, {run.http_calls} HTTP "
-                     f"calls")
-    for key, data in inputs.items():
-        with per_document(context, registry, key, failures):
-            partition_results = results.get(key, [])
-            rows = to_frame(data.frames[CHUNKS], partition_results)
-            record_judged(
-                context, store, asset_key, key, rows,
-                {**metrics_metadata(partition_metrics(partition_results, run)),
-                 **describe(rows)},
-                data_version(prompt.version, rows.to_json()), prompt.version,
-                data.provenance, config.success_threshold,
-            )
-    return failures
-
-
-def record_judged(
-    context: dg.AssetExecutionContext, store: AssetStore, asset_key: dg.AssetKey,
-    partition: str, rows: pd.DataFrame, metadata: dict, version: str, code_version: str,
-    upstream: tuple[Upstream, ...], threshold: float, id_column: str = "chunk_id",
-) -> bool:
-    """Store and record one partition of an LLM asset with its success-rate check; the
-    check's outcome goes into the materialization's metadata too, where downstream steps
-    read it (read_upstream). Returns whether the gate passed."""
-    check = success_rate_check(asset_key, partition, rows, threshold, id_column)
-    gate = {GATE_METADATA: dg.MetadataValue.text("passed" if check.passed else "failed"),
-            "items": dg.MetadataValue.int(len(rows)),
-            "failed_items_count": check.metadata["failed"]}
-    record(context, store, asset_key, partition, rows, {**metadata, **gate}, version,
-           code_version, upstream)
-    log_check(context, check)
-    return check.passed
-
-
-def llm_spec(asset_key: dg.AssetKey, *, deps: list, code_version: str, description: str
-             ) -> dg.AssetSpec:
-    """An LLM enrichment asset: per-document partitions, recorded one by one from the
-    batched pipeline step (assets/pipeline.py)."""
-    return dg.AssetSpec(
-        asset_key,
-        deps=deps,
-        skippable=True,
-        partitions_def=documents_partitions,
-        group_name="enrichment",
-        kinds={"openai", "pandas", "parquet"},
-        code_version=code_version,
-        description=description,
-    )
-
-
-def success_rate_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(
-        f"{asset_key.to_user_string()}_success_rate",
-        asset=asset_key,
-        blocking=True,
-        partitions_def=documents_partitions,
-        description="succeeded / attempted items of the partition >= success_threshold "
-        "(default 0.99); the failed item ids and error classes are in the metadata. "
-        "Downstream enrichment skips a partition whose check failed.",
-    )
+@dg.multi_asset(
+    name="enrichment",
+    specs=[CHUNK_METADATA_SPEC, CHUNK_EMBEDDINGS_SPEC, GRAPH_EXTRACTION_SPEC,
+           DOCUMENT_THEMES_SPEC],
+    check_specs=[*CHUNK_METADATA_CHECKS, *CHUNK_EMBEDDINGS_CHECKS, *GRAPH_EXTRACTION_CHECKS,
+                 *DOCUMENT_THEMES_CHECKS],
+    can_subset=True,
+    pool=LLM_POOL,
+    op_tags={"docgraph/stage": "enrichment"},
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=DOCUMENTS_PER_RUN),
+)
+def enrichment(context: dg.AssetExecutionContext, config: EnrichmentConfig,
+               llm: LLMResource, store: AssetStore, registry: DocumentRegistry):
+    keys = list(context.partition_keys)
+    failures = EnrichmentStream(context, config, llm, store, registry).run(keys)
+    yield from check_outputs(context)  # every partition was recorded on its own
+    raise_failures(failures, len(keys))

@@ -14,20 +14,21 @@ import dagster as dg
 import neo4j.exceptions
 import pandas as pd
 
+from assets.automation import chained
 from assets.batch import (
-    DOCUMENTS_PER_RUN,
     PartitionError,
     check_outputs,
     data_version,
     document_path,
     log_check,
     raise_failures,
+    read_upstream,
     record,
 )
-from assets.embeddings import CHUNK_EMBEDDINGS_KEY
-from assets.enrichment import read_upstream
-from assets.graph_extraction import GRAPH_EXTRACTION_KEY
-from assets.ingestion import CHUNKS, DOCUMENTS
+from assets.keys import CHUNK_EMBEDDINGS as CHUNK_EMBEDDINGS_KEY
+from assets.keys import CHUNKS, DOCUMENTS, DOCUMENTS_PER_RUN, NEO4J_POOL
+from assets.keys import GRAPH_EXTRACTION as GRAPH_EXTRACTION_KEY
+from assets.keys import NEO4J_GRAPH as NEO4J_GRAPH_KEY
 from assets.models import Document
 from assets.partitions import documents_partitions
 from resources.graph_resolution import EntityMention, resolve_entities
@@ -41,9 +42,7 @@ from resources.neo4j.store import DEFAULT_BATCH_SIZE, GraphWriter
 from resources.registry import DocumentRegistry
 from resources.storage import AssetStore
 
-NEO4J_GRAPH_KEY = dg.AssetKey("neo4j_graph")
 GRAPH_WRITE_VERSION = "neo4j-graph-v1"
-NEO4J_POOL = "neo4j"
 
 
 class GraphConfig(dg.Config):
@@ -127,7 +126,7 @@ NEO4J_GRAPH_SPEC = dg.AssetSpec(
     "MENTIONS and typed relationships with provenance, in Neo4j. Re-materializing "
     "replaces exactly the document's contribution. Skips documents whose "
     "chunk_embeddings or graph_extraction gate failed.",
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=chained(),
 )
 
 
@@ -179,13 +178,13 @@ def neo4j_graph(context: dg.AssetExecutionContext, config: GraphConfig,
                                            f"{type(exc).__name__}: {exc}"))
             continue
         if not check.passed:  # written, but not what was meant: not materialized
-            log_check(context, check)
+            log_check(context, check, None)
             failures.append(PartitionError(
                 key, path, "graph_write_failed", "read back after the write, the graph does not "
                 f"hold what the extraction meant: {check.metadata}"))
             continue
         version = data_version(GRAPH_WRITE_VERSION, *(u.version for u in data.provenance))
-        record(context, store, NEO4J_GRAPH_KEY, key, _summary_frame(rows),
+        logged = record(context, store, NEO4J_GRAPH_KEY, key, _summary_frame(rows),
                {**{k: dg.MetadataValue.int(v) if isinstance(v, int) else
                    dg.MetadataValue.float(round(v, 3)) for k, v in stats.items()},
                 **{k: dg.MetadataValue.int(v) for k, v in counts.items()},
@@ -193,7 +192,7 @@ def neo4j_graph(context: dg.AssetExecutionContext, config: GraphConfig,
                 "relationships": dg.MetadataValue.int(len(rows["relationships"])),
                 "mentions": dg.MetadataValue.int(len(rows["mentions"]))},
                version, GRAPH_WRITE_VERSION, data.provenance)
-        log_check(context, check)
+        log_check(context, check, logged)
     yield from check_outputs(context)
     raise_failures([dataclasses.replace(f, assets=(NEO4J_GRAPH_KEY.to_user_string(),))
                     for f in failures], len(keys))

@@ -3,7 +3,8 @@
 One row per chunk: the entities and relationships as JSON (a chunk's lists vary in length
 and shape, which Parquet stores awkwardly), their counts, and the error of a failed call.
 Nothing here touches Neo4j or trusts a type: resolution and the allowlists are applied
-when the graph is written (assets/graph.py).
+when the graph is written (assets/graph.py). The enrichment step (assets/enrichment.py)
+runs its calls.
 """
 
 import json
@@ -11,28 +12,24 @@ import json
 import dagster as dg
 import pandas as pd
 
-from assets.batch import PartitionError
-from assets.enrichment import (
-    EnrichConfig,
-    chat_per_chunk_stage,
-    llm_spec,
-    success_rate_spec,
-)
-from assets.ingestion import CHUNKS
+from assets.keys import CHUNKS
+from assets.keys import GRAPH_EXTRACTION as GRAPH_EXTRACTION_KEY
+from assets.llm_assets import llm_spec, success_rate_spec
 from assets.models import ChunkGraph
 from assets.prompts import GRAPH_EXTRACTION
-from resources.llm import ItemResult
-from resources.llm.resource import LLMResource
-from resources.registry import DocumentRegistry
-from resources.storage import AssetStore
+from resources.llm import ChatItem, ItemResult
 
-GRAPH_EXTRACTION_KEY = dg.AssetKey("graph_extraction")
 GRAPH_COLUMNS = ["chunk_id", "document_key", "chunk_index", "entities", "relationships",
                  "n_entities", "n_relationships", "error_class", "error"]
 
 
+def graph_items(chunks: pd.DataFrame) -> list[ChatItem]:
+    return [ChatItem(f"graph_extraction:{c.chunk_id}", GRAPH_EXTRACTION.messages(c.text),
+                     ChunkGraph, GRAPH_EXTRACTION.version) for c in chunks.itertuples()]
+
+
 def graph_frame(chunks: pd.DataFrame, results: list[ItemResult]) -> pd.DataFrame:
-    by_id = {r.key: r for r in results}
+    by_id = {r.key.removeprefix("graph_extraction:"): r for r in results}
     rows = []
     for chunk in chunks.itertuples():
         result = by_id[chunk.chunk_id]
@@ -61,12 +58,6 @@ GRAPH_EXTRACTION_SPEC = llm_spec(
 GRAPH_EXTRACTION_CHECKS = [success_rate_spec(GRAPH_EXTRACTION_KEY)]
 
 
-def graph_extraction_stage(context: dg.AssetExecutionContext, config: EnrichConfig,
-                           llm: LLMResource, store: AssetStore, registry: DocumentRegistry,
-                           keys: list[str]) -> list[PartitionError]:
-    return chat_per_chunk_stage(
-        context, config, llm, store, registry, keys, asset_key=GRAPH_EXTRACTION_KEY,
-        prompt=GRAPH_EXTRACTION, schema=ChunkGraph, to_frame=graph_frame,
-        describe=lambda rows: {
-            "entities": dg.MetadataValue.int(int(rows["n_entities"].sum())),
-            "relationships": dg.MetadataValue.int(int(rows["n_relationships"].sum()))})
+def graph_description(rows: pd.DataFrame) -> dict[str, dg.MetadataValue]:
+    return {"entities": dg.MetadataValue.int(int(rows["n_entities"].sum())),
+            "relationships": dg.MetadataValue.int(int(rows["n_relationships"].sum()))}

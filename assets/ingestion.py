@@ -1,9 +1,13 @@
-"""`documents` and `chunks`: the ingestion stage of the document pipeline
-(assets/pipeline.py).
+"""The ingestion step: `documents` and `chunks` for a range of documents, no LLM, no pool.
 
-Either asset can be materialized alone: `chunks` alone re-chunks the stored documents
-(e.g. after a change of chunk size) without reading the source files again.
+Reading is in assets/documents.py, chunking in assets/chunks.py; this module defines the
+two assets and runs them per document. Either asset can be materialized alone: `chunks`
+alone re-chunks the stored documents (e.g. after a change of chunk size) without reading
+the source files again. The inbox sensor and the daily sweep request it; the enrichment
+step follows by automation.
 """
+
+import dataclasses
 
 import dagster as dg
 
@@ -13,18 +17,17 @@ from assets.batch import (
     latest_upstream,
     not_materialized,
     per_document,
+    raise_failures,
     record,
 )
 from assets.chunking import validate_limits
 from assets.chunks import CHUNKER_VERSION, chunk_document, chunks_metadata
 from assets.documents import INGEST_VERSION, document_metadata, read_document
+from assets.keys import CHUNKS, DOCUMENTS, DOCUMENTS_PER_RUN
 from assets.models import Document
 from assets.partitions import documents_partitions
 from resources.registry import DocumentRegistry
 from resources.storage import AssetStore
-
-DOCUMENTS = dg.AssetKey("documents")
-CHUNKS = dg.AssetKey("chunks")
 
 
 class IngestConfig(dg.Config):
@@ -58,9 +61,26 @@ CHUNKS_SPEC = dg.AssetSpec(
 )
 
 
-def ingest_stage(context: dg.AssetExecutionContext, config: IngestConfig,
-                 registry: DocumentRegistry, store: AssetStore,
-                 keys: list[str]) -> list[PartitionError]:
+@dg.multi_asset(
+    name="ingestion",
+    specs=[DOCUMENTS_SPEC, CHUNKS_SPEC],
+    can_subset=True,
+    op_tags={"docgraph/stage": "ingestion"},
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=DOCUMENTS_PER_RUN),
+)
+def ingestion(context: dg.AssetExecutionContext, config: IngestConfig,
+              registry: DocumentRegistry, store: AssetStore):
+    keys = list(context.partition_keys)
+    failures = ingest_documents(context, config, registry, store, keys)
+    names = tuple(k.to_user_string() for k in (DOCUMENTS, CHUNKS)
+                  if k in context.selected_asset_keys)
+    raise_failures([dataclasses.replace(f, assets=names) for f in failures], len(keys))
+    yield from ()  # every partition was recorded on its own (assets/batch.py)
+
+
+def ingest_documents(context: dg.AssetExecutionContext, config: IngestConfig,
+                     registry: DocumentRegistry, store: AssetStore,
+                     keys: list[str]) -> list[PartitionError]:
     """Read and/or chunk each document of `keys`, each on its own."""
     try:
         validate_limits(config.max_tokens, config.overlap_tokens)

@@ -1,31 +1,28 @@
 """`chunk_metadata`: an LLM's title, summary, keywords, category, language and personal-data
-flag for every chunk, one row per chunk, failures kept with their error class."""
+flag for every chunk, one row per chunk, failures kept with their error class. Its calls
+and its rows; the enrichment step (assets/enrichment.py) runs them."""
 
 import dagster as dg
 import pandas as pd
 
-from assets.batch import PartitionError
-from assets.enrichment import (
-    EnrichConfig,
-    chat_per_chunk_stage,
-    llm_spec,
-    success_rate_spec,
-)
-from assets.ingestion import CHUNKS
+from assets.keys import CHUNK_METADATA as CHUNK_METADATA_KEY
+from assets.keys import CHUNKS
+from assets.llm_assets import llm_spec, success_rate_spec
 from assets.models import ChunkMetadata
 from assets.prompts import CHUNK_METADATA
-from resources.llm import ItemResult
-from resources.llm.resource import LLMResource
-from resources.registry import DocumentRegistry
-from resources.storage import AssetStore
+from resources.llm import ChatItem, ItemResult
 
-CHUNK_METADATA_KEY = dg.AssetKey("chunk_metadata")
 METADATA_COLUMNS = ["chunk_id", "document_key", "chunk_index", *ChunkMetadata.model_fields,
                     "error_class", "error"]
 
 
+def metadata_items(chunks: pd.DataFrame) -> list[ChatItem]:
+    return [ChatItem(f"chunk_metadata:{c.chunk_id}", CHUNK_METADATA.messages(c.text),
+                     ChunkMetadata, CHUNK_METADATA.version) for c in chunks.itertuples()]
+
+
 def metadata_frame(chunks: pd.DataFrame, results: list[ItemResult]) -> pd.DataFrame:
-    by_id = {r.key: r for r in results}
+    by_id = {r.key.removeprefix("chunk_metadata:"): r for r in results}
     rows = []
     for chunk in chunks.itertuples():
         result = by_id[chunk.chunk_id]
@@ -61,10 +58,5 @@ CHUNK_METADATA_SPEC = llm_spec(
 CHUNK_METADATA_CHECKS = [success_rate_spec(CHUNK_METADATA_KEY)]
 
 
-def metadata_stage(context: dg.AssetExecutionContext, config: EnrichConfig,
-                   llm: LLMResource, store: AssetStore, registry: DocumentRegistry,
-                   keys: list[str]) -> list[PartitionError]:
-    return chat_per_chunk_stage(
-        context, config, llm, store, registry, keys, asset_key=CHUNK_METADATA_KEY,
-        prompt=CHUNK_METADATA, schema=ChunkMetadata, to_frame=metadata_frame,
-        describe=lambda rows: {"preview": dg.MetadataValue.md(_preview(rows))})
+def metadata_description(rows: pd.DataFrame) -> dict[str, dg.MetadataValue]:
+    return {"preview": dg.MetadataValue.md(_preview(rows))}

@@ -1,9 +1,11 @@
 """`document_themes`: the themes of each document, each judged by K independent votes.
 
-Three kinds of LLM call, all through the engine: one extraction per document (its chunks,
-numbered `[1]`, `[2]`, … in document order, cited back by number: assets/citations.py),
-K votes per theme on the chunks it cites, and one embedding request per document for its
-themes (theme_catalog merges near-duplicates with them).
+Three kinds of LLM call, all through the enrichment step's one stream
+(assets/enrichment.py): one extraction per document once its chunk metadata and
+embeddings are in and passed their gates (its chunks, numbered `[1]`, `[2]`, … in
+document order, cited back by number: assets/citations.py), then K votes per theme on the
+chunks it cites, and one embedding request per document for its themes (theme_catalog
+merges near-duplicates with them).
 Extraction is pure per document: nothing is shared between documents or calls, and the
 corpus-wide canonical themes are made afterwards, in one place (assets/catalog.py).
 """
@@ -13,29 +15,15 @@ import statistics
 import dagster as dg
 import pandas as pd
 
-from assets.batch import PartitionError, data_version, log_check, per_document
 from assets.citations import Citations, passage_marker, resolve_citations
-from assets.embeddings import CHUNK_EMBEDDINGS_KEY
-from assets.enrichment import (
-    EnrichConfig,
-    llm_spec,
-    partition_metrics,
-    read_upstream,
-    record_judged,
-    run_llm,
-    success_rate_spec,
-)
-from assets.ingestion import CHUNKS
-from assets.metadata import CHUNK_METADATA_KEY
+from assets.keys import CHUNK_EMBEDDINGS, CHUNK_METADATA, CHUNKS
+from assets.keys import DOCUMENT_THEMES as DOCUMENT_THEMES_KEY
+from assets.llm_assets import GateConfig, llm_spec, success_rate_spec
 from assets.models import DocumentThemeList, Theme, ThemeVote
 from assets.partitions import documents_partitions
 from assets.prompts import DOCUMENT_THEMES, THEME_VOTE
 from resources.llm import ChatItem, EmbedItem, ItemResult
-from resources.llm.resource import LLMResource, metrics_metadata
-from resources.registry import DocumentRegistry
-from resources.storage import AssetStore
 
-DOCUMENT_THEMES_KEY = dg.AssetKey("document_themes")
 THEMES_VERSION = f"{DOCUMENT_THEMES.version}+{THEME_VOTE.version}"
 # evidence: the citations as the model gave them; evidence_chunk_ids: the chunks they name
 # (cited_chunk_ids, the same list, is what the votes judged); citations_unknown: the
@@ -46,7 +34,7 @@ THEME_COLUMNS = ["theme_id", "document_key", "signature", "label", "description"
 CHARS_PER_TOKEN = 4  # to cut text to a token budget without tokenizing it twice
 
 
-class ThemeConfig(EnrichConfig):
+class ThemeConfig(GateConfig):
     votes: int = 3  # independent judgements per theme, averaged into its score
     min_score: float = 3.0  # on the votes' 1-5 scale; themes below are dropped, and counted
     text_budget_tokens: int = 6000  # whole chunks up to this; beyond, their metadata digests
@@ -185,7 +173,7 @@ def _counts(rows: pd.DataFrame) -> dict[str, dg.MetadataValue]:
 
 DOCUMENT_THEMES_SPEC = llm_spec(
     DOCUMENT_THEMES_KEY,
-    deps=[CHUNKS, CHUNK_METADATA_KEY, CHUNK_EMBEDDINGS_KEY],
+    deps=[CHUNKS, CHUNK_METADATA, CHUNK_EMBEDDINGS],
     code_version=THEMES_VERSION,
     description="Themes per document: snake_case signature, label, description and the "
     "chunks that evidence them (cited by passage number, mapped back to chunk ids; "
@@ -205,52 +193,26 @@ DOCUMENT_THEMES_CHECKS = [
 ]
 
 
-def themes_stage(context: dg.AssetExecutionContext, config: ThemeConfig,
-                 llm: LLMResource, store: AssetStore, registry: DocumentRegistry,
-                 keys: list[str]) -> list[PartitionError]:
-    inputs, failures = read_upstream(
-        context, store, registry, [CHUNKS, CHUNK_METADATA_KEY, CHUNK_EMBEDDINGS_KEY], keys)
-    chunks: dict[str, pd.DataFrame] = {}
-    extraction: dict[str, list[ChatItem]] = {}
-    for key, data in inputs.items():
-        with per_document(context, registry, key, failures):
-            passages = document_passages(data.frames[CHUNKS], data.frames[CHUNK_METADATA_KEY],
-                                         config.text_budget_tokens)
-            extraction[key] = [ChatItem(f"{key}:themes", DOCUMENT_THEMES.messages(passages),
-                                        DocumentThemeList, DOCUMENT_THEMES.version)]
-            chunks[key] = data.frames[CHUNKS]
-    extracted, first_run = run_llm(context, llm, extraction, config.concurrency)
+def extraction_item(key: str, chunks: pd.DataFrame, metadata: pd.DataFrame,
+                    config: ThemeConfig) -> ChatItem:
+    passages = document_passages(chunks, metadata, config.text_budget_tokens)
+    return ChatItem(f"{key}:themes", DOCUMENT_THEMES.messages(passages), DocumentThemeList,
+                    DOCUMENT_THEMES.version)
 
-    candidates: dict[str, list[Theme]] = {}
-    citations: dict[str, list[Citations]] = {}
-    judging: dict[str, list[ChatItem | EmbedItem]] = {}
-    for key, frame in chunks.items():
-        [result] = extracted[key]
-        candidates[key] = unique_themes(result.value.themes) if result.ok else []
-        chunk_ids = frame["chunk_id"].tolist()  # in the order the prompt numbered them
-        citations[key] = [resolve_citations(t.evidence, chunk_ids) for t in candidates[key]]
-        judging[key] = judging_items(key, candidates[key], citations[key], frame, config)
-    judged, second_run = run_llm(context, llm, judging, config.concurrency)
 
-    run = second_run.model_copy(update={
-        "wall_seconds": round(first_run.wall_seconds + second_run.wall_seconds, 3),
-        "peak_concurrency": max(first_run.peak_concurrency, second_run.peak_concurrency)})
-    for key in chunks:
-        with per_document(context, registry, key, failures):
-            results = [*extracted[key], *judged.get(key, [])]
-            rows = themes_frame(key, candidates[key], citations[key],
-                                {r.key: r for r in results}, config)
-            record_judged(
-                context, store, DOCUMENT_THEMES_KEY, key, rows,
-                {**metrics_metadata(partition_metrics(results, run)), **_counts(rows),
-                 "votes_per_theme": dg.MetadataValue.int(config.votes),
-                 "min_score": dg.MetadataValue.float(config.min_score),
-                 "preview": dg.MetadataValue.md(_preview(rows))},
-                data_version(THEMES_VERSION, rows.to_json()),
-                THEMES_VERSION, inputs[key].provenance, config.success_threshold, "theme_id",
-            )
-            log_check(context, evidence_check(key, rows))
-    return failures
+def candidate_themes(extraction: ItemResult, chunks: pd.DataFrame
+                     ) -> tuple[list[Theme], list[Citations]]:
+    """The extraction's themes, one per signature, and the chunks each cites (by the
+    numbers the prompt gave them, in the frame's order)."""
+    candidates = unique_themes(extraction.value.themes) if extraction.ok else []
+    chunk_ids = chunks["chunk_id"].tolist()
+    return candidates, [resolve_citations(t.evidence, chunk_ids) for t in candidates]
+
+
+def themes_description(rows: pd.DataFrame, config: ThemeConfig) -> dict[str, dg.MetadataValue]:
+    return {**_counts(rows), "votes_per_theme": dg.MetadataValue.int(config.votes),
+            "min_score": dg.MetadataValue.float(config.min_score),
+            "preview": dg.MetadataValue.md(_preview(rows))}
 
 
 def judging_items(key: str, candidates: list[Theme], citations: list[Citations],

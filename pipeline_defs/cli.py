@@ -22,7 +22,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.batch import DOCUMENTS_PER_RUN
+from assets.keys import DOCUMENTS_PER_RUN
 from assets.partitions import documents_partitions
 from pipeline_defs import run_launch
 from pipeline_defs.definitions import defs

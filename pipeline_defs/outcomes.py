@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from assets.batch import latest_upstream
-from assets.enrichment import GATE_METADATA
+from assets.batch import GATED, latest_upstream
+from assets.dagster_compat import check_passed
+from assets.llm_assets import success_rate_key
 
 STAGE_STATES = ("ok", "gate_failed", "failed", "not_run")
 CATCH_ALL = ("run_error", "step_error")  # failures given to every asset of a run or step
@@ -84,9 +85,11 @@ def stage_outcomes(instance: dg.DagsterInstance, key: str, chain: list[str],
         if failure and not (failure.error_class in CATCH_ALL and name in materialized):
             stages[name] = failure
         elif name in materialized:
-            latest = latest_upstream(instance, dg.AssetKey(name), key)
-            meta = latest.metadata if latest else {}
-            if meta.get(GATE_METADATA) == "failed":
+            asset_key = dg.AssetKey(name)
+            if asset_key in GATED and check_passed(
+                    instance, success_rate_key(asset_key), key) is False:
+                latest = latest_upstream(instance, asset_key, key)
+                meta = latest.metadata if latest else {}
                 stages[name] = StageOutcome(
                     "gate_failed", "gate_failed",
                     f"{name}_success_rate failed: {meta.get('failed_items_count', '?')} of "

@@ -8,7 +8,8 @@ from assets.catalog import THEME_CATALOG_KEY, ThemeCatalog
 from pipeline_defs.definitions import defs
 from pipeline_defs.graph_removal import in_graph
 from pipeline_defs.outcomes import Outcome
-from pipeline_defs.runs import graph_enabled, latest_metadata
+from pipeline_defs.runs import latest_metadata
+from pipeline_defs.staleness import graph_enabled
 from resources.neo4j.retrieve import RetrievedChunk
 from resources.storage import UNPARTITIONED, AssetStore
 

@@ -1,4 +1,6 @@
-"""`inbox_sensor`: the inbox folder is the queue of new and changed documents."""
+"""The sensors, both on by default: `inbox_sensor` (the inbox folder is the queue of new
+and changed documents: it requests their ingestion) and the automation sensor (it takes
+each document on from step to step: assets/automation.py)."""
 
 import json
 import time
@@ -6,16 +8,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.batch import (
-    DOCUMENTS_PER_RUN,
-    RANGE_END_TAG,
-    RANGE_START_TAG,
-    data_version,
-    partition_batches,
-)
+from assets.batch import data_version, partition_batches
+from assets.dagster_compat import RANGE_END_TAG, RANGE_START_TAG
+from assets.keys import DOCUMENTS_PER_RUN
 from assets.partitions import documents_partitions
 from pipeline_defs.graph_removal import in_graph, remove_from_graph
-from pipeline_defs.jobs import docgraph_job
+from pipeline_defs.jobs import ingestion_job
 from resources.neo4j.resource import Neo4jResource
 from resources.neo4j.settings import CONNECTION_ERRORS
 from resources.registry import DocumentRegistry, supported_files
@@ -23,9 +21,20 @@ from resources.registry import DocumentRegistry, supported_files
 # A file modified this recently may still be being written: wait for the next tick.
 SETTLE_SECONDS = 2.0
 
+# Every asset with an automation condition; requests are batched into runs by the assets'
+# backfill policies (DOCUMENTS_PER_RUN documents per run).
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "default_automation_condition_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Takes each document from step to step once its inputs are in and their "
+    "gates passed; catches up partitions missed while it was off.",
+)
+
 
 @dg.sensor(
-    job=docgraph_job,
+    job=ingestion_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Registers new files in the inbox as `documents` partitions, requests a run "

@@ -1,39 +1,59 @@
 import dagster as dg
 import pandas as pd
 
-from assets.batch import RANGE_END_TAG, RANGE_START_TAG
+from assets.dagster_compat import RANGE_END_TAG, RANGE_START_TAG
+from assets.enrichment import enrichment
+from assets.ingestion import ingestion
 from assets.models import Document
-from assets.pipeline import document_pipeline
 from pipeline_defs import cli
 from pipeline_defs.definitions import defs, store
 from resources.llm.resource import LLMResource
 
 
-def pipeline_config(**stages: dict) -> dict:
-    """Run config for the document_pipeline step: {stage name: its config}."""
-    return {"ops": {"document_pipeline": {"config": stages}}}
-
-
 def ingest_config(**config) -> dict:
-    return pipeline_config(ingestion=config)
+    """Run config for the ingestion step."""
+    return {"ops": {"ingestion": {"config": config}}}
+
+
+def enrichment_config(**stages: dict) -> dict:
+    """The enrichment step's config from {asset name: its config}; a `concurrency` given
+    to any asset is the step's (it has one stream)."""
+    config: dict = {}
+    for name, stage in stages.items():
+        stage = dict(stage)
+        if "concurrency" in stage:
+            config["concurrency"] = stage.pop("concurrency")
+        if stage:
+            config[name] = stage
+    return config
 
 
 def run_pipeline(instance: dg.DagsterInstance, keys: list[str], assets: list[str],
                  llm: LLMResource | None = None, **stages: dict) -> dg.ExecuteInProcessResult:
-    """One batched run of `assets` of the document pipeline over keys[0]..keys[-1]."""
-    return dg.materialize(
-        [document_pipeline], selection=assets, instance=instance,
-        resources={**defs.resources, **({"llm": llm} if llm else {})},
-        run_config=pipeline_config(**stages),
-        tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]}, raise_on_error=False,
-    )
+    """Batched runs over keys[0]..keys[-1] as the chain makes them: the ingestion step's
+    share of `assets`, then the enrichment step's. The first run that failed is returned,
+    else the last."""
+    ingest = [a for a in assets if a in ("documents", "chunks")]
+    enrich = [a for a in assets if a not in ingest]
+    configs = {"ingestion": stages.pop("ingestion", {}),
+               "enrichment": enrichment_config(**stages)}
+    results = []
+    for step, selection in (("ingestion", ingest), ("enrichment", enrich)):
+        if selection:
+            results.append(dg.materialize(
+                [ingestion, enrichment], selection=selection, instance=instance,
+                resources={**defs.resources, **({"llm": llm} if llm else {})},
+                run_config={"ops": {step: {"config": configs[step]}}},
+                tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]},
+                raise_on_error=False))
+    return next((r for r in results if not r.success), results[-1])
 
 
 def run_ingest(
     instance: dg.DagsterInstance, first: str, last: str | None = None, **kwargs
 ) -> dg.ExecuteInProcessResult:
-    """One ingest_job run over the partition `first`, or the range first..last."""
-    job = defs.resolve_job_def("ingest_job")
+    """One ingestion_job run over the partition `first`, or the range first..last."""
+    job = defs.resolve_job_def("ingestion_job")
     if last is None:
         return job.execute_in_process(
             partition_key=first, instance=instance, raise_on_error=False, **kwargs

@@ -6,7 +6,10 @@
 
 `run` feeds a fixed set of workers from the item iterator, so memory stays O(concurrency)
 whatever the number of items, and every item ends as exactly one `ItemResult`: succeeded,
-or failed with an error class. Cancelling `run` cancels its workers and their requests.
+or failed with an error class. `on_result` may return follow-up items (a document's next
+calls, once this answer is in): they join the same run ahead of the iterator's next items
+(resources/llm/feed.py), so dependent work needs no second run and no barrier. Cancelling
+`run` cancels its workers and their requests.
 """
 
 import asyncio
@@ -24,6 +27,7 @@ from resources.llm.breaker import CircuitBreaker
 from resources.llm.cache import Cache, SQLiteCache, cache_key
 from resources.llm.calls import Batch, CallLoop, FormatRejected, ItemFailed
 from resources.llm.client import make_client
+from resources.llm.feed import Feed
 from resources.llm.formats import FormatModes, as_mode
 from resources.llm.items import ChatItem, EmbedItem, ItemAccount, ItemResult
 from resources.llm.limits import AIMDLimit, ConcurrencyGate
@@ -106,10 +110,11 @@ class LLMEngine(CallLoop):
     async def run(
         self,
         items: Iterable[ChatItem | EmbedItem],
-        on_result: Callable[[ItemResult], None],
+        on_result: Callable[[ItemResult], Iterable[ChatItem | EmbedItem] | None],
         concurrency: int | None = None,
     ) -> BatchMetrics:
-        """Process every item; call `on_result` once per item, in completion order."""
+        """Process every item; call `on_result` once per item, in completion order; the
+        items it returns are processed in the same run."""
         if concurrency is not None and concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self._client_here()
@@ -120,14 +125,14 @@ class LLMEngine(CallLoop):
         slow_start = not self.settings.offline and self.throttle.rpm is None
         batch = Batch(gate=ConcurrencyGate(AIMDLimit(floor, ceiling, slow_start=slow_start)))
         batch.gate.cap = lambda: self.throttle.useful_concurrency(batch.latency)
-        source = iter(items)
+        feed: Feed[ChatItem | EmbedItem] = Feed(items)
         started = time.monotonic()
 
         async def worker() -> None:
-            for item in source:  # workers share one iterator: items are pulled, not queued
+            while (item := await feed.take()) is not None:
                 result = await self._process(item, batch)
                 batch.stats.add(result)
-                on_result(result)
+                feed.done(on_result(result) or ())
 
         async with asyncio.TaskGroup() as workers:
             for _ in range(ceiling):

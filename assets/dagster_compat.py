@@ -1,0 +1,48 @@
+"""What docgraph uses of Dagster that Dagster does not export, in one place.
+
+Tag names Dagster writes and reads on runs and materializations, the type of a check
+evaluation's target materialization, and the per-partition check state the UI shows.
+tests/test_dagster_compat.py pins them to the installed version: an upgrade that moves or
+renames one fails there, not in a run.
+"""
+
+import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData as TargetMaterialization,
+)
+from dagster._core.storage.asset_check_execution_record import (
+    AssetCheckExecutionRecordStatus as CheckStatus,
+)
+
+TESTED_WITH = "1.13.27"  # the Dagster release these names were checked against
+
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+DATA_VERSION_TAG = "dagster/data_version"
+CODE_VERSION_TAG = "dagster/code_version"
+USER_VERSION_TAG = "dagster/data_version_is_user_provided"
+INPUT_VERSION_TAG = "dagster/input_data_version/{}"
+INPUT_POINTER_TAG = "dagster/input_event_pointer/{}"
+
+__all__ = ["CheckStatus", "TargetMaterialization", "check_passed", "check_states"]
+
+
+def check_states(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey,
+                 partitions: list[str]) -> dict[str, bool | None]:
+    """Dagster's own verdict on each partition's check, as the check's Partitions tab
+    shows it: True (passed) or False (failed) when the latest evaluation judged the
+    partition's latest materialization, None when there is no current evaluation."""
+    infos = instance.event_log_storage.get_asset_check_partition_info(
+        [check_key], partition_keys=partitions)
+    states: dict[str, bool | None] = dict.fromkeys(partitions)
+    for info in infos:
+        if info.partition_key in states and info.is_current:
+            states[info.partition_key] = {CheckStatus.SUCCEEDED: True,
+                                          CheckStatus.FAILED: False}.get(
+                info.latest_execution_status)
+    return states
+
+
+def check_passed(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey,
+                 partition: str) -> bool | None:
+    return check_states(instance, check_key, [partition])[partition]

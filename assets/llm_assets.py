@@ -1,0 +1,99 @@
+"""What the four LLM assets share: their spec, their success-rate gate and its check, and
+a document's share of the engine's accounting as metadata."""
+
+import warnings
+
+import dagster as dg
+import pandas as pd
+
+from assets.automation import chained
+from assets.partitions import documents_partitions
+from resources.llm import ItemResult
+from resources.llm.metrics import MetricsRecorder
+from resources.llm.resource import metrics_metadata
+
+MAX_LISTED_FAILURES = 50
+
+# Per-partition check specs are "preview" in Dagster 1.13; they are what makes a gate per
+# document possible in a batched step, so we use them, without a warning on every load.
+warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec",
+                        category=dg.PreviewWarning)
+
+
+class GateConfig(dg.Config):
+    success_threshold: float = 0.99  # below it the <asset>_success_rate check fails
+
+
+def success_rate_key(asset_key: dg.AssetKey) -> dg.AssetCheckKey:
+    return dg.AssetCheckKey(asset_key, f"{asset_key.to_user_string()}_success_rate")
+
+
+def success_rate_check(
+    asset_key: dg.AssetKey, partition: str, frame: pd.DataFrame, threshold: float,
+    id_column: str = "chunk_id",
+) -> dg.AssetCheckEvaluation:
+    """`<asset>_success_rate` for one partition: rows without an `error_class` over all
+    rows (one row per item), with the failed item ids and classes in its metadata."""
+    failed = frame[frame["error_class"].notna()].sort_values(id_column)
+    rate = 1 - len(failed) / len(frame) if len(frame) else 1.0
+    return dg.AssetCheckEvaluation(
+        asset_key=asset_key,
+        check_name=success_rate_key(asset_key).name,
+        passed=rate >= threshold,
+        severity=dg.AssetCheckSeverity.ERROR,
+        partition=partition,
+        metadata={
+            "success_rate": dg.MetadataValue.float(round(rate, 4)),
+            "threshold": dg.MetadataValue.float(threshold),
+            "attempted": dg.MetadataValue.int(len(frame)),
+            "failed": dg.MetadataValue.int(len(failed)),
+            "failed_items": dg.MetadataValue.json([
+                {"id": getattr(r, id_column), "error_class": r.error_class, "error": r.error}
+                for r in failed.head(MAX_LISTED_FAILURES).itertuples()
+            ]),
+        },
+    )
+
+
+def document_metrics(results: list[ItemResult], provider: str, model: str,
+                     seconds: float) -> dict[str, dg.MetadataValue]:
+    """One document's share of the step's engine run: its own items' counts, and the time
+    from its first call to its last (`llm_seconds`)."""
+    recorder = MetricsRecorder()
+    for result in results:
+        recorder.add(result)
+    snapshot = recorder.snapshot(provider=provider, model=model, peak=0, limit=0, wall=seconds)
+    metadata = metrics_metadata(snapshot)
+    del metadata["peak_concurrency"]  # a property of the step's stream, logged by the step
+    return metadata
+
+
+def llm_spec(asset_key: dg.AssetKey, *, deps: list, code_version: str, description: str
+             ) -> dg.AssetSpec:
+    """An LLM enrichment asset: per-document partitions, recorded one by one from the
+    enrichment step (assets/enrichment.py), requested by automation once its inputs are
+    in and their gates passed."""
+    return dg.AssetSpec(
+        asset_key,
+        deps=deps,
+        skippable=True,
+        partitions_def=documents_partitions,
+        group_name="enrichment",
+        kinds={"openai", "pandas", "parquet"},
+        code_version=code_version,
+        description=description,
+        automation_condition=chained(),
+    )
+
+
+def success_rate_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        success_rate_key(asset_key).name,
+        asset=asset_key,
+        blocking=True,
+        partitions_def=documents_partitions,
+        description="succeeded / attempted items of the partition >= success_threshold "
+        "(default 0.99); the failed item ids and error classes are in the metadata. "
+        "Blocking: Dagster's automation does not request this document's downstream "
+        "assets while it fails, and the steps refuse to read it.",
+    )
