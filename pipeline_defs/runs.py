@@ -83,7 +83,9 @@ def materialize(
     ensure_pools(instance)
     chain = [k.to_user_string() for k in chain_assets()]
     ordered = instance.get_dynamic_partitions(documents_partitions.name)
-    done: dict[str, set[str]] = {}
+    # the steps before a document's first stale one are current: they count as done
+    done: dict[str, set[str]] = {key: {a.to_user_string() for job in jobs[:index]
+                                       for a in CHAIN_JOBS[job]} for key, index in first.items()}
     failed: dict[str, dict[str, StageOutcome]] = {}
     needs = {job: {d.asset_key.to_user_string() for k in CHAIN_JOBS[job] for d in SPECS[k].deps}
              for job in jobs}

@@ -57,7 +57,7 @@ EXPECTED = dict(BAD_INPUTS, **{"vanished.txt": (None, "vanished", "no longer exi
 
 def _failure(result: dg.ExecuteInProcessResult) -> dg.Failure:
     [event] = result.get_step_failure_events()
-    assert event.step_key == "document_pipeline"
+    assert event.step_key == "ingestion"
     return event.step_failure_data.user_failure_data
 
 
