@@ -68,11 +68,11 @@ def document_metrics(results: list[ItemResult], provider: str, model: str,
     return metadata
 
 
-def llm_spec(asset_key: dg.AssetKey, *, deps: list, code_version: str, description: str
-             ) -> dg.AssetSpec:
+def llm_spec(asset_key: dg.AssetKey, *, deps: list, code_version: str, description: str,
+             with_inputs: bool = False) -> dg.AssetSpec:
     """An LLM enrichment asset: per-document partitions, recorded one by one from the
     enrichment step (assets/enrichment.py), requested by automation once its inputs are
-    in and their gates passed."""
+    in and their gates passed (`with_inputs`: assets/automation.py)."""
     return dg.AssetSpec(
         asset_key,
         deps=deps,
@@ -82,7 +82,7 @@ def llm_spec(asset_key: dg.AssetKey, *, deps: list, code_version: str, descripti
         kinds={"openai", "pandas", "parquet"},
         code_version=code_version,
         description=description,
-        automation_condition=chained(),
+        automation_condition=chained(with_inputs=with_inputs),
     )
 
 

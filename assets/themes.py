@@ -181,6 +181,7 @@ DOCUMENT_THEMES_SPEC = llm_spec(
     "`votes` independent LLM judgements (averaged, 1-5); themes under `min_score` are "
     "kept in the table but marked dropped (counted in `themes_dropped`). Skips "
     "documents whose chunk_metadata or chunk_embeddings gate failed.",
+    with_inputs=True,  # in the same stream as its inputs: requested with them
 )
 DOCUMENT_THEMES_CHECKS = [
     success_rate_spec(DOCUMENT_THEMES_KEY),

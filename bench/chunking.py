@@ -76,7 +76,7 @@ def bench_runs(texts: list[str], docs: int) -> list[dict]:
     """The same documents through ingest_job, one run per document and batched."""
     import dagster as dg
 
-    from assets.batch import DOCUMENTS_PER_RUN
+    from assets.keys import DOCUMENTS_PER_RUN
     from pipeline_defs import cli
 
     rows = []

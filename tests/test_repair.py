@@ -5,7 +5,7 @@ the offline provider answers a repair turn from the original request)."""
 import dagster as dg
 import pandas as pd
 
-from assets.batch import DATA_VERSION_TAG
+from assets.dagster_compat import DATA_VERSION_TAG
 from pipeline_defs import cli
 from pipeline_defs.definitions import defs
 from resources.llm.offline.server import SimulatorServer

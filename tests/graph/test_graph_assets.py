@@ -11,7 +11,7 @@ import dagster as dg
 import neo4j
 import pytest
 
-from assets.batch import RANGE_END_TAG, RANGE_START_TAG
+from assets.dagster_compat import RANGE_END_TAG, RANGE_START_TAG
 from assets.catalog import THEME_CATALOG_KEY, ThemeCatalog
 from assets.graph import neo4j_graph
 from pipeline_defs import cli
