@@ -17,6 +17,7 @@ from tests.daemon import dagster_servers, sqlite_home
 pytestmark = pytest.mark.daemon
 
 SENSORS = {"inbox_sensor", "default_automation_condition_sensor"}
+SCHEDULES = {"sweep_schedule", "catalog_schedule"}
 INSTIGATORS_QUERY = """{ workspaceOrError { __typename ... on PythonError { message }
   ... on Workspace { locationEntries { name locationOrLoadError { __typename
     ... on PythonError { message }
@@ -49,6 +50,7 @@ def test_every_sensor_and_schedule_runs_without_a_toggle(pg_instance):
     with dagster_servers(pg_instance.root_directory, daemon=False, webserver=True) as servers:
         sensors, schedules = _instigators(servers)
     assert sensors.keys() >= SENSORS, sensors
+    assert schedules.keys() >= SCHEDULES, schedules
     not_running = {name: status for name, status in {**sensors, **schedules}.items()
                    if status != "RUNNING"}
     assert not_running == {}, f"sensors {sensors}, schedules {schedules}"
