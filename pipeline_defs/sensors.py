@@ -13,6 +13,7 @@ from assets.dagster_compat import RANGE_END_TAG, RANGE_START_TAG
 from assets.keys import DOCUMENTS_PER_RUN
 from assets.partitions import documents_partitions
 from pipeline_defs.graph_removal import in_graph, remove_from_graph
+from pipeline_defs.intervals import sensor_interval
 from pipeline_defs.jobs import ingestion_job
 from resources.neo4j.resource import Neo4jResource
 from resources.neo4j.settings import CONNECTION_ERRORS
@@ -27,7 +28,7 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     "default_automation_condition_sensor",
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=sensor_interval(30),
     description="Takes each document from step to step once its inputs are in and their "
     "gates passed; catches up partitions missed while it was off.",
 )
