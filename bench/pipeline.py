@@ -38,9 +38,11 @@ in wall time. dagster_cpu_ms_per_document is the Dagster part of the client's CP
 documents (whenever it ran, during the streams too, where it competes with the engine).
 
 Simulator cost: its process's utime + stime (/proc/<pid>/stat) over the pass ÷ requests,
-and its cores used. `--sim-mode cheap` (SimConfig.answer_cache) answers repeated requests
-from a cache of finished answers and counts tokens by length: use it when the full
-heuristics would need more than ~half a core at the row's request rate (see the report).
+and its cores used. The full heuristics cost ~3.6 ms of CPU per request: at concurrency
+32 / 200 ms (160 requests/s) that is ~0.6 of this machine's 2 cores, taken from the client,
+so by default the simulator runs in its cheap answer mode (`--sim-mode cheap`,
+SimConfig.cheap_answers, resources/llm/offline/memo.py): the same answers from memoised
+analytics, token counts estimated from length. `--sim-mode full` measures with the full one.
 """
 
 import argparse
@@ -175,6 +177,8 @@ def child(args: argparse.Namespace) -> dict:
         for profile in profiles[1:]:
             stats.add(profile)
         result["profile_seconds"] = split_profile(stats)
+        if args.profile_out:
+            stats.dump_stats(args.profile_out)
     return result
 
 
@@ -199,7 +203,7 @@ def run_pass(folder: Path, concurrency: int, docs: int, args: argparse.Namespace
              profile: bool) -> dict:
     port = free_port()
     config = {"latency_ms": args.latency_ms, "latency_jitter_ms": args.latency_ms / 4,
-              **({"answer_cache": True} if args.sim_mode == "cheap" else {})}
+              "cheap_answers": args.sim_mode == "cheap"}
     sim = subprocess.Popen([sys.executable, "-m", "resources.llm.offline.server", "--port",
                             str(port), "--config", json.dumps(config)], cwd=REPO)
     home = Path(tempfile.mkdtemp(prefix="docgraph-bench-"))
@@ -221,7 +225,9 @@ def run_pass(folder: Path, concurrency: int, docs: int, args: argparse.Namespace
         sim_cpu0, wall0 = proc_cpu_seconds(sim.pid), time.monotonic()
         out = subprocess.run(
             [sys.executable, __file__, "--child", "--folder", str(folder), "--docs", str(docs),
-             *(["--profile"] if profile else [])],
+             *(["--profile"] if profile else []),
+             *(["--profile-out", str(args.profile_out / f"pipeline-c{concurrency}.pstats")]
+               if profile and args.profile_out else [])],
             env=env, cwd=REPO, capture_output=True, text=True)
         if out.returncode:
             raise SystemExit(f"bench pass failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
@@ -289,12 +295,16 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=200)
     parser.add_argument("--concurrency", default="8,32", help="comma-separated")
     parser.add_argument("--profile-docs", type=int, default=50, help="0: no profiled pass")
-    parser.add_argument("--sim-mode", choices=("full", "cheap"), default="full")
+    parser.add_argument("--sim-mode", choices=("full", "cheap"), default="cheap",
+                        help="cheap: SimConfig.cheap_answers (the same answers, less CPU)")
+    parser.add_argument("--profile-out", type=Path, help="keep the profiles (pstats) here")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.profile_out and not args.child:
+        args.profile_out.mkdir(parents=True, exist_ok=True)
     if args.child:
         print(json.dumps(child(args)))
         return
@@ -311,6 +321,7 @@ def main() -> None:
                 if args.profile_docs else None
             rows.append(row(c, timed, profiled, args.latency_ms))
             print_table(rows[-1:])
+            sys.stdout.flush()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print()
