@@ -52,20 +52,19 @@ import os
 import pstats
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.chunking import make_document  # noqa: E402
+from bench.simulator_process import SimulatorProcess  # noqa: E402
 
 PARTS = ("engine", "sdk", "dagster", "storage", "other")
 # (substring of a function's file, part), first match wins
@@ -182,61 +181,33 @@ def child(args: argparse.Namespace) -> dict:
     return result
 
 
-# -- the simulator process -------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def sim_call(port: int, path: str) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-        return json.loads(response.read())
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
+# -- a pass: the simulator's process and the chain's ---------------------------------------
 def run_pass(folder: Path, concurrency: int, docs: int, args: argparse.Namespace,
              profile: bool) -> dict:
-    port = free_port()
     config = {"latency_ms": args.latency_ms, "latency_jitter_ms": args.latency_ms / 4,
               "cheap_answers": args.sim_mode == "cheap"}
-    sim = subprocess.Popen([sys.executable, "-m", "resources.llm.offline.server", "--port",
-                            str(port), "--config", json.dumps(config)], cwd=REPO)
     home = Path(tempfile.mkdtemp(prefix="docgraph-bench-"))
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                sim_call(port, "/sim/stats")
-                break
-            except OSError:
-                if time.monotonic() > deadline or sim.poll() is not None:
-                    raise RuntimeError("the simulator did not start") from None
-                time.sleep(0.1)
-        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-        env = {k: v for k, v in os.environ.items() if k != "NEO4J_URI"}
-        env.update(DAGSTER_HOME=str(home), DOCGRAPH_HOME=str(home / "docgraph"),
-                   OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1", OPENAI_API_KEY="bench",
-                   LLM_CACHE_PATH="off", LLM_MAX_CONCURRENCY=str(concurrency))
-        sim_cpu0, wall0 = proc_cpu_seconds(sim.pid), time.monotonic()
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", "--folder", str(folder), "--docs", str(docs),
-             *(["--profile"] if profile else []),
-             *(["--profile-out", str(args.profile_out / f"pipeline-c{concurrency}.pstats")]
-               if profile and args.profile_out else [])],
-            env=env, cwd=REPO, capture_output=True, text=True)
-        if out.returncode:
-            raise SystemExit(f"bench pass failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-        sim_wall = time.monotonic() - wall0
-        sim_cpu = proc_cpu_seconds(sim.pid) - sim_cpu0
-        stats = sim_call(port, "/sim/stats")
+        with SimulatorProcess(config) as sim:
+            shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+            env = {k: v for k, v in os.environ.items() if k != "NEO4J_URI"}
+            env.update(DAGSTER_HOME=str(home), DOCGRAPH_HOME=str(home / "docgraph"),
+                       OPENAI_BASE_URL=sim.base_url, OPENAI_API_KEY="bench",
+                       LLM_CACHE_PATH="off", LLM_MAX_CONCURRENCY=str(concurrency))
+            sim_cpu0, wall0 = sim.cpu_seconds(), time.monotonic()
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", "--folder", str(folder),
+                 "--docs", str(docs), *(["--profile"] if profile else []),
+                 *(["--profile-out", str(args.profile_out / f"pipeline-c{concurrency}.pstats")]
+                   if profile and args.profile_out else [])],
+                env=env, cwd=REPO, capture_output=True, text=True)
+            if out.returncode:
+                raise SystemExit(f"bench pass failed:\n{out.stdout[-3000:]}\n"
+                                 f"{out.stderr[-3000:]}")
+            sim_wall = time.monotonic() - wall0
+            sim_cpu = sim.cpu_seconds() - sim_cpu0
+            stats = sim.call("/sim/stats")
     finally:
-        sim.terminate()
-        sim.wait(timeout=10)
         shutil.rmtree(home, ignore_errors=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     calls = stats["requests"]
