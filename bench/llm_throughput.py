@@ -26,17 +26,17 @@ import asyncio
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.simulator_process import SimulatorProcess  # noqa: E402
 
 LATENCY_MS, CAP, RPM = 100, 32, 12_000
 SCENARIOS = {
@@ -199,19 +199,6 @@ def run_memory(n: int) -> dict:
 
 
 # -- the parent: servers, children, table ---------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _sim_call(port: int, path: str, payload: dict | None = None) -> dict:
-    data = json.dumps(payload).encode() if payload is not None else None
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
-                                     headers={"Content-Type": "application/json"})
-    return json.loads(urllib.request.urlopen(request, timeout=10).read())
-
-
 def _child(args: list[str]) -> dict:
     out = subprocess.run([sys.executable, __file__, "child", *args], capture_output=True,
                          text=True, check=True, cwd=REPO)
@@ -228,34 +215,20 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "resources.llm.offline.server", "--port", str(port)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
     theoretical = min(CAP / (LATENCY_MS / 1000), RPM / 60)
     rows = []
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                _sim_call(port, "/sim/stats")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        url = f"http://127.0.0.1:{port}/v1"
+    with SimulatorProcess() as sim:
+        url = sim.base_url
         runs = [(scenario, strategy, 42) for scenario in SCENARIOS for strategy in STRATEGIES]
         # The fault tail is luck (a few items failing three times late): more seeds for it.
         runs += [("faults", "engine", seed) for seed in range(43, 43 + args.extra_seeds)]
         for scenario, strategy, seed in runs:
             faults = SCENARIOS[scenario]
-            _sim_call(port, "/sim/config", {"latency_ms": LATENCY_MS, "concurrency_cap": CAP,
-                                            "rpm": RPM, "seed": seed, **faults})
-            _sim_call(port, "/sim/reset", {})
+            sim.call("/sim/config", {"latency_ms": LATENCY_MS, "concurrency_cap": CAP,
+                                     "rpm": RPM, "seed": seed, **faults})
+            sim.call("/sim/reset", {})
             result = _child([strategy, url, str(args.calls), str(args.sequential_seconds)])
-            stats = _sim_call(port, "/sim/stats")
+            stats = sim.call("/sim/stats")
             per_second = result["succeeded"] / result["wall_seconds"]
             sustained = result["sustained_per_second"]
             rows.append({
@@ -277,9 +250,6 @@ def main() -> None:
                    if result["items"] < args.calls else {}),
             })
             print(_row(rows[-1]), flush=True)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
     memory = {}
     if args.memory_items:

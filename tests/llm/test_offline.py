@@ -119,3 +119,28 @@ def test_a_repair_turn_is_answered_as_the_original_request():
     follow_up = [*messages, {"role": "assistant", "content": "{}"},
                  {"role": "user", "content": "Your previous answer was fine, thanks."}]
     assert original_request(follow_up) == follow_up
+
+
+def test_cheap_answers_are_the_full_answers_with_estimated_usage():
+    """The simulator's cheap mode (offline/memo.py) changes the CPU an answer costs, not the
+    answer: asked twice each (the second time from its caches), every prompt gets the same
+    content as in the full mode; only the token counts are estimated."""
+    from assets.models import ChunkMetadata
+    from assets.prompts import CHUNK_METADATA, GRAPH_EXTRACTION
+
+    asks = [(CHUNK_METADATA.messages(TEXT), ChunkMetadata),
+            (GRAPH_EXTRACTION.messages(TEXT), ChunkGraph),
+            (DOCUMENT_THEMES.messages(_numbered(TEXT)), DocumentThemeList),
+            ([{"role": "user", "content": TEXT}], Everything),
+            ([{"role": "user", "content": TEXT}], None)]
+    for messages, schema in asks:
+        body = {"model": "m", "messages": messages}
+        if schema is not None:
+            body["response_format"] = response_format(schema)
+        full = chat_completion(body)
+        for _ in range(2):
+            cheap = chat_completion(body, cheap=True)
+            assert cheap["choices"] == full["choices"]
+            assert cheap["usage"]["prompt_tokens"] > 100
+    body = {"input": [TEXT, "Okta SSO login fails"], "dimensions": 64}
+    assert embeddings(body, cheap=True)["data"] == embeddings(body)["data"]

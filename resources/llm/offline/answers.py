@@ -87,14 +87,15 @@ def resolve_schema(schema: dict, defs: dict) -> dict:
     return schema
 
 class Answerer:
-    def __init__(self, text: str, root_schema: dict, subject: str = ""):
+    def __init__(self, text: str, root_schema: dict, subject: str = "", analytics=ta):
+        self.ta = analytics  # the module, or cheap mode's memo of it (offline/memo.py)
         # passage markers are how the prompt cites, not what the document says
         text, cited = passages(text)
         self.text = text
         self.subject = subject
         self.defs = root_schema.get("$defs", {})
-        self.keywords = ta.keywords(text, 12)
-        self.entities = ta.entities(text)
+        self.keywords = self.ta.keywords(text, 12)
+        self.entities = self.ta.entities(text)
         self.citations = list(cited)  # what cites each passage (id or number), in order
         self.passages = {label: body.lower() for label, body in cited.items()}
 
@@ -124,7 +125,7 @@ class Answerer:
         if kind in ("integer", "number"):
             return self._number(name, schema, kind)
         if kind == "boolean":
-            return ta.has_personal_data(self.text) if _has(name, "personal", "pii") else False
+            return self.ta.has_personal_data(self.text) if _has(name, "personal", "pii") else False
         return None
 
     def _coerce(self, value: object, schema: dict) -> object:
@@ -142,7 +143,7 @@ class Answerer:
         for option in options:
             if str(option).lower() == hint.lower():
                 return option
-        text_words = ta.words(self.text)
+        text_words = self.ta.words(self.text)
 
         def score(option: object) -> int:
             parts = [p for p in re.split(r"[_\W]+", str(option).lower()) if p]
@@ -184,7 +185,7 @@ class Answerer:
         options = type_schema.get("enum") or [*_RELATION_CUES, "RELATED_TO"]
         names = [n for n, _ in self.entities]
         relations = []
-        for source, target, sentence in ta.cooccurrences(self.text, names):
+        for source, target, sentence in self.ta.cooccurrences(self.text, names):
             hint = next((label for label, cues in _RELATION_CUES.items()
                          if label in options and any(c in sentence.lower() for c in cues)),
                         "RELATED_TO")
@@ -197,22 +198,22 @@ class Answerer:
     def _themes(self) -> list[dict]:
         """Recurring two-word phrases, else pairs of keywords; the passages that mention a
         theme's words are its evidence, cited as the prompt marks them (number or id)."""
-        pairs = [list(p) for p in ta.key_phrases(self.text)] or [
+        pairs = [list(p) for p in self.ta.key_phrases(self.text)] or [
             self.keywords[i : i + 2] for i in range(0, min(len(self.keywords), 6), 2)]
         themes = []
         for terms in pairs:
             evidence = [label for label, body in self.passages.items()
                         if all(t in body for t in terms)]
             themes.append({
-                "signature": ta.signature(terms),
+                "signature": self.ta.signature(terms),
                 "label": " ".join(terms).capitalize(),
-                "description": self._sentence_with(terms) or ta.summary(self.text, 1),
+                "description": self._sentence_with(terms) or self.ta.summary(self.text, 1),
                 "evidence": (evidence or self.citations)[:3],
             })
         return themes or [{"signature": "general", "label": "General"}]
 
     def _sentence_with(self, terms: list[str]) -> str:
-        for sentence in ta.sentences(self.text):
+        for sentence in self.ta.sentences(self.text):
             if all(t in sentence.lower() for t in terms):
                 return sentence
         return ""
@@ -223,17 +224,17 @@ class Answerer:
         if formatted is not None:
             return formatted
         if _has(name, "title", "headline"):
-            value = ta.title(self.text)
+            value = self.ta.title(self.text)
         elif _has(name, "summary", "description", "abstract", "explanation", "reason"):
-            value = ta.summary(self.text)
+            value = self.ta.summary(self.text)
         elif _has(name, "language", "lang"):
-            value = ta.language(self.text)
+            value = self.ta.language(self.text)
         elif _has(name, "signature", "slug"):
-            value = ta.signature(self.keywords[:2])
+            value = self.ta.signature(self.keywords[:2])
         elif _has(name, "label", "name", "topic"):
             value = " ".join(k.capitalize() for k in self.keywords[:2]) or "General"
         else:
-            value = ta.summary(self.text, 1)
+            value = self.ta.summary(self.text, 1)
         while len(value) < schema.get("minLength", 0):
             value = f"{value} {value}" if value else "n/a"
         limit = schema.get("maxLength")
@@ -265,7 +266,7 @@ class Answerer:
         if high == float("inf") or high < low:
             high = low + (1 if kind == "number" else 5)
         # Denser, more repetitive text scores higher: crude, but deterministic.
-        words = ta.words(self.text)
+        words = self.ta.words(self.text)
         density = (sum(words.count(k) for k in self.keywords[:4]) / len(words)) if words else 0
         value = low + (high - low) * min(1.0, density * 8)
         return round(value) if kind == "integer" else round(value, 3)
@@ -276,9 +277,9 @@ class Answerer:
         share of the subject's words of its first line found in the text, on the scale."""
         low, high = schema.get("minimum", 0), schema.get("maximum", 1)
         first_line = self.subject.splitlines()[0] if self.subject else ""
-        terms = {w for w in ta.words(first_line.replace("_", " "))
-                 if w not in ta.STOPWORDS and len(w) > 2 and w != "signature"}
-        text_words = set(ta.words(self.text))
+        terms = {w for w in self.ta.words(first_line.replace("_", " "))
+                 if w not in self.ta.STOPWORDS and len(w) > 2 and w != "signature"}
+        text_words = set(self.ta.words(self.text))
         share = len(terms & text_words) / len(terms) if terms else 0.0
         value = low + (high - low) * share
         return round(value) if kind == "integer" else round(value, 3)
@@ -289,6 +290,6 @@ def _has(name: str, *parts: str) -> bool:
     return any(p in lowered for p in parts)
 
 
-def answer(schema: dict, messages: list[dict]) -> object:
+def answer(schema: dict, messages: list[dict], analytics=ta) -> object:
     text, subject = request_parts(messages)
-    return Answerer(text, schema, subject).fill(schema)
+    return Answerer(text, schema, subject, analytics).fill(schema)

@@ -9,6 +9,7 @@ prompt-only requests); without a schema they are an extractive summary.
 
 import hashlib
 import json
+from collections import OrderedDict
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -17,11 +18,16 @@ from starlette.routing import Route
 
 from resources.llm.offline import analytics as ta
 from resources.llm.offline.answers import answer, request_parts
+from resources.llm.offline.memo import MemoAnalytics, estimated_tokens
 from resources.llm.structured import schema_in_messages
 from resources.tokenizer import get_tokenizer
 
 DEFAULT_DIMENSIONS = 256
 MODELS = ("offline-heuristics", "offline-embeddings")
+# The simulator's cheap mode (offline/memo.py): memoised analytics and finished answers.
+_MEMO = MemoAnalytics(ta)
+_ANSWERS: OrderedDict[str, str] = OrderedDict()
+_ANSWERS_KEPT = 4096
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -31,8 +37,9 @@ def _error(status: int, message: str) -> JSONResponse:
     )
 
 
-def chat_completion(body: dict) -> dict:
-    """The response body for a chat request (raises ValueError on a bad request)."""
+def chat_completion(body: dict, cheap: bool = False) -> dict:
+    """The response body for a chat request (raises ValueError on a bad request); `cheap`:
+    the simulator's cheap mode, the same content with estimated token counts."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ValueError("'messages' must be a non-empty list")
@@ -43,15 +50,17 @@ def chat_completion(body: dict) -> dict:
             raise ValueError("response_format.json_schema.schema must be an object")
     else:  # json mode or no format: the schema, if any, is described in a message
         schema = schema_in_messages(messages)
+    analytics = _MEMO if cheap else ta
     if schema is not None:
-        content = json.dumps(answer(schema, messages), ensure_ascii=False)
+        content = _cached_answer(schema, messages) if cheap else \
+            json.dumps(answer(schema, messages), ensure_ascii=False)
     elif response_format.get("type") == "json_object":
-        content = json.dumps({"summary": ta.summary(request_parts(messages)[0])})
+        content = json.dumps({"summary": analytics.summary(request_parts(messages)[0])})
     else:
-        content = ta.summary(request_parts(messages)[0], max_sentences=3)
-    tok = get_tokenizer()
-    prompt_tokens = sum(4 + tok.count(str(m.get("content") or "")) for m in messages)
-    completion_tokens = tok.count(content)
+        content = analytics.summary(request_parts(messages)[0], max_sentences=3)
+    count = estimated_tokens if cheap else get_tokenizer().count
+    prompt_tokens = sum(4 + count(str(m.get("content") or "")) for m in messages)
+    completion_tokens = count(content)
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
     return {
         "id": f"chatcmpl-offline-{digest}",
@@ -71,7 +80,23 @@ def chat_completion(body: dict) -> dict:
     }
 
 
-def embeddings(body: dict) -> dict:
+def _cached_answer(schema: dict, messages: list[dict]) -> str:
+    """The answer's JSON, computed once per (schema, text, judged subject): all it
+    depends on."""
+    text, subject = request_parts(messages)
+    key = hashlib.sha256(json.dumps([schema, text, subject], sort_keys=True).encode()).digest()
+    content = _ANSWERS.get(key)
+    if content is None:
+        content = json.dumps(answer(schema, messages, _MEMO), ensure_ascii=False)
+        _ANSWERS[key] = content
+        if len(_ANSWERS) > _ANSWERS_KEPT:
+            _ANSWERS.popitem(last=False)
+    else:
+        _ANSWERS.move_to_end(key)
+    return content
+
+
+def embeddings(body: dict, cheap: bool = False) -> dict:
     inputs = body.get("input")
     if isinstance(inputs, str):
         inputs = [inputs]
@@ -80,11 +105,12 @@ def embeddings(body: dict) -> dict:
     dims = int(body.get("dimensions") or DEFAULT_DIMENSIONS)
     if not 8 <= dims <= 4096:
         raise ValueError("'dimensions' must be between 8 and 4096")
-    tok = get_tokenizer()
-    tokens = sum(tok.count(text) for text in inputs)
+    count = estimated_tokens if cheap else get_tokenizer().count
+    tokens = sum(count(text) for text in inputs)
+    analytics = _MEMO if cheap else ta
     return {
         "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": ta.embed(text, dims)}
+        "data": [{"object": "embedding", "index": i, "embedding": analytics.embed(text, dims)}
                  for i, text in enumerate(inputs)],
         "model": body.get("model") or MODELS[1],
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},

@@ -65,6 +65,9 @@ class SimConfig(LooseConfig):  # the loose_* and reject_* knobs: loose.LooseConf
     target_status: int = 400
     target_rate: float = Field(0.0, ge=0, le=1)
     seed: int = 0
+    # Cheap answers (offline/memo.py): the same answers from memoised analytics, token
+    # counts estimated; for benchmarks where the full heuristics would be the floor.
+    cheap_answers: bool = False
 
 
 FAULTS = ("429", "500", "503", "hang", "reset", "malformed", "garbled")
@@ -197,8 +200,9 @@ class Simulator:
                 self.faults[f"reject_{rejected}"] += 1
                 return await self._error(send, 400, f"response_format {rejected} is not "
                                          "supported", "invalid_request_error")
-            answer = chat_completion(payload) if path.endswith("chat/completions") \
-                else embeddings(payload) if path.endswith("/embeddings") else None
+            cheap = cfg.cheap_answers
+            answer = chat_completion(payload, cheap) if path.endswith("chat/completions") \
+                else embeddings(payload, cheap) if path.endswith("/embeddings") else None
         except (ValueError, TypeError, KeyError) as exc:
             return await self._error(send, 400, str(exc), "invalid_request_error")
         if answer is not None and "choices" in answer:
