@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from assets.batch import GATED, latest_upstream
-from assets.dagster_compat import check_passed
+from assets.dagster_compat import check_passed, check_states
 from assets.llm_assets import success_rate_key
 
 STAGE_STATES = ("ok", "gate_failed", "failed", "not_run")
@@ -76,30 +76,43 @@ def run_failures(result: dg.ExecuteInProcessResult, keys: list[str], assets: lis
 
 
 def stage_outcomes(instance: dg.DagsterInstance, key: str, chain: list[str],
-                   materialized: set[str], failures: dict[str, StageOutcome]
-                   ) -> dict[str, StageOutcome]:
+                   materialized: set[str], failures: dict[str, StageOutcome],
+                   gates: dict[str, bool | None] | None = None) -> dict[str, StageOutcome]:
+    """Each stage's outcome for `key`. `gates`: {asset: Dagster's verdict on its
+    success-rate check for this document}, read for many documents at once by the caller
+    (gate_states); read here when not given."""
     stages: dict[str, StageOutcome] = {}
     for name in chain:
         failure = failures.get(name)
+        asset_key = dg.AssetKey(name)
         # a crashed step fails all its assets, but not the ones it stored before it crashed
         if failure and not (failure.error_class in CATCH_ALL and name in materialized):
             stages[name] = failure
-        elif name in materialized:
-            asset_key = dg.AssetKey(name)
-            if asset_key in GATED and check_passed(
-                    instance, success_rate_key(asset_key), key) is False:
-                latest = latest_upstream(instance, asset_key, key)
-                meta = latest.metadata if latest else {}
-                stages[name] = StageOutcome(
-                    "gate_failed", "gate_failed",
-                    f"{name}_success_rate failed: {meta.get('failed_items_count', '?')} of "
-                    f"{meta.get('items', '?')} items failed {meta.get('failed_by_class', '')}"
-                    .rstrip())
-            else:
-                stages[name] = StageOutcome("ok")
-        else:
+        elif name not in materialized:
             stages[name] = StageOutcome("not_run", None, "an earlier stage did not come through")
+        elif asset_key in GATED and (gates[name] if gates is not None else check_passed(
+                instance, success_rate_key(asset_key), key)) is False:
+            latest = latest_upstream(instance, asset_key, key)
+            meta = latest.metadata if latest else {}
+            stages[name] = StageOutcome(
+                "gate_failed", "gate_failed",
+                f"{name}_success_rate failed: {meta.get('failed_items_count', '?')} of "
+                f"{meta.get('items', '?')} items failed {meta.get('failed_by_class', '')}"
+                .rstrip())
+        else:
+            stages[name] = StageOutcome("ok")
     return stages
+
+
+def gate_states(instance: dg.DagsterInstance, chain: list[str], keys: list[str]
+                ) -> dict[str, dict[str, bool | None]]:
+    """{document: {gated asset: Dagster's verdict}}, one query per asset."""
+    states: dict[str, dict[str, bool | None]] = {key: {} for key in keys}
+    for name in chain:
+        if (asset_key := dg.AssetKey(name)) in GATED:
+            for key, state in check_states(instance, success_rate_key(asset_key), keys).items():
+                states[key][name] = state
+    return states
 
 
 def outcome(key: str, stages: dict[str, StageOutcome]) -> Outcome:

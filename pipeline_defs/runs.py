@@ -24,6 +24,7 @@ from pipeline_defs.jobs import CHAIN_JOBS
 from pipeline_defs.outcomes import (
     Outcome,
     StageOutcome,
+    gate_states,
     materialized_in,
     outcome,
     run_failures,
@@ -107,10 +108,10 @@ def materialize(
                         failed.setdefault(key, {}).setdefault(name, stage)
     if todo or catalog_outdated(instance):
         rebuild_catalog(instance, log_level)
-    wanted = set(todo)
+    gates = gate_states(instance, chain, todo)
     return [outcome(key, stage_outcomes(instance, key, chain, done.get(key, set()),
-                                        failed.get(key, {})))
-            if key in wanted else Outcome(key, "up-to-date", {}) for key in keys]
+                                        failed.get(key, {}), gates[key]))
+            if key in gates else Outcome(key, "up-to-date", {}) for key in keys]
 
 
 def catalog_outdated(instance: dg.DagsterInstance) -> bool:

@@ -36,7 +36,7 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 
 @dg.sensor(
     job=ingestion_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=sensor_interval(30),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Registers new files in the inbox as `documents` partitions, requests a run "
     "when a file's content changes, and removes the partitions of deleted files.",

@@ -211,8 +211,10 @@ def test_automation_rebuilds_the_catalog_once_and_writes_new_documents_to_the_gr
     # the CLI ran without NEO4J_URI: the daemon writes the new document to the graph
     assert requests() == {"theme_catalog": [], "neo4j_graph": keys}
     assert run_pipeline(instance, keys, ["document_themes"]).success
-    assert requests() == {"theme_catalog": [None], "neo4j_graph": []}
-    assert requests() == {"theme_catalog": [], "neo4j_graph": []}
+    # no run took the graph request here, so the still-missing partition is asked for
+    # again (with the daemon its run is in progress meanwhile, which holds that back)
+    assert requests() == {"theme_catalog": [None], "neo4j_graph": keys}
+    assert requests() == {"theme_catalog": [], "neo4j_graph": keys}
 
 
 def test_the_cli_reports_a_document_held_back_by_a_gate_as_failed(tmp_path, instance,

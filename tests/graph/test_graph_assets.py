@@ -11,8 +11,8 @@ import dagster as dg
 import neo4j
 import pytest
 
-from assets.dagster_compat import RANGE_END_TAG, RANGE_START_TAG
 from assets.catalog import THEME_CATALOG_KEY, ThemeCatalog
+from assets.dagster_compat import RANGE_END_TAG, RANGE_START_TAG
 from assets.graph import neo4j_graph
 from pipeline_defs import cli
 from pipeline_defs.definitions import defs
