@@ -11,10 +11,11 @@ materializations, so the graph step reads them as it reads the LLM's. Then `neo4
 runs over all documents in runs of 100 partitions, as a backfill batches them: once into an
 empty database ("first write") and once more with nothing changed ("rewrite"). Rows:
 relationships/s and documents/s over the runs' wall time (run start, reading inputs,
-resolution, writes, read-back checks, materialization events), and Neo4j transactions
-(batches, retries included). Uses NEO4J_URI if set, else starts the server with
-scripts/neo4j.sh (and stops it afterwards if it started it): the Makefile gives it the
-benchmarks' own server, never the demo's.
+resolution, writes, read-back checks, materialization events), Neo4j transactions
+(batches, retries included), and the seconds spent inside GraphWriter's writes (reading
+what the documents held, the writes, the clean-up; not the read-back check). Uses
+NEO4J_URI if set, else starts the server with scripts/neo4j.sh (and stops it afterwards if
+it started it): the Makefile gives it the benchmarks' own server, never the demo's.
 """
 
 import argparse
@@ -130,7 +131,7 @@ def graph_runs(instance, keys: list[str], neo4j_db, run: str) -> dict:
         assert result.success, f"graph run {result.run_id} failed"
         run_ids.append(result.run_id)
     seconds = time.perf_counter() - started
-    relationships = transactions = retries = 0.0
+    relationships = transactions = retries = write_seconds = 0.0
     for run_id in run_ids:
         for event in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
             mat = event.asset_materialization
@@ -142,12 +143,14 @@ def graph_runs(instance, keys: list[str], neo4j_db, run: str) -> dict:
             relationships += meta["relationships"]
             transactions += (meta["batches"] + meta["retries"]) / share
             retries += meta["retries"] / share
+            write_seconds += meta["seconds"] / share
     print(f"  {run}: {len(keys)} documents, {seconds:.1f} s", file=sys.stderr)
     return {"run": run, "documents": len(keys), "relationships": int(relationships),
             "seconds": round(seconds, 2),
             "relationships_per_s": round(relationships / seconds),
             "documents_per_s": round(len(keys) / seconds, 1),
-            "transactions": round(transactions), "retries": round(retries)}
+            "transactions": round(transactions), "retries": round(retries),
+            "neo4j_write_seconds": round(write_seconds, 2)}
 
 
 def run(uri: str, password: str, folder: Path, args: argparse.Namespace) -> list[dict]:
@@ -210,11 +213,11 @@ def main() -> None:
           f"relationships each, {args.entities:,} shared entity names), runs of "
           f"{DOCUMENTS_PER_RUN}, batch {args.batch_size}")
     print(f"{'run':<12} {'docs':>5} {'rels':>8} {'seconds':>8} {'rels/s':>8} {'docs/s':>7} "
-          f"{'transactions':>13} {'retries':>8}")
+          f"{'transactions':>13} {'retries':>8} {'write s':>8}")
     for r in rows:
         print(f"{r['run']:<12} {r['documents']:>5} {r['relationships']:>8} {r['seconds']:>8} "
               f"{r['relationships_per_s']:>8} {r['documents_per_s']:>7} "
-              f"{r['transactions']:>13} {r['retries']:>8}")
+              f"{r['transactions']:>13} {r['retries']:>8} {r['neo4j_write_seconds']:>8}")
     report = {"benchmark": "graph_step", "documents": args.docs,
               "relationships_per_document": args.relationships_per_doc,
               "entities": args.entities, "batch_size": args.batch_size,

@@ -13,7 +13,15 @@ from assets.graph import neo4j_graph
 from assets.graph_extraction import GRAPH_EXTRACTION_KEY
 from pipeline_defs.definitions import defs
 from resources.llm.resource import LLMResource
-from resources.neo4j import EntityRow, GraphWriter, Mention, duplicate_keys, graph_export
+from resources.neo4j import (
+    EntityRow,
+    GraphWriter,
+    Mention,
+    cypher,
+    duplicate_keys,
+    graph_export,
+)
+from resources.neo4j.export import plan_operators
 from resources.neo4j.store import delete_all
 from tests.graph.corpus import Doc, doc
 from tests.graph.test_store import ALPHA, ALPHA_SHORT, BETA, fresh_export
@@ -115,3 +123,13 @@ def test_a_document_neo4j_refuses_fails_alone(instance, chain_graph: neo4j.Drive
     records, _, _ = chain_graph.execute_query(
         "MATCH (a:Entity)-[r]->(:Entity) WHERE r.document_key = $key RETURN count(r)", key=b)
     assert records[0][0] > 0
+
+
+def test_reading_many_documents_seeks_their_keys_in_the_indexes(graph: GraphWriter):
+    """What keeps the read before a write and the read-back flat as the graph grows: an
+    index seek per document key, never a scan of every chunk or relationship."""
+    write_together(graph, [ALPHA, BETA])
+    for query in (cypher.DOCUMENTS_CHUNK_IDS, cypher.DOCUMENTS_MENTIONS,
+                  cypher.DOCUMENTS_RELATIONSHIPS):
+        operators = plan_operators(graph.driver, query, keys=["alpha", "beta"])
+        assert not {op for op in operators if "Scan" in op}, (query, operators)
