@@ -77,20 +77,13 @@ class GraphWriter:
         return build_contribution(document, chunks, entities, mentions, relationships,
                                   self.dimensions)
 
-    def replace_document(
-        self,
-        document: Document,
-        chunks: Iterable[ChunkRow],
-        entities: Iterable[EntityRow],
-        mentions: Iterable[Mention],
-        relationships: Iterable[RelationRow],
-        batch_size: int | None = None,
-    ) -> WriteStats:
-        """Make the graph hold exactly this contribution of `document` (see `contribution`
-        for what is refused before writing)."""
+    def replace_document(self, *rows, batch_size: int | None = None) -> WriteStats:
+        """Make the graph hold exactly this contribution of a document: `rows` are
+        `contribution`'s (document, chunks, entities, mentions, relationships), refused
+        the same way before anything is written."""
         started = time.perf_counter()
-        new = self.contribution(document, chunks, entities, mentions, relationships)
-        return self._apply({document.key: new}, batch_size, started)
+        new = self.contribution(*rows)
+        return self._apply({new.document.key: new}, batch_size, started)
 
     def replace_documents(self, contributions: Sequence[Contribution],
                           batch_size: int | None = None) -> WriteStats:

@@ -4,44 +4,24 @@ read-back for many documents, and a document Neo4j refuses failing alone in the 
 
 import json
 
-import dagster as dg
 import neo4j
 import pandas as pd
 
-from assets.batch import RANGE_END_TAG, RANGE_START_TAG
-from assets.graph import neo4j_graph
 from assets.graph_extraction import GRAPH_EXTRACTION_KEY
 from pipeline_defs.definitions import defs
 from resources.llm.resource import LLMResource
 from resources.neo4j import (
-    EntityRow,
     GraphWriter,
-    Mention,
     cypher,
     duplicate_keys,
     graph_export,
 )
 from resources.neo4j.export import plan_operators
 from resources.neo4j.store import delete_all
-from tests.graph.corpus import Doc, doc
+from tests.graph.corpus import Doc, disagreeing
+from tests.graph.test_graph_assets import graph_run_failures
 from tests.graph.test_store import ALPHA, ALPHA_SHORT, BETA, fresh_export
 from tests.helpers import checks_of_run, run_pipeline, two_documents
-
-
-def disagreeing() -> list[Doc]:
-    """Two documents that give one entity key different names, types and aliases."""
-    one, two = doc("one", ("Person:Priya", "USES", "Product:Acme")), doc(
-        "two", ("Person:Priya", "USES", "Organization:Acme"))
-    one.entities = [EntityRow("Entity:acme", "ACME", "Product", ("Acme Corp",))
-                    if e.key == "Product:acme" else e for e in one.entities]
-    two.entities = [EntityRow("Entity:acme", "Acme", "Organization", ("Acme Inc.",))
-                    if e.key == "Organization:acme" else e for e in two.entities]
-    for d in (one, two):
-        d.mentions = [Mention(m.chunk_id, "Entity:acme") if "acme" in m.entity_key else m
-                      for m in d.mentions]
-        d.relationships = [r.__class__(r.source_key, "Entity:acme", r.type, r.document_key,
-                                       r.chunk_id) for r in d.relationships]
-    return [one, two]
 
 
 def write_together(writer: GraphWriter, docs: list[Doc], **kwargs):
@@ -107,11 +87,7 @@ def test_a_document_neo4j_refuses_fails_alone(instance, chain_graph: neo4j.Drive
     extraction.at[0, "entities"] = json.dumps(entities)
     store.write(GRAPH_EXTRACTION_KEY, a, extraction)
 
-    result = dg.materialize([neo4j_graph], instance=instance, resources=defs.resources,
-                            tags={RANGE_START_TAG: a, RANGE_END_TAG: b}, raise_on_error=False)
-    assert not result.success
-    [failure] = result.get_step_failure_events()
-    [listed] = failure.step_failure_data.user_failure_data.metadata["failures"].value
+    result, [listed] = graph_run_failures(instance, a, b)
     assert (listed["document"], listed["error_class"]) == (a, "graph_write_failed")
     assert "too large to index" in listed["reason"]
     [written] = result.get_asset_materialization_events()
