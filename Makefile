@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster
 SIM ?= {}
+BENCH_NEO4J := env -u NEO4J_URI DOCGRAPH_NEO4J_DIR=/tmp/docgraph-neo4j-bench \
+  DOCGRAPH_NEO4J_PORT=17689 DOCGRAPH_NEO4J_HTTP_PORT=17476
 
 .PHONY: install demo dev test bench simulator lint clean
 
@@ -42,9 +44,9 @@ bench: install
 	$(BIN)/python bench/chunking.py --json bench/out/chunking.json
 	$(BIN)/python bench/llm_throughput.py --json bench/out/llm_throughput.json
 	$(BIN)/python bench/pipeline.py --json bench/out/pipeline.json
-	# its own Neo4j (it empties the database): never the one `make demo` leaves running
-	env -u NEO4J_URI DOCGRAPH_NEO4J_DIR=/tmp/docgraph-neo4j-bench DOCGRAPH_NEO4J_PORT=17689 \
-	  DOCGRAPH_NEO4J_HTTP_PORT=17476 $(BIN)/python bench/neo4j_write.py --json bench/out/neo4j_write.json
+	# their own Neo4j (they empty the database): never the one `make demo` leaves running
+	$(BENCH_NEO4J) $(BIN)/python bench/neo4j_write.py --json bench/out/neo4j_write.json
+	$(BENCH_NEO4J) $(BIN)/python bench/graph_step.py --json bench/out/graph_step.json
 
 simulator: install
 	$(BIN)/python -m resources.llm.offline.server --port $${PORT:-8765} --config '$(SIM)'

@@ -1,14 +1,22 @@
-"""`neo4j_graph`: each document's chunks, entities and relationships written to Neo4j.
+"""`neo4j_graph`: the documents' chunks, entities and relationships written to Neo4j.
 
 A sink in its own step and pool (`neo4j`): the writes are bounded by the server, not the
-LLM. Per document: the extracted entities are resolved (resources/graph_resolution.py,
-a pure function), relationships are tied to the resolved keys, and the writer replaces
-exactly that document's contribution (resources/neo4j/store.py): re-running is
-idempotent, an edited document loses the facts only it asserted.
+LLM. Per document, the extracted entities are resolved (resources/graph_resolution.py, a
+pure function), relationships are tied to the resolved keys, and the rows are checked; a
+document whose rows are bad fails alone. The good ones are then written together,
+`documents_per_write` at a time (GraphWriter.replace_documents, resources/neo4j/store.py:
+their rows merged and sorted across documents, a few transactions per `batch_size` rows),
+each document's contribution replaced exactly: re-running is idempotent, an edited
+document loses the facts only it asserted. If Neo4j refuses a shared write, its documents
+are written again one by one, so only the one at fault fails. One read-back per group
+checks every document (`neo4j_graph_matches_source`) before it is recorded.
 """
 
+import contextlib
 import dataclasses
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import dagster as dg
 import neo4j.exceptions
@@ -17,6 +25,8 @@ import pandas as pd
 from assets.automation import chained
 from assets.batch import (
     PartitionError,
+    Upstream,
+    UpstreamData,
     check_outputs,
     data_version,
     document_path,
@@ -32,7 +42,7 @@ from assets.keys import NEO4J_GRAPH as NEO4J_GRAPH_KEY
 from assets.models import Document
 from assets.partitions import documents_partitions
 from resources.graph_resolution import EntityMention, resolve_entities
-from resources.neo4j.contribution import InvalidContribution, build_contribution
+from resources.neo4j.contribution import Contribution, InvalidContribution
 from resources.neo4j.model import ChunkRow, EntityRow, Mention, RelationRow
 from resources.neo4j.model import Document as GraphDocument
 from resources.neo4j.resource import Neo4jResource
@@ -45,8 +55,13 @@ from resources.storage import AssetStore
 GRAPH_WRITE_VERSION = "neo4j-graph-v1"
 
 
+GRAPH_INPUTS = [CHUNKS, CHUNK_EMBEDDINGS_KEY, GRAPH_EXTRACTION_KEY]
+
+
 class GraphConfig(dg.Config):
     batch_size: int = DEFAULT_BATCH_SIZE  # rows per UNWIND transaction
+    # Documents whose rows are merged into one write (a run holds DOCUMENTS_PER_RUN).
+    documents_per_write: int = DOCUMENTS_PER_RUN
 
 
 def document_graph(document: GraphDocument, chunks: pd.DataFrame, embeddings: pd.DataFrame,
@@ -89,29 +104,108 @@ def _vector(value) -> list[float] | None:
     return None if value is None else [float(x) for x in value]
 
 
-def _write(writer: GraphWriter, key: str, rows: dict, config: GraphConfig
-           ) -> tuple[dict, dg.AssetCheckEvaluation]:
-    """Write the document, then read back what the database holds for it and compare."""
+@dataclass(frozen=True)
+class _Prepared:
+    """A document's rows, checked, and what they were computed from."""
+
+    path: str
+    rows: dict
+    counts: dict[str, int]
+    contribution: Contribution
+    provenance: tuple[Upstream, ...]
+
+
+def _prepare(writer: GraphWriter, store: AssetStore, key: str, path: str,
+             data: UpstreamData) -> _Prepared:
+    stored = store.read(DOCUMENTS, key, Document)
+    rows, counts = document_graph(
+        GraphDocument(key, path, stored.title), data.frames[CHUNKS],
+        data.frames[CHUNK_EMBEDDINGS_KEY], data.frames[GRAPH_EXTRACTION_KEY])
     dimensions = next((len(c.embedding) for c in rows["chunks"] if c.embedding), None)
     if dimensions and writer.dimensions != dimensions:
-        writer.ensure_schema(dimensions)
-    stats = writer.replace_document(**rows, batch_size=config.batch_size)
-    meant = build_contribution(rows["document"], rows["chunks"], rows["entities"],
-                               rows["mentions"], rows["relationships"], dimensions)
-    held = writer.held(key)
-    differences = {
-        name: len(want ^ have) for name, want, have in (
-            ("chunks", meant.chunk_ids, held.chunk_ids),
-            ("mentions", meant.mentions, held.mentions),
-            ("relationships", meant.relationship_ids, held.relationships))
-    }
-    check = dg.AssetCheckEvaluation(
-        asset_key=NEO4J_GRAPH_KEY, check_name="neo4j_graph_matches_source", partition=key,
-        passed=not any(differences.values()), severity=dg.AssetCheckSeverity.ERROR,
-        metadata={f"{name}_differing": dg.MetadataValue.int(n)
-                  for name, n in differences.items()},
-    )
-    return stats.summary(), check
+        writer.ensure_schema(dimensions)  # SchemaMismatch if the index has another size
+    return _Prepared(path, rows, counts, writer.contribution(**rows), data.provenance)
+
+
+def _write(writer: GraphWriter, group: dict[str, _Prepared], config: GraphConfig
+           ) -> dict[str, tuple[dict, dg.AssetCheckEvaluation]]:
+    """Write the documents together, then read back in one transaction what the database
+    holds for each and compare it with what was meant."""
+    stats = writer.replace_documents([p.contribution for p in group.values()],
+                                     batch_size=config.batch_size)
+    held = writer.held_many(list(group))
+    outcomes = {}
+    for key, prepared in group.items():
+        meant = prepared.contribution
+        differences = {
+            name: len(want ^ have) for name, want, have in (
+                ("chunks", meant.chunk_ids, held[key].chunk_ids),
+                ("mentions", meant.mentions, held[key].mentions),
+                ("relationships", meant.relationship_ids, held[key].relationships))
+        }
+        check = dg.AssetCheckEvaluation(
+            asset_key=NEO4J_GRAPH_KEY, check_name="neo4j_graph_matches_source",
+            partition=key, passed=not any(differences.values()),
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={f"{name}_differing": dg.MetadataValue.int(n)
+                      for name, n in differences.items()},
+        )
+        # The server's counters are the shared write's; what resolution remapped is the
+        # document's own.
+        outcomes[key] = ({**stats.summary(), "write_documents": len(group),
+                          "remapped_labels": meant.remapped_labels,
+                          "remapped_relationship_types": meant.remapped_relationship_types},
+                         check)
+    return outcomes
+
+
+def _write_group(context: dg.AssetExecutionContext, writer: GraphWriter,
+                 group: dict[str, _Prepared], config: GraphConfig, uri: str,
+                 failures: list[PartitionError]) -> dict[str, tuple[dict, dg.AssetCheckEvaluation]]:
+    """`_write` for the group; if Neo4j refuses the shared write, each document again on
+    its own, so that only the one at fault fails."""
+    if len(group) > 1:
+        try:
+            return _write(writer, group, config)
+        except neo4j.exceptions.ServiceUnavailable as exc:
+            raise _lost(uri, exc, f"{len(group)} documents") from exc
+        except neo4j.exceptions.TransientError as exc:
+            # Still failing after the driver's retries: the server, not a document.
+            for key, prepared in group.items():
+                failures.append(PartitionError(key, prepared.path, "graph_write_failed",
+                                               f"{type(exc).__name__}: {exc}"))
+            return {}
+        except Exception as exc:  # noqa: BLE001 - which document is at fault is found below
+            context.log.warning(f"writing {len(group)} documents together failed "
+                                f"({type(exc).__name__}: {exc}); writing them one by one")
+    outcomes = {}
+    for key, prepared in group.items():
+        with _document_failures(context, key, prepared.path, uri, failures):
+            outcomes.update(_write(writer, {key: prepared}, config))
+    return outcomes
+
+
+def _lost(uri: str, exc: Exception, what: str) -> dg.Failure:
+    return dg.Failure(f"lost Neo4j at {uri} while writing {what}: {exc}")
+
+
+@contextlib.contextmanager
+def _document_failures(context: dg.AssetExecutionContext, key: str, path: str, uri: str,
+                       failures: list[PartitionError]) -> Iterator[None]:
+    """One document's errors fail that document only; losing the server fails the step."""
+    try:
+        yield
+    except neo4j.exceptions.ServiceUnavailable as exc:  # lost in the middle of the batch
+        raise _lost(uri, exc, f"document {key}") from exc
+    except SchemaMismatch as exc:  # this document's vectors do not fit the index
+        failures.append(PartitionError(key, path, "schema_mismatch", str(exc)))
+    except (InvalidContribution, neo4j.exceptions.Neo4jError) as exc:
+        failures.append(PartitionError(key, path, "graph_write_failed",
+                                       f"{type(exc).__name__}: {exc}"))
+    except Exception as exc:  # noqa: BLE001 - one document's surprise must not stop the rest
+        context.log.exception(f"document {key}: unexpected {type(exc).__name__}")
+        failures.append(PartitionError(key, path, "internal_error",
+                                       f"{type(exc).__name__}: {exc}"))
 
 
 NEO4J_GRAPH_SPEC = dg.AssetSpec(
@@ -145,57 +239,53 @@ NEO4J_GRAPH_SPEC = dg.AssetSpec(
 def neo4j_graph(context: dg.AssetExecutionContext, config: GraphConfig,
                 neo4j_db: Neo4jResource, store: AssetStore, registry: DocumentRegistry):
     keys = list(context.partition_keys)
-    inputs, failures = read_upstream(
-        context, store, registry, [CHUNKS, CHUNK_EMBEDDINGS_KEY, GRAPH_EXTRACTION_KEY], keys)
+    inputs, failures = read_upstream(context, store, registry, GRAPH_INPUTS, keys)
+    uri = neo4j_db.settings().uri
     try:
         neo4j_db.driver.verify_connectivity()  # at once, rather than 30 s of driver retries
     except CONNECTION_ERRORS as exc:
         raise dg.Failure(
-            f"cannot reach Neo4j at {neo4j_db.settings().uri}: start one with "
+            f"cannot reach Neo4j at {uri}: start one with "
             f"`scripts/neo4j.sh start` or set NEO4J_URI ({exc})") from exc
     writer = neo4j_db.writer()
-    for key, data in inputs.items():
+    prepared: dict[str, _Prepared] = {}
+    for key, data in inputs.items():  # a document whose rows are bad fails here, alone
         path = document_path(registry, key)
-        try:
-            stored = store.read(DOCUMENTS, key, Document)
-            rows, counts = document_graph(
-                GraphDocument(key, path, stored.title), data.frames[CHUNKS],
-                data.frames[CHUNK_EMBEDDINGS_KEY], data.frames[GRAPH_EXTRACTION_KEY])
-            stats, check = _write(writer, key, rows, config)
-        except neo4j.exceptions.ServiceUnavailable as exc:  # lost in the middle of the batch
-            raise dg.Failure(f"lost Neo4j at {neo4j_db.settings().uri} while writing "
-                             f"document {key}: {exc}") from exc
-        except SchemaMismatch as exc:  # this document's vectors do not fit the index
-            failures.append(PartitionError(key, path, "schema_mismatch", str(exc)))
-            continue
-        except (InvalidContribution, neo4j.exceptions.Neo4jError) as exc:
-            failures.append(PartitionError(key, path, "graph_write_failed",
-                                           f"{type(exc).__name__}: {exc}"))
-            continue
-        except Exception as exc:  # noqa: BLE001 - one document's surprise must not stop the rest
-            context.log.exception(f"document {key}: unexpected {type(exc).__name__}")
-            failures.append(PartitionError(key, path, "internal_error",
-                                           f"{type(exc).__name__}: {exc}"))
-            continue
-        if not check.passed:  # written, but not what was meant: not materialized
-            log_check(context, check, None)
-            failures.append(PartitionError(
-                key, path, "graph_write_failed", "read back after the write, the graph does not "
-                f"hold what the extraction meant: {check.metadata}"))
-            continue
-        version = data_version(GRAPH_WRITE_VERSION, *(u.version for u in data.provenance))
-        logged = record(context, store, NEO4J_GRAPH_KEY, key, _summary_frame(rows),
-               {**{k: dg.MetadataValue.int(v) if isinstance(v, int) else
-                   dg.MetadataValue.float(round(v, 3)) for k, v in stats.items()},
-                **{k: dg.MetadataValue.int(v) for k, v in counts.items()},
-                "entities": dg.MetadataValue.int(len(rows["entities"])),
-                "relationships": dg.MetadataValue.int(len(rows["relationships"])),
-                "mentions": dg.MetadataValue.int(len(rows["mentions"]))},
-               version, GRAPH_WRITE_VERSION, data.provenance)
-        log_check(context, check, logged)
+        with _document_failures(context, key, path, uri, failures):
+            prepared[key] = _prepare(writer, store, key, path, data)
+    ready = list(prepared.items())
+    for start in range(0, len(ready), config.documents_per_write):
+        group = dict(ready[start:start + config.documents_per_write])
+        # Recorded group by group: losing the server later loses no finished record.
+        for key, (stats, check) in _write_group(context, writer, group, config, uri,
+                                                failures).items():
+            _record(context, store, key, group[key], stats, check, failures)
     yield from check_outputs(context)
     raise_failures([dataclasses.replace(f, assets=(NEO4J_GRAPH_KEY.to_user_string(),))
                     for f in failures], len(keys))
+
+
+def _record(context: dg.AssetExecutionContext, store: AssetStore, key: str,
+            prepared: _Prepared, stats: dict, check: dg.AssetCheckEvaluation,
+            failures: list[PartitionError]) -> None:
+    if not check.passed:  # written, but not what was meant: not materialized
+        log_check(context, check, None)
+        failures.append(PartitionError(
+            key, prepared.path, "graph_write_failed", "read back after the write, the graph "
+            f"does not hold what the extraction meant: {check.metadata}"))
+        return
+    rows = prepared.rows
+    version = data_version(GRAPH_WRITE_VERSION, *(u.version for u in prepared.provenance))
+    metadata = {
+        **{k: dg.MetadataValue.int(v) if isinstance(v, int) else
+           dg.MetadataValue.float(round(v, 3)) for k, v in stats.items()},
+        **{k: dg.MetadataValue.int(v) for k, v in prepared.counts.items()},
+        "entities": dg.MetadataValue.int(len(rows["entities"])),
+        "relationships": dg.MetadataValue.int(len(rows["relationships"])),
+        "mentions": dg.MetadataValue.int(len(rows["mentions"]))}
+    logged = record(context, store, NEO4J_GRAPH_KEY, key, _summary_frame(rows), metadata,
+                    version, GRAPH_WRITE_VERSION, prepared.provenance)
+    log_check(context, check, logged)
 
 
 def _summary_frame(rows: dict) -> pd.DataFrame:

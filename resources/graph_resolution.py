@@ -24,6 +24,7 @@ resolved again from its own output, gives the same entities and keys.
   homonyms apart from a name alone), so resolve a whole corpus for consistent typing.
 """
 
+import functools
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -108,11 +109,15 @@ def _normalise_once(text: str) -> str:
     return " ".join(tokens)
 
 
+# A document's names recur (each relationship looks up both of its ends), and so do a
+# corpus's: normalising was most of the graph step's Python time (bench/graph_step.py).
+@functools.lru_cache(maxsize=1 << 16)
 def normalise(name: str) -> str:
     """The form names are compared in: "The ACME Corp." -> "acme"."""
     return _fixed_point(_normalise_once, name)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def clean_spelling(name: str) -> str:
     """A name as shown: NFKC, whitespace collapsed; case and punctuation kept."""
     return _fixed_point(lambda s: " ".join(unicodedata.normalize("NFKC", s).split()), name)

@@ -1,6 +1,6 @@
-"""The knowledge graph in Neo4j: schema, per-document replace and delete, export and
-retrieval. Plain driver code; Dagster appears only in `resource.py`, and every Cypher
-statement lives in `cypher.py`."""
+"""The knowledge graph in Neo4j: schema, replace and delete of documents' contributions
+(one or many at a time), export and retrieval. Plain driver code; Dagster appears only in
+`resource.py`, and every Cypher statement lives in `cypher.py`."""
 
 from resources.neo4j.contribution import InvalidContribution
 from resources.neo4j.export import (

@@ -41,7 +41,7 @@ class InvalidContribution(ValueError):
 class Contribution:
     document: Document
     chunks: list[dict]  # UPSERT_CHUNKS rows, by id
-    entities: list[dict]  # UPSERT_ENTITIES_WITH_MENTIONS rows, by key, with chunk_ids
+    entities: list[dict]  # by key, with chunk_ids (merged across documents: changes.py)
     relationships: list[dict]  # MERGE_RELATIONSHIPS rows, by identity
     remapped_labels: int
     remapped_relationship_types: int

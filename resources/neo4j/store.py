@@ -1,10 +1,13 @@
-"""GraphWriter: per-document replace and delete in sorted UNWIND batches.
+"""GraphWriter: replace and delete documents' contributions in sorted UNWIND batches.
 
 A document's contribution is its Document node, its chunks (with their MENTIONS) and the
 typed relationships it asserts. Re-writing a document replaces exactly that: new rows are
 merged first, then whatever the document no longer asserts is removed, then entities left
 with no mention at all. Entities are shared: one node per key (MERGE under a uniqueness
-constraint), whatever documents mention it.
+constraint), whatever documents mention it. `replace_documents` does this for many
+documents at once (their rows merged and sorted across documents: changes.py), which is
+what a backfill's graph step uses; `replace_document` and `delete_document` are the same
+write for one.
 
 Each batch is its own `session.execute_write`, so the driver retries transient errors
 (deadlocks included); every invocation of a transaction function is counted, so retries
@@ -13,19 +16,14 @@ different documents may run concurrently.
 """
 
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 
 import neo4j
 import neo4j.exceptions
 
 from resources.neo4j import cypher
-from resources.neo4j.contribution import (
-    TYPE_RANK,
-    Contribution,
-    RelationshipId,
-    build_contribution,
-)
+from resources.neo4j.changes import Held, mention_count, plan_changes
+from resources.neo4j.contribution import TYPE_RANK, Contribution, build_contribution
 from resources.neo4j.model import (
     ChunkRow,
     Document,
@@ -46,15 +44,6 @@ DEFAULT_BATCH_SIZE = 5_000
 _ENTITY_NOT_FOUND = "Neo.ClientError.Statement.EntityNotFound"
 _MAX_ENTITY_RACE_RETRIES = 5
 
-@dataclass(frozen=True)
-class _Current:
-    """What a document contributes in the database right now."""
-
-    document_key: str
-    chunk_ids: set[str]
-    mentions: set[tuple[str, str]]
-    relationships: set[RelationshipId]
-
 
 class GraphWriter:
     def __init__(self, driver: neo4j.Driver, database: str | None = None,
@@ -71,109 +60,104 @@ class GraphWriter:
         self.dimensions = dimensions
 
     # -- writes ------------------------------------------------------------------------
-    def replace_document(
+    def contribution(
         self,
         document: Document,
         chunks: Iterable[ChunkRow],
         entities: Iterable[EntityRow],
         mentions: Iterable[Mention],
         relationships: Iterable[RelationRow],
-        batch_size: int | None = None,
-    ) -> WriteStats:
-        """Make the graph hold exactly this contribution of `document`.
-
-        Raises InvalidContribution (before writing anything) if the rows contradict each
-        other, e.g. a mention of an entity that is not in `entities`.
-        """
+    ) -> Contribution:
+        """The document's rows, checked against each other and the schema's vector size:
+        raises InvalidContribution (nothing is written) if they contradict each other,
+        e.g. a mention of an entity that is not in `entities`."""
         if self.dimensions is None:
             # MERGE without the uniqueness constraints would race into duplicate nodes.
             raise RuntimeError("call ensure_schema(dimensions) before writing documents")
+        return build_contribution(document, chunks, entities, mentions, relationships,
+                                  self.dimensions)
+
+    def replace_document(self, *rows, batch_size: int | None = None) -> WriteStats:
+        """Make the graph hold exactly this contribution of a document: `rows` are
+        `contribution`'s (document, chunks, entities, mentions, relationships), refused
+        the same way before anything is written."""
         started = time.perf_counter()
-        contribution = build_contribution(document, chunks, entities, mentions, relationships,
-                                          self.dimensions)
-        return self._apply(document.key, contribution, batch_size or self.batch_size, started)
+        new = self.contribution(*rows)
+        return self._apply({new.document.key: new}, batch_size, started)
+
+    def replace_documents(self, contributions: Sequence[Contribution],
+                          batch_size: int | None = None) -> WriteStats:
+        """Make the graph hold exactly these contributions (from `contribution`), written
+        together: each statement's rows span all the documents, so a backfill costs a few
+        transactions per `batch_size` rows rather than several per document. The graph is
+        the one replacing them one by one would give. Not atomic: a failure leaves the
+        batches before it written, and writing the documents again repairs that."""
+        started = time.perf_counter()
+        new = {c.document.key: c for c in contributions}
+        if len(new) != len(contributions):
+            raise ValueError("a document is given twice")
+        return self._apply(new, batch_size, started)
 
     def delete_document(self, key: str, batch_size: int | None = None) -> WriteStats:
         """Remove a document's contribution and its node; entities others mention stay."""
-        return self._apply(key, None, batch_size or self.batch_size, time.perf_counter())
+        return self._apply({key: None}, batch_size, time.perf_counter())
 
-    def _apply(self, key: str, new: Contribution | None, batch_size: int,
+    def _apply(self, new: dict[str, Contribution | None], batch_size: int | None,
                started: float) -> WriteStats:
+        batch_size = batch_size or self.batch_size
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, not {batch_size}")
         stats = WriteStats()
         with self.driver.session(database=self.database) as session:
             began = time.perf_counter()
-            current = self._current(session, key)
+            held = self._held(session, list(new))
             stats.steps["read_current"] = StepStats(
-                rows=len(current.chunk_ids) + len(current.mentions) + len(current.relationships),
-                seconds=time.perf_counter() - began)
-            if new is not None:
-                stats.remapped_labels = new.remapped_labels
-                stats.remapped_relationship_types = new.remapped_relationship_types
-                doc = new.document
-                self._batches(session, stats, "document", cypher.UPSERT_DOCUMENT, [None], 1,
-                              key=doc.key, path=doc.path, title=doc.title)
-                self._batches(session, stats, "chunks", cypher.UPSERT_CHUNKS, new.chunks,
-                              batch_size, expect=len)
-                self._batches(session, stats, "entities", cypher.UPSERT_ENTITIES_WITH_MENTIONS,
-                              new.entities, batch_size, expect=_mention_count,
-                              type_rank=TYPE_RANK)
-                self._batches(session, stats, "relationships", cypher.MERGE_RELATIONSHIPS,
-                              new.relationships, batch_size, expect=len)
-            self._remove_stale(session, stats, current, new, batch_size)
-            if new is None:
-                self._batches(session, stats, "document", cypher.DELETE_DOCUMENT, [None], 1,
-                              key=key)
+                rows=sum(h.rows for h in held.values()), seconds=time.perf_counter() - began)
+            plan = plan_changes(new, held)
+            stats.remapped_labels = plan.remapped_labels
+            stats.remapped_relationship_types = plan.remapped_relationship_types
+
+            def write(step: str, query: str, rows: list, **kwargs) -> None:
+                self._batches(session, stats, step, query, rows, batch_size, **kwargs)
+
+            write("document", cypher.UPSERT_DOCUMENTS, plan.documents)
+            write("chunks", cypher.UPSERT_CHUNKS, plan.chunks, expect=len)
+            write("entities", cypher.UPSERT_ENTITIES_WITH_MENTIONS, plan.entities,
+                  expect=mention_count, type_rank=TYPE_RANK)
+            write("relationships", cypher.MERGE_RELATIONSHIPS, plan.relationships, expect=len)
+            write("stale_relationships", cypher.DELETE_RELATIONSHIPS, plan.stale_relationships)
+            write("stale_mentions", cypher.DELETE_MENTIONS, plan.stale_mentions)
+            write("stale_chunks", cypher.DELETE_CHUNKS, plan.stale_chunks)
+            write("orphaned_entities", cypher.DELETE_ORPHAN_ENTITIES, plan.orphan_candidates)
+            write("refreshed_entities", cypher.REFRESH_ENTITIES, plan.refresh,
+                  type_rank=TYPE_RANK)
+            write("document", cypher.DELETE_DOCUMENTS, plan.deleted_documents)
         stats.seconds = round(time.perf_counter() - started, 4)
         return stats
 
-    def _remove_stale(self, session: neo4j.Session, stats: WriteStats, current: _Current,
-                      new: Contribution | None, batch_size: int) -> None:
-        keep_chunks = new.chunk_ids if new else set()
-        keep_mentions = new.mentions if new else set()
-        keep_relationships = new.relationship_ids if new else set()
-        keep_entities = new.entity_keys if new else set()
-        stale_relationships = [
-            {"source_key": s, "target_key": t, "type": kind, "chunk_id": chunk,
-             "document_key": current.document_key}
-            for s, t, kind, chunk in sorted(current.relationships - keep_relationships)
-        ]
-        stale_chunks = sorted(current.chunk_ids - keep_chunks)
-        # Mentions of deleted chunks go with them (DETACH DELETE).
-        stale_mentions = [{"chunk_id": c, "entity_key": e}
-                          for c, e in sorted(current.mentions - keep_mentions)
-                          if c in keep_chunks]
-        orphan_candidates = sorted({e for _, e in current.mentions} - keep_entities)
-        self._batches(session, stats, "stale_relationships", cypher.DELETE_RELATIONSHIPS,
-                      stale_relationships, batch_size)
-        self._batches(session, stats, "stale_mentions", cypher.DELETE_MENTIONS,
-                      stale_mentions, batch_size)
-        self._batches(session, stats, "stale_chunks", cypher.DELETE_CHUNKS, stale_chunks,
-                      batch_size)
-        self._batches(session, stats, "orphaned_entities", cypher.DELETE_ORPHAN_ENTITIES,
-                      orphan_candidates, batch_size)
-        # Entities this document mentioned before may have had spellings only it gave.
-        if stale_mentions or stale_chunks or orphan_candidates:
-            self._batches(session, stats, "refreshed_entities", cypher.REFRESH_ENTITIES,
-                          sorted({e for _, e in current.mentions}), batch_size,
-                          type_rank=TYPE_RANK)
-
     # -- plumbing ----------------------------------------------------------------------
-    def held(self, key: str) -> _Current:
+    def held(self, key: str) -> Held:
         """What the database holds for document `key` right now (chunk ids, mentions,
         relationship identities): to check a write against what was meant."""
-        with self.driver.session(database=self.database) as session:
-            return self._current(session, key)
+        return self.held_many([key])[key]
 
-    def _current(self, session: neo4j.Session, key: str) -> _Current:
-        def read(tx: neo4j.ManagedTransaction) -> _Current:
-            chunk_ids = set(tx.run(cypher.DOCUMENT_CHUNK_IDS, key=key).single()["ids"])
-            pairs = tx.run(cypher.DOCUMENT_MENTIONS, key=key).single()["pairs"]
-            relationships = {(source, target, record["type"], chunk)
-                             for record in tx.run(cypher.DOCUMENT_RELATIONSHIPS, key=key)
-                             for source, target, chunk in record["rows"]}
-            return _Current(key, chunk_ids, {(c, e) for c, e in pairs}, relationships)
+    def held_many(self, keys: Sequence[str]) -> dict[str, Held]:
+        """`held` for many documents in one read transaction (three queries)."""
+        with self.driver.session(database=self.database) as session:
+            return self._held(session, keys)
+
+    def _held(self, session: neo4j.Session, keys: Sequence[str]) -> dict[str, Held]:
+        def read(tx: neo4j.ManagedTransaction) -> dict[str, Held]:
+            held = {key: Held(key, set(), set(), set()) for key in keys}
+            for record in tx.run(cypher.DOCUMENTS_CHUNK_IDS, keys=list(keys)):
+                held[record["key"]].chunk_ids.update(record["ids"])
+            for record in tx.run(cypher.DOCUMENTS_MENTIONS, keys=list(keys)):
+                held[record["key"]].mentions.update((c, e) for c, e in record["pairs"])
+            for record in tx.run(cypher.DOCUMENTS_RELATIONSHIPS, keys=list(keys)):
+                held[record["key"]].relationships.update(
+                    (source, target, record["type"], chunk)
+                    for source, target, chunk in record["rows"])
+            return held
 
         return session.execute_read(read)
 
@@ -228,10 +212,6 @@ class GraphWriter:
             raise AssertionError("unreachable")
         finally:
             stats.retries += max(calls - 1, 0)
-
-
-def _mention_count(entity_rows: list[dict]) -> int:
-    return sum(len(row["chunk_ids"]) for row in entity_rows)
 
 
 def delete_all(driver: neo4j.Driver, database: str | None = None,

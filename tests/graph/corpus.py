@@ -62,3 +62,19 @@ def doc(key: str, *facts: Fact, title: str | None = None) -> Doc:
             RelationRow(entity_key(source), entity_key(target), relation, key, chunk_id))
     result.entities = list(entities.values())
     return result
+
+
+def disagreeing() -> list[Doc]:
+    """Two documents that give one entity key different names, types and aliases."""
+    one, two = doc("one", ("Person:Priya", "USES", "Product:Acme")), doc(
+        "two", ("Person:Priya", "USES", "Organization:Acme"))
+    one.entities = [EntityRow("Entity:acme", "ACME", "Product", ("Acme Corp",))
+                    if e.key == "Product:acme" else e for e in one.entities]
+    two.entities = [EntityRow("Entity:acme", "Acme", "Organization", ("Acme Inc.",))
+                    if e.key == "Organization:acme" else e for e in two.entities]
+    for d in (one, two):
+        d.mentions = [Mention(m.chunk_id, "Entity:acme") if "acme" in m.entity_key else m
+                      for m in d.mentions]
+        d.relationships = [r.__class__(r.source_key, "Entity:acme", r.type, r.document_key,
+                                       r.chunk_id) for r in d.relationships]
+    return [one, two]

@@ -116,6 +116,17 @@ def test_editing_and_removing_a_document_changes_only_its_contribution(
     assert _facts(chain_graph, again.key) == after
 
 
+def graph_run_failures(instance, first: str, last: str
+                       ) -> tuple[dg.ExecuteInProcessResult, list[dict]]:
+    """`neo4j_graph` over first..last, which must fail; the documents its Failure lists."""
+    result = dg.materialize([neo4j_graph], instance=instance, resources=defs.resources,
+                            tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
+                            raise_on_error=False)
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    return result, failure.step_failure_data.user_failure_data.metadata["failures"].value
+
+
 def _catalog(instance) -> ThemeCatalog:
     return defs.resources["store"].read(THEME_CATALOG_KEY, UNPARTITIONED, ThemeCatalog)
 
@@ -144,11 +155,7 @@ def test_a_document_whose_extraction_failed_its_gate_stays_out_of_the_graph(
         llm = LLMResource(base_url=sim.base_url, cache_path=str(tmp_path / "cache.sqlite"))
         run_pipeline(instance, [a, b], ["documents", "chunks", "chunk_embeddings",
                                         "graph_extraction"], llm)
-    result = dg.materialize([neo4j_graph], instance=instance, resources=defs.resources,
-                            tags={RANGE_START_TAG: a, RANGE_END_TAG: b}, raise_on_error=False)
-    assert not result.success
-    [failure] = result.get_step_failure_events()
-    [listed] = failure.step_failure_data.user_failure_data.metadata["failures"].value
+    result, [listed] = graph_run_failures(instance, a, b)
     assert (listed["document"], listed["error_class"]) == (a, "upstream_check_failed")
     assert _count(chain_graph, "MATCH (d:Document) RETURN collect(d.key)") == [b]
 

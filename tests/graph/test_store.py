@@ -17,7 +17,7 @@ from resources.neo4j import (
 )
 from resources.neo4j.export import plan_operators
 from resources.neo4j.store import delete_all
-from tests.graph.corpus import Doc, doc
+from tests.graph.corpus import Doc, disagreeing, doc
 
 ALPHA = doc("alpha",
             ("Person:Priya Raman", "WORKS_FOR", "Organization:Acme"),
@@ -149,18 +149,7 @@ def test_rows_that_contradict_each_other_write_nothing(graph: GraphWriter):
 
 
 def test_shared_entities_do_not_depend_on_the_write_order(graph: GraphWriter):
-    # Two documents disagree about one key's name, type and aliases.
-    one, two = doc("one", ("Person:Priya", "USES", "Product:Acme")), doc(
-        "two", ("Person:Priya", "USES", "Organization:Acme"))
-    one.entities = [EntityRow("Entity:acme", "ACME", "Product", ("Acme Corp",))
-                    if e.key == "Product:acme" else e for e in one.entities]
-    two.entities = [EntityRow("Entity:acme", "Acme", "Organization", ("Acme Inc.",))
-                    if e.key == "Organization:acme" else e for e in two.entities]
-    for d in (one, two):
-        d.mentions = [Mention(m.chunk_id, "Entity:acme") if "acme" in m.entity_key else m
-                      for m in d.mentions]
-        d.relationships = [r.__class__(r.source_key, "Entity:acme", r.type, r.document_key,
-                                       r.chunk_id) for r in d.relationships]
+    one, two = disagreeing()
     forward = fresh_export(graph.driver, graph, one, two)
     backward = fresh_export(graph.driver, graph, two, one)
     assert forward == backward
