@@ -29,11 +29,27 @@ from assets.dagster_compat import (
     TargetMaterialization,
     check_passed,
 )
-from assets.keys import CHUNK_EMBEDDINGS, CHUNK_METADATA, CHUNKS, DOCUMENT_THEMES, GRAPH_EXTRACTION
+from assets.keys import (
+    CHUNK_EMBEDDINGS,
+    CHUNK_METADATA,
+    CHUNKS,
+    DOCUMENT_THEMES,
+    DOCUMENTS_PER_RUN,
+    GRAPH_EXTRACTION,
+)
 from assets.llm_assets import success_rate_key
 from resources.storage import AssetStore
 
 GATED = (CHUNK_METADATA, CHUNK_EMBEDDINGS, GRAPH_EXTRACTION, DOCUMENT_THEMES)
+
+
+def batch_step(**definition) -> dg.AssetsDefinition:
+    """A step over ranges of documents: any subset of its assets can be selected, and
+    backfills give it DOCUMENTS_PER_RUN documents per run."""
+    return dg.multi_asset(
+        can_subset=True,
+        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=DOCUMENTS_PER_RUN),
+        **definition)
 
 
 @dataclass(frozen=True)

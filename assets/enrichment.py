@@ -26,6 +26,7 @@ import pandas as pd
 from assets.batch import (
     PartitionError,
     Upstream,
+    batch_step,
     check_outputs,
     data_version,
     document_path,
@@ -61,7 +62,6 @@ from assets.keys import (
     CHUNK_METADATA,
     CHUNKS,
     DOCUMENT_THEMES,
-    DOCUMENTS_PER_RUN,
     GRAPH_EXTRACTION,
     LLM_POOL,
 )
@@ -330,16 +330,14 @@ class EnrichmentStream:
         self.recordings.append(self.recorder.submit(write))
 
 
-@dg.multi_asset(
+@batch_step(
     name="enrichment",
     specs=[CHUNK_METADATA_SPEC, CHUNK_EMBEDDINGS_SPEC, GRAPH_EXTRACTION_SPEC,
            DOCUMENT_THEMES_SPEC],
     check_specs=[*CHUNK_METADATA_CHECKS, *CHUNK_EMBEDDINGS_CHECKS, *GRAPH_EXTRACTION_CHECKS,
                  *DOCUMENT_THEMES_CHECKS],
-    can_subset=True,
     pool=LLM_POOL,
     op_tags={"docgraph/stage": "enrichment"},
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=DOCUMENTS_PER_RUN),
 )
 def enrichment(context: dg.AssetExecutionContext, config: EnrichmentConfig,
                llm: LLMResource, store: AssetStore, registry: DocumentRegistry):

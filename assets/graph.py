@@ -27,6 +27,7 @@ from assets.batch import (
     PartitionError,
     Upstream,
     UpstreamData,
+    batch_step,
     check_outputs,
     data_version,
     document_path,
@@ -224,17 +225,15 @@ NEO4J_GRAPH_SPEC = dg.AssetSpec(
 )
 
 
-@dg.multi_asset(
+@batch_step(
     specs=[NEO4J_GRAPH_SPEC],
     check_specs=[dg.AssetCheckSpec(
         "neo4j_graph_matches_source", asset=NEO4J_GRAPH_KEY, blocking=True,
         partitions_def=documents_partitions,
         description="read back after the write: the document's chunks, mentions and "
         "relationships in Neo4j are exactly the ones computed from its extraction")],
-    can_subset=True,
     pool=NEO4J_POOL,
     op_tags={"docgraph/stage": "neo4j"},
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=DOCUMENTS_PER_RUN),
 )
 def neo4j_graph(context: dg.AssetExecutionContext, config: GraphConfig,
                 neo4j_db: Neo4jResource, store: AssetStore, registry: DocumentRegistry):

@@ -13,6 +13,7 @@ import dagster as dg
 
 from assets.batch import (
     PartitionError,
+    batch_step,
     data_version,
     latest_upstream,
     not_materialized,
@@ -23,7 +24,7 @@ from assets.batch import (
 from assets.chunking import validate_limits
 from assets.chunks import CHUNKER_VERSION, chunk_document, chunks_metadata
 from assets.documents import INGEST_VERSION, document_metadata, read_document
-from assets.keys import CHUNKS, DOCUMENTS, DOCUMENTS_PER_RUN
+from assets.keys import CHUNKS, DOCUMENTS
 from assets.models import Document
 from assets.partitions import documents_partitions
 from resources.registry import DocumentRegistry
@@ -61,12 +62,10 @@ CHUNKS_SPEC = dg.AssetSpec(
 )
 
 
-@dg.multi_asset(
+@batch_step(
     name="ingestion",
     specs=[DOCUMENTS_SPEC, CHUNKS_SPEC],
-    can_subset=True,
     op_tags={"docgraph/stage": "ingestion"},
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=DOCUMENTS_PER_RUN),
 )
 def ingestion(context: dg.AssetExecutionContext, config: IngestConfig,
               registry: DocumentRegistry, store: AssetStore):

@@ -1,0 +1,50 @@
+"""assets/dagster_compat.py against the installed Dagster: the names it copies are the
+ones Dagster writes and reads, and the private types it imports behave as it relies on."""
+
+import dagster as dg
+from dagster._core.definitions import data_version as dagster_versions
+from dagster._core.storage import tags as dagster_tags
+
+from assets import dagster_compat as compat
+
+
+def test_it_was_checked_against_the_installed_dagster():
+    assert dg.__version__ == compat.TESTED_WITH, (
+        f"Dagster {dg.__version__} is installed; re-check assets/dagster_compat.py against it "
+        f"(this test file says how), then set TESTED_WITH")
+
+
+def test_tag_names_are_dagsters_own():
+    key = dg.AssetKey("chunks")
+    assert compat.RANGE_START_TAG == dagster_tags.ASSET_PARTITION_RANGE_START_TAG
+    assert compat.RANGE_END_TAG == dagster_tags.ASSET_PARTITION_RANGE_END_TAG
+    assert compat.DATA_VERSION_TAG == dagster_versions.DATA_VERSION_TAG
+    assert compat.CODE_VERSION_TAG == dagster_versions.CODE_VERSION_TAG
+    assert compat.USER_VERSION_TAG == dagster_versions.DATA_VERSION_IS_USER_PROVIDED_TAG
+    assert compat.INPUT_VERSION_TAG.format("chunks") == \
+        dagster_versions.get_input_data_version_tag(key)
+    assert compat.INPUT_POINTER_TAG.format("chunks") == \
+        dagster_versions.get_input_event_pointer_tag(key)
+
+
+def test_check_state_reads_a_partitions_current_verdict(instance):
+    """A partitioned check's evaluation that targets the partition's latest
+    materialization reads passed/failed; a newer materialization makes it not current."""
+    instance.add_dynamic_partitions("documents", ["a", "b"])
+    check_key = dg.AssetCheckKey(dg.AssetKey("chunk_metadata"), "chunk_metadata_success_rate")
+    for partition, passed in (("a", True), ("b", False)):
+        instance.report_runless_asset_event(dg.AssetMaterialization(check_key.asset_key,
+                                                                    partition=partition))
+        [latest] = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=check_key.asset_key, asset_partitions=[partition]),
+            limit=1).records
+        instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+            asset_key=check_key.asset_key, check_name=check_key.name, passed=passed,
+            partition=partition, target_materialization_data=compat.TargetMaterialization(
+                storage_id=latest.storage_id, run_id=latest.run_id,
+                timestamp=latest.timestamp)))
+    assert compat.check_states(instance, check_key, ["a", "b", "c"]) == {
+        "a": True, "b": False, "c": None}
+    instance.report_runless_asset_event(dg.AssetMaterialization(check_key.asset_key,
+                                                                partition="a"))
+    assert compat.check_passed(instance, check_key, "a") is None
