@@ -3,7 +3,7 @@
     docgraph add FILES...            register documents as partitions
     docgraph remove KEYS...          drop partitions (the files stay)
     docgraph list                    registered documents and their latest status
-    docgraph materialize [KEYS...]   run docgraph_job in-process (all partitions by default;
+    docgraph materialize [KEYS...]   run the chain's jobs in-process (all partitions by default;
                                      up-to-date ones are skipped unless --force)
     docgraph demo [FOLDER]           add every sample document, materialize, summarise
     docgraph ask "QUESTION"          the nearest chunks in the Neo4j graph, with their
@@ -182,14 +182,14 @@ def _main(argv: list[str] | None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_add = sub.add_parser("add", help="register files or folders as document partitions")
     p_add.add_argument("paths", nargs="+", type=Path)
-    p_add.add_argument("--materialize", action="store_true", help="also run docgraph_job")
+    p_add.add_argument("--materialize", action="store_true", help="also run the chain's jobs")
     _run_options(p_add)
     p_rm = sub.add_parser("remove", help="remove document partitions (files are kept)")
     p_rm.add_argument("keys", nargs="+")
     _slot_wait_option(p_rm)
     sub.add_parser("list", help="registered documents")
-    p_mat = sub.add_parser("materialize", help="run docgraph_job (ingest, enrich, themes) "
-                           "in-process, then the theme catalog")
+    p_mat = sub.add_parser("materialize", help="run the chain's jobs (ingestion, enrichment, "
+                           "graph) in-process, then the theme catalog")
     p_mat.add_argument("keys", nargs="*", help="partition keys (default: all)")
     _run_options(p_mat)
     p_demo = sub.add_parser("demo", help="add a folder of documents, materialize, summarise")

@@ -1,4 +1,4 @@
-"""The sample corpus through ingest_job on a Dagster instance stored in real PostgreSQL."""
+"""The sample corpus through ingestion_job on a Dagster instance stored in real PostgreSQL."""
 
 import dagster as dg
 
