@@ -30,17 +30,12 @@ from assets.dagster_compat import (
     check_passed,
 )
 from assets.keys import (
-    CHUNK_EMBEDDINGS,
-    CHUNK_METADATA,
     CHUNKS,
-    DOCUMENT_THEMES,
     DOCUMENTS_PER_RUN,
-    GRAPH_EXTRACTION,
+    GATED,
+    success_rate_key,
 )
-from assets.llm_assets import success_rate_key
 from resources.storage import AssetStore
-
-GATED = (CHUNK_METADATA, CHUNK_EMBEDDINGS, GRAPH_EXTRACTION, DOCUMENT_THEMES)
 
 
 def batch_step(**definition) -> dg.AssetsDefinition:

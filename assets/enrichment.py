@@ -28,21 +28,14 @@ from assets.batch import (
     Upstream,
     batch_step,
     check_outputs,
-    data_version,
-    document_path,
     gate_failure,
-    latest_upstream,
-    log_check,
-    not_materialized,
     per_document,
     raise_failures,
-    record,
+    read_upstream,
 )
-from assets.dagster_compat import check_passed
 from assets.embeddings import (
     CHUNK_EMBEDDINGS_CHECKS,
     CHUNK_EMBEDDINGS_SPEC,
-    EMBEDDINGS_VERSION,
     EmbedConfig,
     dimension_check,
     embedding_items,
@@ -68,8 +61,8 @@ from assets.keys import (
 from assets.llm_assets import (
     GateConfig,
     document_metrics,
+    record_llm_asset,
     success_rate_check,
-    success_rate_key,
 )
 from assets.metadata import (
     CHUNK_METADATA_CHECKS,
@@ -78,12 +71,9 @@ from assets.metadata import (
     metadata_frame,
     metadata_items,
 )
-from assets.prompts import CHUNK_METADATA as METADATA_PROMPT
-from assets.prompts import GRAPH_EXTRACTION as GRAPH_PROMPT
 from assets.themes import (
     DOCUMENT_THEMES_CHECKS,
     DOCUMENT_THEMES_SPEC,
-    THEMES_VERSION,
     ThemeConfig,
     candidate_themes,
     evidence_check,
@@ -99,8 +89,8 @@ from resources.storage import AssetStore
 
 Item = ChatItem | EmbedItem
 THEME_INPUTS = (CHUNK_METADATA, CHUNK_EMBEDDINGS)
-CODE_VERSIONS = {CHUNK_METADATA: METADATA_PROMPT.version, CHUNK_EMBEDDINGS: EMBEDDINGS_VERSION,
-                 GRAPH_EXTRACTION: GRAPH_PROMPT.version, DOCUMENT_THEMES: THEMES_VERSION}
+SPECS = {spec.key: spec for spec in (CHUNK_METADATA_SPEC, CHUNK_EMBEDDINGS_SPEC,
+                                     GRAPH_EXTRACTION_SPEC, DOCUMENT_THEMES_SPEC)}
 
 
 class EnrichmentConfig(dg.Config):
@@ -232,43 +222,27 @@ class EnrichmentStream:
     # -- documents -------------------------------------------------------------------------
     def _start(self, key: str) -> DocumentWork | None:
         """The document's chunks and, for themes whose inputs this step does not compute,
-        the stored inputs; None (and the failure noted) if something it needs is not
-        there."""
-        wanted = tuple(k.to_user_string() for k in sorted(self.selected, key=str))
-        chunks = latest_upstream(self.context.instance, CHUNKS, key)
-        if chunks is None or not self.store.exists(CHUNKS, key, pd.DataFrame):
-            self._fail(not_materialized(self.registry, key, "chunks"), wanted)
+        the stored inputs; None (and the failure noted) if its chunks are not there."""
+        ready, errors = read_upstream(self.context, self.store, self.registry, [CHUNKS], [key])
+        if errors:
+            self._fail(errors[0], tuple(k.to_user_string()
+                                        for k in sorted(self.selected, key=str)))
             return None
-        doc = DocumentWork(key, self.store.read(CHUNKS, key, pd.DataFrame), {CHUNKS: chunks})
-        if DOCUMENT_THEMES in self.selected:
-            for asset_key in THEME_INPUTS:
-                if asset_key not in self.selected and not self._stored_theme_input(doc,
-                                                                                   asset_key):
-                    doc.themes_held = True
-                    break
+        chunks = ready[key]
+        doc = DocumentWork(key, chunks.frames[CHUNKS], {CHUNKS: chunks.provenance[0]})
+        stored = [k for k in THEME_INPUTS if k not in self.selected]
+        if DOCUMENT_THEMES in self.selected and stored:
+            # read as any step reads its inputs: stored, gate passed, from these chunks
+            ready, errors = read_upstream(self.context, self.store, self.registry,
+                                          [CHUNKS, *stored], [key])
+            if errors:
+                doc.themes_held = True
+                self._fail(errors[0])
+            else:
+                for upstream in ready[key].provenance[1:]:
+                    doc.upstream[upstream.asset_key] = upstream
+                    doc.theme_inputs[upstream.asset_key] = ready[key].frames[upstream.asset_key]
         return doc
-
-    def _stored_theme_input(self, doc: DocumentWork, asset_key: dg.AssetKey) -> bool:
-        """A theme input this step does not compute: stored, judged passed by Dagster, and
-        computed from the stored chunks."""
-        name = asset_key.to_user_string()
-        stored = latest_upstream(self.context.instance, asset_key, doc.key)
-        if stored is None or not self.store.exists(asset_key, doc.key, pd.DataFrame):
-            self._fail(not_materialized(self.registry, doc.key, name))
-            return False
-        if not check_passed(self.context.instance, success_rate_key(asset_key), doc.key):
-            self._fail(gate_failure(self.registry, doc.key, name))
-            return False
-        frame = self.store.read(asset_key, doc.key, pd.DataFrame)
-        if frame["chunk_id"].tolist() != doc.chunks["chunk_id"].tolist():
-            self._fail(PartitionError(
-                doc.key, document_path(self.registry, doc.key), "upstream_stale",
-                f"{name} was computed from other chunks than the stored ones (the chunks "
-                f"were made again since): re-materialize {name} for this document"))
-            return False
-        doc.upstream[asset_key] = stored
-        doc.theme_inputs[asset_key] = frame
-        return True
 
     def _themes_input(self, doc: DocumentWork, asset_key: dg.AssetKey, rows: pd.DataFrame
                       ) -> Iterator[Item]:
@@ -298,42 +272,27 @@ class EnrichmentStream:
 
     # -- recording ---------------------------------------------------------------------------
     def _record(self, doc: DocumentWork, asset_key: dg.AssetKey, rows: pd.DataFrame,
-                results: list[ItemResult], description: dict, *,
-                extra: dg.AssetCheckEvaluation | None = None, id_column: str = "chunk_id",
-                version_parts: tuple[str, ...] = ()) -> None:
-        """Store and record one document's asset with its checks, on the recorder thread
-        (in order: an asset's inputs are recorded before it)."""
-        seconds = time.monotonic() - doc.started
-        name = asset_key.to_user_string()
-        threshold = getattr(self.config, name).success_threshold
-        code_version = CODE_VERSIONS[asset_key]
+                results: list[ItemResult], description: dict, **checks) -> None:
+        """Store and record one document's asset with its checks (record_llm_asset), on
+        the recorder thread (in order: an asset's inputs are recorded before it)."""
+        metadata = {**document_metrics(results, self.settings.provider,
+                                       self.settings.chat_model,
+                                       time.monotonic() - doc.started), **description}
+        threshold = getattr(self.config, asset_key.to_user_string()).success_threshold
+        inputs = (CHUNKS, *THEME_INPUTS) if asset_key == DOCUMENT_THEMES else (CHUNKS,)
 
         def write() -> None:
             with per_document(self.context, self.registry, doc.key, self.failures):
-                inputs = (doc.upstream[CHUNKS], *(doc.upstream[k] for k in THEME_INPUTS)) \
-                    if asset_key == DOCUMENT_THEMES else (doc.upstream[CHUNKS],)
-                check = success_rate_check(asset_key, doc.key, rows, threshold, id_column)
-                gate = {"items": dg.MetadataValue.int(len(rows)),
-                        "failed_items_count": check.metadata["failed"]}
-                logged = record(
-                    self.context, self.store, asset_key, doc.key, rows,
-                    {**document_metrics(results, self.settings.provider,
-                                        self.settings.chat_model, seconds),
-                     **description, **gate},
-                    data_version(code_version, *version_parts, rows.to_json()), code_version,
-                    inputs)
-                doc.upstream[asset_key] = logged
-                log_check(self.context, check, logged)
-                if extra is not None:
-                    log_check(self.context, extra, logged)
+                doc.upstream[asset_key] = record_llm_asset(
+                    self.context, self.store, SPECS[asset_key], doc.key, rows, metadata,
+                    tuple(doc.upstream[k] for k in inputs), threshold, **checks)
 
         self.recordings.append(self.recorder.submit(write))
 
 
 @batch_step(
     name="enrichment",
-    specs=[CHUNK_METADATA_SPEC, CHUNK_EMBEDDINGS_SPEC, GRAPH_EXTRACTION_SPEC,
-           DOCUMENT_THEMES_SPEC],
+    specs=list(SPECS.values()),
     check_specs=[*CHUNK_METADATA_CHECKS, *CHUNK_EMBEDDINGS_CHECKS, *GRAPH_EXTRACTION_CHECKS,
                  *DOCUMENT_THEMES_CHECKS],
     pool=LLM_POOL,

@@ -16,6 +16,14 @@ DOCUMENT_THEMES = dg.AssetKey("document_themes")
 NEO4J_GRAPH = dg.AssetKey("neo4j_graph")
 THEME_CATALOG = dg.AssetKey("theme_catalog")
 
+# The assets whose blocking `<asset>_success_rate` check gates what reads them.
+GATED = (CHUNK_METADATA, CHUNK_EMBEDDINGS, GRAPH_EXTRACTION, DOCUMENT_THEMES)
+
+
+def success_rate_key(asset_key: dg.AssetKey) -> dg.AssetCheckKey:
+    return dg.AssetCheckKey(asset_key, f"{asset_key.to_user_string()}_success_rate")
+
+
 # Pools named by the steps that need them; dagster.yaml gives each its default slots.
 LLM_POOL = "llm"
 NEO4J_POOL = "neo4j"

@@ -1,5 +1,6 @@
-"""What the four LLM assets share: their spec, their success-rate gate and its check, and
-a document's share of the engine's accounting as metadata."""
+"""What the four LLM assets share: their spec, their success-rate gate and its check, a
+document's share of the engine's accounting as metadata, and how one document's asset is
+recorded with its checks."""
 
 import warnings
 
@@ -7,10 +8,13 @@ import dagster as dg
 import pandas as pd
 
 from assets.automation import chained
+from assets.batch import Upstream, data_version, log_check, record
+from assets.keys import success_rate_key
 from assets.partitions import documents_partitions
 from resources.llm import ItemResult
 from resources.llm.metrics import MetricsRecorder
 from resources.llm.resource import metrics_metadata
+from resources.storage import AssetStore
 
 MAX_LISTED_FAILURES = 50
 
@@ -22,10 +26,6 @@ warnings.filterwarnings("ignore", message="Specifying a partitions_def on an Ass
 
 class GateConfig(dg.Config):
     success_threshold: float = 0.99  # below it the <asset>_success_rate check fails
-
-
-def success_rate_key(asset_key: dg.AssetKey) -> dg.AssetCheckKey:
-    return dg.AssetCheckKey(asset_key, f"{asset_key.to_user_string()}_success_rate")
 
 
 def success_rate_check(
@@ -66,6 +66,25 @@ def document_metrics(results: list[ItemResult], provider: str, model: str,
     metadata = metrics_metadata(snapshot)
     del metadata["peak_concurrency"]  # a property of the step's stream, logged by the step
     return metadata
+
+
+def record_llm_asset(
+    context: dg.AssetExecutionContext, store: AssetStore, spec: dg.AssetSpec, partition: str,
+    rows: pd.DataFrame, metadata: dict, inputs: tuple[Upstream, ...], threshold: float, *,
+    extra: dg.AssetCheckEvaluation | None = None, id_column: str = "chunk_id",
+    version_parts: tuple[str, ...] = (),
+) -> Upstream:
+    """Store one document's rows of an LLM asset, log its materialization (with the
+    gate's counts) and its checks targeting it; returns the materialization."""
+    check = success_rate_check(spec.key, partition, rows, threshold, id_column)
+    gate = {"items": dg.MetadataValue.int(len(rows)),
+            "failed_items_count": check.metadata["failed"]}
+    logged = record(context, store, spec.key, partition, rows, {**metadata, **gate},
+                    data_version(spec.code_version, *version_parts, rows.to_json()),
+                    spec.code_version, inputs)
+    for evaluation in filter(None, (check, extra)):
+        log_check(context, evaluation, logged)
+    return logged
 
 
 def llm_spec(asset_key: dg.AssetKey, *, deps: list, code_version: str, description: str,

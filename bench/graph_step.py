@@ -89,8 +89,7 @@ def prepare(instance, folder: Path, args: argparse.Namespace) -> list[str]:
         RANGE_START_TAG,
         TargetMaterialization,
     )
-    from assets.keys import CHUNK_EMBEDDINGS, CHUNKS, GRAPH_EXTRACTION
-    from assets.llm_assets import success_rate_key
+    from assets.keys import CHUNK_EMBEDDINGS, CHUNKS, GRAPH_EXTRACTION, success_rate_key
     from pipeline_defs import cli
     from pipeline_defs.definitions import defs
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from assets.batch import GATED, latest_upstream
-from assets.dagster_compat import check_passed, check_states
-from assets.llm_assets import success_rate_key
+from assets.batch import latest_upstream
+from assets.dagster_compat import check_states
+from assets.keys import GATED, success_rate_key
 
 STAGE_STATES = ("ok", "gate_failed", "failed", "not_run")
 CATCH_ALL = ("run_error", "step_error")  # failures given to every asset of a run or step
@@ -77,22 +77,19 @@ def run_failures(result: dg.ExecuteInProcessResult, keys: list[str], assets: lis
 
 def stage_outcomes(instance: dg.DagsterInstance, key: str, chain: list[str],
                    materialized: set[str], failures: dict[str, StageOutcome],
-                   gates: dict[str, bool | None] | None = None) -> dict[str, StageOutcome]:
+                   gates: dict[str, bool | None]) -> dict[str, StageOutcome]:
     """Each stage's outcome for `key`. `gates`: {asset: Dagster's verdict on its
-    success-rate check for this document}, read for many documents at once by the caller
-    (gate_states); read here when not given."""
+    success-rate check for this document}, read for many documents at once (gate_states)."""
     stages: dict[str, StageOutcome] = {}
     for name in chain:
         failure = failures.get(name)
-        asset_key = dg.AssetKey(name)
         # a crashed step fails all its assets, but not the ones it stored before it crashed
         if failure and not (failure.error_class in CATCH_ALL and name in materialized):
             stages[name] = failure
         elif name not in materialized:
             stages[name] = StageOutcome("not_run", None, "an earlier stage did not come through")
-        elif asset_key in GATED and (gates[name] if gates is not None else check_passed(
-                instance, success_rate_key(asset_key), key)) is False:
-            latest = latest_upstream(instance, asset_key, key)
+        elif gates.get(name) is False:
+            latest = latest_upstream(instance, dg.AssetKey(name), key)
             meta = latest.metadata if latest else {}
             stages[name] = StageOutcome(
                 "gate_failed", "gate_failed",
