@@ -7,7 +7,6 @@ import dagster as dg
 import sqlalchemy.exc
 
 from assets.batch import latest_upstream, partition_batches
-from assets.catalog import ThemeCatalog
 from assets.dagster_compat import (
     RANGE_END_TAG,
     RANGE_START_TAG,
@@ -16,7 +15,6 @@ from assets.keys import (
     DOCUMENTS_PER_RUN,
     LLM_POOL,
     NEO4J_POOL,
-    THEME_CATALOG,
 )
 from assets.partitions import documents_partitions
 from pipeline_defs.definitions import defs
@@ -31,9 +29,14 @@ from pipeline_defs.outcomes import (
     stage_outcomes,
 )
 from pipeline_defs.run_launch import launch
-from pipeline_defs.staleness import SPECS, chain_assets, chain_jobs, stale_stage
+from pipeline_defs.staleness import (
+    SPECS,
+    catalog_outdated,
+    chain_assets,
+    chain_jobs,
+    stale_stage,
+)
 from resources.registry import DocumentRegistry
-from resources.storage import UNPARTITIONED, AssetStore
 
 
 def registry() -> DocumentRegistry:
@@ -106,23 +109,12 @@ def materialize(
                 for key, stages in run_failures(result, batch, assets).items():
                     for name, stage in stages.items():
                         failed.setdefault(key, {}).setdefault(name, stage)
-    if todo or catalog_outdated(instance):
+    if todo or catalog_outdated(instance, defs.resources["store"], registry()):
         rebuild_catalog(instance, log_level)
     gates = gate_states(instance, chain, todo)
     return [outcome(key, stage_outcomes(instance, key, chain, done.get(key, set()),
                                         failed.get(key, {}), gates[key]))
             if key in gates else Outcome(key, "up-to-date", {}) for key in keys]
-
-
-def catalog_outdated(instance: dg.DagsterInstance) -> bool:
-    """Missing, or still listing documents that are no longer registered."""
-    store: AssetStore = defs.resources["store"]
-    if not instance.get_latest_materialization_event(THEME_CATALOG) or not store.exists(
-            THEME_CATALOG, UNPARTITIONED, ThemeCatalog):
-        return True
-    catalog = store.read(THEME_CATALOG, UNPARTITIONED, ThemeCatalog)
-    registered = {d.key for d in registry().entries()}
-    return any(not set(t.documents) <= registered for t in catalog.themes)
 
 
 def rebuild_catalog(instance: dg.DagsterInstance, log_level: str = "CRITICAL") -> None:

@@ -4,8 +4,9 @@
   was held back by a gate, or is stale (pipeline_defs/staleness.py) gets a run of the
   first step it needs; automation takes it on from there. Cheap: answers already paid for
   come from the response cache, so a re-run asks the provider only for what failed.
-- `catalog_schedule`, hourly: rebuilds theme_catalog when document themes changed since
-  its last build (automation does so too while the sensor runs; this catches the rest).
+- `catalog_schedule`, hourly: rebuilds theme_catalog when it is missing, document themes
+  changed since its last build, or it lists removed documents (automation rebuilds it too
+  while the sensor runs; this catches the rest).
 
 Change the cron strings here, or stop either in the UI (Automation tab); a stopped
 schedule stays stopped across restarts.
@@ -17,11 +18,12 @@ import dagster as dg
 
 from assets.batch import partition_batches
 from assets.dagster_compat import RANGE_END_TAG, RANGE_START_TAG
-from assets.keys import DOCUMENT_THEMES, DOCUMENTS_PER_RUN, THEME_CATALOG
+from assets.keys import DOCUMENTS_PER_RUN
 from assets.partitions import documents_partitions
 from pipeline_defs.jobs import CHAIN_JOBS, catalog_job
-from pipeline_defs.staleness import stale_stage
+from pipeline_defs.staleness import catalog_outdated, stale_stage
 from resources.registry import DocumentRegistry
+from resources.storage import AssetStore
 
 SWEEP_CRON = "0 3 * * *"
 CATALOG_CRON = "0 * * * *"
@@ -63,12 +65,12 @@ def sweep_schedule(context: dg.ScheduleEvaluationContext, registry: DocumentRegi
     execution_timezone="UTC",
     job=catalog_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Hourly: rebuilds theme_catalog if document themes changed since its last "
-    "build.",
+    description="Hourly: rebuilds theme_catalog if it is missing, document themes changed "
+    "since its last build, or it lists removed documents.",
 )
-def catalog_schedule(context: dg.ScheduleEvaluationContext):
-    catalog = context.instance.get_latest_materialization_event(THEME_CATALOG)
-    themes = context.instance.fetch_materializations(DOCUMENT_THEMES, limit=1).records
-    if catalog is not None and (not themes or themes[0].timestamp <= catalog.timestamp):
-        return dg.SkipReason("theme_catalog is newer than every document's themes")
-    return dg.RunRequest()
+def catalog_schedule(context: dg.ScheduleEvaluationContext, store: AssetStore,
+                     registry: DocumentRegistry):
+    if reason := catalog_outdated(context.instance, store, registry):
+        context.log.info(f"rebuilding theme_catalog: {reason}")
+        return dg.RunRequest()
+    return dg.SkipReason("theme_catalog is current")

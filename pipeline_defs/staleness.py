@@ -1,22 +1,31 @@
-"""Which documents need a run, and from which step: what the CLI, the sweep schedule and
-the summary agree on. A document is stale when its file changed, an asset of its chain is
-missing, was made by other code, or from inputs that changed since, or when Dagster shows
-one of its success-rate gates as not passed."""
+"""Which documents need a run, and from which step, and whether the theme catalog needs
+rebuilding: what the CLI, the schedules and the summary agree on. A document is stale
+when its file changed, an asset of its chain is missing, was made by other code, or from
+inputs that changed since, or when Dagster shows one of its success-rate gates as not
+passed."""
 
 import os
 
 import dagster as dg
 
-from assets.batch import GATED, latest_upstream
+from assets.batch import latest_upstream
+from assets.catalog import ThemeCatalog
 from assets.dagster_compat import CODE_VERSION_TAG, INPUT_VERSION_TAG, check_passed
 from assets.enrichment import enrichment
 from assets.graph import neo4j_graph
 from assets.ingestion import ingestion
-from assets.keys import CHUNKS, NEO4J_GRAPH
-from assets.llm_assets import success_rate_key
+from assets.keys import (
+    CHUNKS,
+    DOCUMENT_THEMES,
+    GATED,
+    NEO4J_GRAPH,
+    THEME_CATALOG,
+    success_rate_key,
+)
 from pipeline_defs.graph_removal import removed_since
 from pipeline_defs.jobs import CHAIN_JOBS
 from resources.registry import DocumentRegistry
+from resources.storage import UNPARTITIONED, AssetStore
 
 SPECS = {spec.key: spec for step in (ingestion, enrichment, neo4j_graph) for spec in step.specs}
 
@@ -81,3 +90,20 @@ def stale_reason(instance: dg.DagsterInstance, registry: DocumentRegistry,
     return stale[1] if stale else None
 
 
+
+
+def catalog_outdated(instance: dg.DagsterInstance, store: AssetStore,
+                     registry: DocumentRegistry) -> str | None:
+    """Why theme_catalog needs rebuilding (None if it is current): it is missing, document
+    themes were materialized since, or it still lists documents no longer registered."""
+    catalog = instance.get_latest_materialization_event(THEME_CATALOG)
+    if catalog is None or not store.exists(THEME_CATALOG, UNPARTITIONED, ThemeCatalog):
+        return "theme_catalog missing"
+    themes = instance.fetch_materializations(DOCUMENT_THEMES, limit=1).records
+    if themes and themes[0].timestamp > catalog.timestamp:
+        return "document themes changed since"
+    registered = {d.key for d in registry.entries()}
+    stored = store.read(THEME_CATALOG, UNPARTITIONED, ThemeCatalog)
+    if any(not set(t.documents) <= registered for t in stored.themes):
+        return "it lists removed documents"
+    return None
