@@ -99,10 +99,11 @@ def _ingest(context, config: IngestConfig, registry: DocumentRegistry, store: As
     selected = context.selected_asset_keys
     if DOCUMENTS in selected:
         document = read_document(key, registry, config.max_bytes)
-        record(context, store, DOCUMENTS, key, document, document_metadata(document),
-               document.text_sha256[:16], INGEST_VERSION)
+        source = record(context, store, DOCUMENTS, key, document, document_metadata(document),
+                        document.text_sha256[:16], INGEST_VERSION)
     elif store.exists(DOCUMENTS, key, Document):
         document = store.read(DOCUMENTS, key, Document)
+        source = latest_upstream(context.instance, DOCUMENTS, key)
     else:
         raise not_materialized(registry, key, "documents")
     if CHUNKS in selected:
@@ -112,6 +113,5 @@ def _ingest(context, config: IngestConfig, registry: DocumentRegistry, store: As
         meta = chunks_metadata(frame, document, encoding, config.max_tokens,
                                config.overlap_tokens)
         version = data_version(CHUNKER_VERSION, *frame["chunk_id"])
-        source = latest_upstream(context.instance, DOCUMENTS, key)
         record(context, store, CHUNKS, key, frame, meta, version, CHUNKER_VERSION,
                upstream=(source,))

@@ -1,0 +1,171 @@
+"""The embedded default's Dagster storage: Dagster's own SQLite storage, with its shared
+databases kept open.
+
+Dagster's SQLite storage creates a SQLAlchemy engine and opens and closes a SQLite
+connection for every statement. That costs three ways: the engine is new, so SQLAlchemy's
+compiled-statement cache never hits (every INSERT is compiled again); a connection is
+opened; and closing the last connection to a database in WAL mode checkpoints its log into
+the file. A materialization writes to two databases and queries one, so in a step that
+records documents one by one this was most of its time (bench/chunking.py: ingestion of
+100 documents 6-7 s stock, ~3 s with this storage).
+
+Here each database file has one engine for the life of the process, and the two databases
+every run shares - history/runs.db (runs) and history/runs/index.db (every asset event,
+check evaluation and pool slot) - keep a pooled connection open. A run's own event
+database (history/runs/<run id>.db) keeps Dagster's connection per statement on purpose:
+the webserver follows a running run by watching that file change, and in WAL mode the file
+changes only when its last connection closes. Files, schema and locking are Dagster's:
+an instance written by the stock storage reads with this one and the other way round, and
+several processes (webserver, daemon, runs) share the files as before.
+
+Only private hooks are overridden (`SqliteEventLogStorage._connect`,
+`SqliteRunStorage.connect`); tests/test_instance_storage.py pins them to the installed
+Dagster (TESTED_WITH in assets/dagster_compat.py).
+"""
+
+import contextlib
+import os
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+from dagster import _check as check
+from dagster._config import StringSource
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    INDEX_SHARD_NAME,
+    SQLITE_BUSY_TIMEOUT_SECONDS,
+    SqliteEventLogStorage,
+)
+from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import (
+    SqliteScheduleStorage,
+)
+from dagster._core.storage.sqlite_storage import (
+    DagsterSqliteStorage,
+    _event_logs_directory,
+    _runs_directory,
+    _schedule_directory,
+)
+from sqlalchemy.pool import NullPool
+
+RUN_ENGINES_KEPT = 32  # engines of run databases (no open connection each), newest first
+
+_pooled: "weakref.WeakSet[sa.Engine]" = weakref.WeakSet()
+
+
+def _forget_parents_connections() -> None:
+    """A forked child must not use its parent's open SQLite connections."""
+    for engine in list(_pooled):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_parents_connections)
+
+
+def pooled_engine(conn_string: str, **connect_args) -> sa.Engine:
+    """An engine that keeps one SQLite connection open and opens more when threads need
+    them at once (never waits for one)."""
+    engine = sa.create_engine(conn_string, pool_size=1, max_overflow=-1,
+                              connect_args={"check_same_thread": False, **connect_args})
+    _pooled.add(engine)
+    return engine
+
+
+class PooledEventLogStorage(SqliteEventLogStorage):
+    def __init__(self, base_dir: str, inst_data=None):
+        self._index_engine: sa.Engine | None = None
+        self._run_engines: OrderedDict[str, sa.Engine] = OrderedDict()
+        super().__init__(base_dir, inst_data)
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value) -> "PooledEventLogStorage":
+        return cls(inst_data=inst_data, **config_value)
+
+    def _engine(self, shard: str) -> sa.Engine:
+        """Called with self._db_lock held."""
+        conn_string = self.conn_string_for_shard(shard)
+        if shard == INDEX_SHARD_NAME:
+            if self._index_engine is None:
+                self._index_engine = pooled_engine(conn_string,
+                                                   timeout=SQLITE_BUSY_TIMEOUT_SECONDS)
+            return self._index_engine
+        engine = self._run_engines.pop(shard, None) or sa.create_engine(
+            conn_string, poolclass=NullPool,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+        self._run_engines[shard] = engine
+        while len(self._run_engines) > RUN_ENGINES_KEPT:
+            self._run_engines.popitem(last=False)[1].dispose()
+        return engine
+
+    @contextlib.contextmanager
+    def _connect(self, shard: str) -> Iterator[sa.Connection]:
+        with self._db_lock:
+            check.str_param(shard, "shard")
+            engine = self._engine(shard)
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            with engine.connect() as conn, conn.begin():
+                yield conn
+
+    def wipe(self) -> None:
+        with self._db_lock:  # the run databases are deleted: forget their engines
+            for engine in self._run_engines.values():
+                engine.dispose()
+            self._run_engines.clear()
+        super().wipe()
+
+    def dispose(self) -> None:
+        super().dispose()
+        with self._db_lock:
+            for engine in [*self._run_engines.values(), self._index_engine]:
+                if engine is not None:
+                    engine.dispose()
+            self._run_engines.clear()
+            self._index_engine = None
+
+
+class PooledRunStorage(SqliteRunStorage):
+    def __init__(self, conn_string: str, inst_data=None):
+        self._engine_lock = threading.Lock()
+        self._engine: sa.Engine | None = None
+        super().__init__(conn_string, inst_data)
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sa.Connection]:
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = pooled_engine(self._conn_string)
+        with self._engine.connect() as conn, conn.begin():
+            yield conn
+
+    def dispose(self) -> None:
+        super().dispose()
+        with self._engine_lock:
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None
+
+
+class PooledSqliteStorage(DagsterSqliteStorage):
+    """dagster.yaml: `storage: {custom: {module: resources.instance_storage, class:
+    PooledSqliteStorage, config: {base_dir: {env: DAGSTER_HOME}}}}` - the same files as
+    Dagster's default storage in $DAGSTER_HOME."""
+
+    def __init__(self, base_dir: str, inst_data=None):  # noqa: D107 - the parent's, our parts
+        self.base_dir = check.str_param(base_dir, "base_dir")
+        self._run_storage = PooledRunStorage.from_local(_runs_directory(base_dir))
+        self._event_log_storage = PooledEventLogStorage(_event_logs_directory(base_dir))
+        self._schedule_storage = SqliteScheduleStorage.from_local(_schedule_directory(base_dir))
+        self._inst_data = inst_data
+        super(DagsterSqliteStorage, self).__init__()
+
+    @classmethod
+    def config_type(cls):
+        return {"base_dir": StringSource}
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value) -> "PooledSqliteStorage":
+        return cls.from_local(inst_data=inst_data, **config_value)
