@@ -24,6 +24,21 @@ SAMPLE_DIR = REPO / "data" / "sample"
 NEO4J_SCRIPT = REPO / "scripts" / "neo4j.sh"
 
 
+def instance_at(home: Path) -> dg.DagsterInstance:
+    """The instance whose dagster.yaml is in `home`, opened as Dagster's own tools open
+    one: through $DAGSTER_HOME (the project's dagster.yaml reads its SQLite storage's
+    base_dir from it: resources/instance_storage.py)."""
+    before = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        return dg.DagsterInstance.get()
+    finally:
+        if before is None:
+            del os.environ["DAGSTER_HOME"]
+        else:
+            os.environ["DAGSTER_HOME"] = before
+
+
 @pytest.fixture(autouse=True)
 def docgraph_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own registry, asset storage and inbox."""

@@ -31,7 +31,7 @@ import dagster as dg
 import requests
 
 from pipeline_defs.intervals import INTERVAL_VARIABLE
-from tests.conftest import REPO
+from tests.conftest import REPO, instance_at
 
 BIN = Path(sys.executable).parent
 WORKSPACE = REPO / "workspace.yaml"
@@ -212,7 +212,7 @@ def dagster_servers(home: Path | str, *, daemon: bool = True, webserver: bool = 
     full_env = dict(os.environ, DAGSTER_HOME=str(home), DOCGRAPH_ROOT=str(root),
                     PYTHONUNBUFFERED="1", **{INTERVAL_VARIABLE: str(SENSOR_INTERVAL_SECONDS)})
     full_env.update(env or {})
-    instance = dg.DagsterInstance.from_config(str(home))
+    instance = instance_at(home)
     servers = DagsterServers(home, root, full_env, instance)
     try:
         started = time.time()

@@ -36,7 +36,7 @@ from resources.llm.offline.server import SimulatorServer
 from resources.llm.offline.simulator import SimConfig
 from resources.neo4j import delete_all
 from resources.neo4j.export import graph_export
-from tests.conftest import REPO, SAMPLE_DIR
+from tests.conftest import REPO, SAMPLE_DIR, instance_at
 from tests.llm.conftest import Summary, chat_items, fast_settings
 
 CONCURRENCY = 4
@@ -113,7 +113,7 @@ def _assert_same(got: dict[str, object], want: dict[str, object]) -> None:
 
 
 def _instance(home: Path) -> dg.DagsterInstance:
-    return dg.DagsterInstance.from_config(str(home / "dagster"))
+    return instance_at(home / "dagster")
 
 
 def _no_slot_held(instance: dg.DagsterInstance) -> None:
