@@ -36,10 +36,15 @@ from assets.batch import (
     read_upstream,
     record,
 )
-from assets.keys import CHUNK_EMBEDDINGS as CHUNK_EMBEDDINGS_KEY
-from assets.keys import CHUNKS, DOCUMENTS, DOCUMENTS_PER_RUN, NEO4J_POOL
-from assets.keys import GRAPH_EXTRACTION as GRAPH_EXTRACTION_KEY
-from assets.keys import NEO4J_GRAPH as NEO4J_GRAPH_KEY
+from assets.keys import (
+    CHUNK_EMBEDDINGS,
+    CHUNKS,
+    DOCUMENTS,
+    DOCUMENTS_PER_RUN,
+    GRAPH_EXTRACTION,
+    NEO4J_GRAPH,
+    NEO4J_POOL,
+)
 from assets.models import Document
 from assets.partitions import documents_partitions
 from resources.graph_resolution import EntityMention, resolve_entities
@@ -56,7 +61,7 @@ from resources.storage import AssetStore
 GRAPH_WRITE_VERSION = "neo4j-graph-v1"
 
 
-GRAPH_INPUTS = [CHUNKS, CHUNK_EMBEDDINGS_KEY, GRAPH_EXTRACTION_KEY]
+GRAPH_INPUTS = [CHUNKS, CHUNK_EMBEDDINGS, GRAPH_EXTRACTION]
 
 
 class GraphConfig(dg.Config):
@@ -121,7 +126,7 @@ def _prepare(writer: GraphWriter, store: AssetStore, key: str, path: str,
     stored = store.read(DOCUMENTS, key, Document)
     rows, counts = document_graph(
         GraphDocument(key, path, stored.title), data.frames[CHUNKS],
-        data.frames[CHUNK_EMBEDDINGS_KEY], data.frames[GRAPH_EXTRACTION_KEY])
+        data.frames[CHUNK_EMBEDDINGS], data.frames[GRAPH_EXTRACTION])
     dimensions = next((len(c.embedding) for c in rows["chunks"] if c.embedding), None)
     if dimensions and writer.dimensions != dimensions:
         writer.ensure_schema(dimensions)  # SchemaMismatch if the index has another size
@@ -145,7 +150,7 @@ def _write(writer: GraphWriter, group: dict[str, _Prepared], config: GraphConfig
                 ("relationships", meant.relationship_ids, held[key].relationships))
         }
         check = dg.AssetCheckEvaluation(
-            asset_key=NEO4J_GRAPH_KEY, check_name="neo4j_graph_matches_source",
+            asset_key=NEO4J_GRAPH, check_name="neo4j_graph_matches_source",
             partition=key, passed=not any(differences.values()),
             severity=dg.AssetCheckSeverity.ERROR,
             metadata={f"{name}_differing": dg.MetadataValue.int(n)
@@ -210,8 +215,8 @@ def _document_failures(context: dg.AssetExecutionContext, key: str, path: str, u
 
 
 NEO4J_GRAPH_SPEC = dg.AssetSpec(
-    NEO4J_GRAPH_KEY,
-    deps=[CHUNKS, CHUNK_EMBEDDINGS_KEY, GRAPH_EXTRACTION_KEY],
+    NEO4J_GRAPH,
+    deps=[CHUNKS, CHUNK_EMBEDDINGS, GRAPH_EXTRACTION],
     skippable=True,
     partitions_def=documents_partitions,
     group_name="graph",
@@ -228,7 +233,7 @@ NEO4J_GRAPH_SPEC = dg.AssetSpec(
 @batch_step(
     specs=[NEO4J_GRAPH_SPEC],
     check_specs=[dg.AssetCheckSpec(
-        "neo4j_graph_matches_source", asset=NEO4J_GRAPH_KEY, blocking=True,
+        "neo4j_graph_matches_source", asset=NEO4J_GRAPH, blocking=True,
         partitions_def=documents_partitions,
         description="read back after the write: the document's chunks, mentions and "
         "relationships in Neo4j are exactly the ones computed from its extraction")],
@@ -260,7 +265,7 @@ def neo4j_graph(context: dg.AssetExecutionContext, config: GraphConfig,
                                                 failures).items():
             _record(context, store, key, group[key], stats, check, failures)
     yield from check_outputs(context)
-    raise_failures([dataclasses.replace(f, assets=(NEO4J_GRAPH_KEY.to_user_string(),))
+    raise_failures([dataclasses.replace(f, assets=(NEO4J_GRAPH.to_user_string(),))
                     for f in failures], len(keys))
 
 
@@ -282,7 +287,7 @@ def _record(context: dg.AssetExecutionContext, store: AssetStore, key: str,
         "entities": dg.MetadataValue.int(len(rows["entities"])),
         "relationships": dg.MetadataValue.int(len(rows["relationships"])),
         "mentions": dg.MetadataValue.int(len(rows["mentions"]))}
-    logged = record(context, store, NEO4J_GRAPH_KEY, key, _summary_frame(rows), metadata,
+    logged = record(context, store, NEO4J_GRAPH, key, _summary_frame(rows), metadata,
                     version, GRAPH_WRITE_VERSION, prepared.provenance)
     log_check(context, check, logged)
 

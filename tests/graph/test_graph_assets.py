@@ -11,9 +11,10 @@ import dagster as dg
 import neo4j
 import pytest
 
-from assets.catalog import THEME_CATALOG_KEY, ThemeCatalog
+from assets.catalog import ThemeCatalog
 from assets.dagster_compat import RANGE_END_TAG, RANGE_START_TAG
 from assets.graph import neo4j_graph
+from assets.keys import THEME_CATALOG
 from pipeline_defs import cli
 from pipeline_defs.definitions import defs
 from resources.llm.offline.server import SimulatorServer
@@ -128,7 +129,7 @@ def graph_run_failures(instance, first: str, last: str
 
 
 def _catalog(instance) -> ThemeCatalog:
-    return defs.resources["store"].read(THEME_CATALOG_KEY, UNPARTITIONED, ThemeCatalog)
+    return defs.resources["store"].read(THEME_CATALOG, UNPARTITIONED, ThemeCatalog)
 
 
 def test_ask_finds_the_document_a_question_is_about(instance, chain_graph, capsys):
