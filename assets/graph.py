@@ -49,8 +49,7 @@ from assets.models import Document
 from assets.partitions import documents_partitions
 from resources.graph_resolution import EntityMention, resolve_entities
 from resources.neo4j.contribution import Contribution, InvalidContribution
-from resources.neo4j.model import ChunkRow, EntityRow, Mention, RelationRow
-from resources.neo4j.model import Document as GraphDocument
+from resources.neo4j.model import ChunkRow, DocumentRow, EntityRow, Mention, RelationRow
 from resources.neo4j.resource import Neo4jResource
 from resources.neo4j.schema import SchemaMismatch
 from resources.neo4j.settings import CONNECTION_ERRORS
@@ -70,7 +69,7 @@ class GraphConfig(dg.Config):
     documents_per_write: int = DOCUMENTS_PER_RUN
 
 
-def document_graph(document: GraphDocument, chunks: pd.DataFrame, embeddings: pd.DataFrame,
+def document_graph(document: DocumentRow, chunks: pd.DataFrame, embeddings: pd.DataFrame,
                    extraction: pd.DataFrame) -> tuple[dict, dict[str, int]]:
     """The writer's rows for one document, and counts of what resolution dropped or
     remapped. Chunks whose extraction failed still become nodes, without entities."""
@@ -125,7 +124,7 @@ def _prepare(writer: GraphWriter, store: AssetStore, key: str, path: str,
              data: UpstreamData) -> _Prepared:
     stored = store.read(DOCUMENTS, key, Document)
     rows, counts = document_graph(
-        GraphDocument(key, path, stored.title), data.frames[CHUNKS],
+        DocumentRow(key, path, stored.title), data.frames[CHUNKS],
         data.frames[CHUNK_EMBEDDINGS], data.frames[GRAPH_EXTRACTION])
     dimensions = next((len(c.embedding) for c in rows["chunks"] if c.embedding), None)
     if dimensions and writer.dimensions != dimensions:

@@ -16,7 +16,7 @@ from resources.neo4j.model import (
     FALLBACK_ENTITY_TYPE,
     FALLBACK_RELATION_TYPE,
     ChunkRow,
-    Document,
+    DocumentRow,
     EntityRow,
     Mention,
     RelationRow,
@@ -39,7 +39,7 @@ class InvalidContribution(ValueError):
 
 @dataclass(frozen=True)
 class Contribution:
-    document: Document
+    document: DocumentRow
     chunks: list[dict]  # UPSERT_CHUNKS rows, by id
     entities: list[dict]  # by key, with chunk_ids (merged across documents: changes.py)
     relationships: list[dict]  # MERGE_RELATIONSHIPS rows, by identity
@@ -68,7 +68,7 @@ def relationship_id(row: dict) -> RelationshipId:
 
 
 def build_contribution(
-    document: Document,
+    document: DocumentRow,
     chunks: Iterable[ChunkRow],
     entities: Iterable[EntityRow],
     mentions: Iterable[Mention],
@@ -109,7 +109,7 @@ def build_contribution(
     )
 
 
-def _chunks(document: Document, chunks: Iterable[ChunkRow], dimensions: int | None,
+def _chunks(document: DocumentRow, chunks: Iterable[ChunkRow], dimensions: int | None,
             problems: list[str]) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     for chunk in chunks:
@@ -145,7 +145,7 @@ def _entities(entities: Iterable[EntityRow], problems: list[str]) -> tuple[dict[
     return rows, remapped
 
 
-def _relationships(document: Document, relationships: Iterable[RelationRow],
+def _relationships(document: DocumentRow, relationships: Iterable[RelationRow],
                    chunk_rows: dict, entity_rows: dict,
                    problems: list[str]) -> tuple[dict[RelationshipId, dict], int]:
     rows: dict[RelationshipId, dict] = {}
