@@ -14,10 +14,10 @@ from assets.keys import THEME_CATALOG, success_rate_key
 from assets.models import SIGNATURE_PATTERN
 from pipeline_defs import cli
 from pipeline_defs.definitions import defs
-from resources.llm.offline.server import SimulatorServer
-from resources.llm.offline.simulator import SimConfig
 from resources.llm.resource import LLMResource
 from resources.storage import UNPARTITIONED
+from simulator.server import SimulatorServer
+from simulator.simulator import SimConfig
 from tests.conftest import SAMPLE_DIR
 from tests.helpers import (
     MARKER,

@@ -17,8 +17,6 @@ from assets.graph import neo4j_graph
 from assets.keys import THEME_CATALOG
 from pipeline_defs import cli
 from pipeline_defs.definitions import defs
-from resources.llm.offline.server import SimulatorServer
-from resources.llm.offline.simulator import SimConfig
 from resources.llm.resource import LLMResource
 from resources.neo4j import (
     duplicate_keys,
@@ -27,6 +25,8 @@ from resources.neo4j import (
 from resources.neo4j.resource import Neo4jResource
 from resources.registry import DocumentRegistry
 from resources.storage import UNPARTITIONED
+from simulator.server import SimulatorServer
+from simulator.simulator import SimConfig
 from tests.conftest import SAMPLE_DIR
 from tests.helpers import (
     MARKER,

@@ -10,9 +10,9 @@ from assets.catalog import ThemeCatalog
 from assets.keys import THEME_CATALOG
 from pipeline_defs import cli
 from pipeline_defs.definitions import defs
-from resources.llm.offline.server import SimulatorServer
-from resources.llm.offline.simulator import SimConfig
 from resources.storage import UNPARTITIONED
+from simulator.server import SimulatorServer
+from simulator.simulator import SimConfig
 from tests.conftest import SAMPLE_DIR
 from tests.public_corpus import write_public_corpus
 
