@@ -47,6 +47,7 @@ from assets.keys import (
 )
 from assets.models import Document
 from assets.partitions import documents_partitions
+from resources.errors import ErrorClass
 from resources.graph_resolution import EntityMention, resolve_entities
 from resources.neo4j.contribution import Contribution, InvalidContribution
 from resources.neo4j.model import ChunkRow, DocumentRow, EntityRow, Mention, RelationRow
@@ -177,7 +178,8 @@ def _write_group(context: dg.AssetExecutionContext, writer: GraphWriter,
         except neo4j.exceptions.TransientError as exc:
             # Still failing after the driver's retries: the server, not a document.
             for key, prepared in group.items():
-                failures.append(PartitionError(key, prepared.path, "graph_write_failed",
+                failures.append(PartitionError(key, prepared.path,
+                                               ErrorClass.GRAPH_WRITE_FAILED,
                                                f"{type(exc).__name__}: {exc}"))
             return {}
         except Exception as exc:  # noqa: BLE001 - which document is at fault is found below
@@ -203,13 +205,13 @@ def _document_failures(context: dg.AssetExecutionContext, key: str, path: str, u
     except neo4j.exceptions.ServiceUnavailable as exc:  # lost in the middle of the batch
         raise _lost(uri, exc, f"document {key}") from exc
     except SchemaMismatch as exc:  # this document's vectors do not fit the index
-        failures.append(PartitionError(key, path, "schema_mismatch", str(exc)))
+        failures.append(PartitionError(key, path, exc.error_class, str(exc)))
     except (InvalidContribution, neo4j.exceptions.Neo4jError) as exc:
-        failures.append(PartitionError(key, path, "graph_write_failed",
+        failures.append(PartitionError(key, path, ErrorClass.GRAPH_WRITE_FAILED,
                                        f"{type(exc).__name__}: {exc}"))
     except Exception as exc:  # noqa: BLE001 - one document's surprise must not stop the rest
         context.log.exception(f"document {key}: unexpected {type(exc).__name__}")
-        failures.append(PartitionError(key, path, "internal_error",
+        failures.append(PartitionError(key, path, ErrorClass.INTERNAL_ERROR,
                                        f"{type(exc).__name__}: {exc}"))
 
 
@@ -274,8 +276,8 @@ def _record(context: dg.AssetExecutionContext, store: AssetStore, key: str,
     if not check.passed:  # written, but not what was meant: not materialized
         log_check(context, check, None)
         failures.append(PartitionError(
-            key, prepared.path, "graph_write_failed", "read back after the write, the graph "
-            f"does not hold what the extraction meant: {check.metadata}"))
+            key, prepared.path, ErrorClass.GRAPH_WRITE_FAILED, "read back after the write, "
+            f"the graph does not hold what the extraction meant: {check.metadata}"))
         return
     rows = prepared.rows
     version = data_version(GRAPH_WRITE_VERSION, *(u.version for u in prepared.provenance))

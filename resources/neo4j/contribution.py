@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from resources.errors import DocgraphError, ErrorClass
 from resources.neo4j.model import (
     ENTITY_TYPES,
     FALLBACK_ENTITY_TYPE,
@@ -33,8 +34,12 @@ TYPE_RANK = {t: i for i, t in enumerate(ENTITY_TYPES)}
 RelationshipId = tuple[str, str, str, str]
 
 
-class InvalidContribution(ValueError):
-    """The rows of a document contradict each other; nothing was written."""
+class InvalidContribution(DocgraphError, ValueError):
+    """The rows of a document contradict each other; nothing was written (the document's
+    graph write fails)."""
+
+    def __init__(self, message: str):
+        super().__init__(ErrorClass.GRAPH_WRITE_FAILED, message)
 
 
 @dataclass(frozen=True)
