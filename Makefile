@@ -49,7 +49,7 @@ bench: install
 	$(BENCH_NEO4J) $(BIN)/python bench/graph_step.py --json bench/out/graph_step.json
 
 simulator: install
-	$(BIN)/python -m resources.llm.offline.server --port $${PORT:-8765} --config '$(SIM)'
+	$(BIN)/python -m simulator.server --port $${PORT:-8765} --config '$(SIM)'
 
 
 lint: install

@@ -35,6 +35,7 @@ from assets.keys import (
     GATED,
     success_rate_key,
 )
+from resources.errors import DocgraphError, ErrorClass
 from resources.storage import AssetStore
 
 
@@ -48,10 +49,12 @@ def batch_step(**definition) -> dg.AssetsDefinition:
 
 
 @dataclass(frozen=True)
-class PartitionError(Exception):
+class PartitionError(DocgraphError):
+    """One document failed a step: which, its file, why (error class and reason)."""
+
     partition: str
     path: str
-    error_class: str
+    error_class: ErrorClass
     reason: str
     assets: tuple[str, ...] = ()  # the assets this failure left unmaterialized (the stage)
 
@@ -67,7 +70,7 @@ def document_path(registry, key: str) -> str:
 
 def not_materialized(registry, key: str, what: str) -> PartitionError:
     """The error for a partition whose upstream was never materialized."""
-    return PartitionError(key, document_path(registry, key), "not_materialized",
+    return PartitionError(key, document_path(registry, key), ErrorClass.NOT_MATERIALIZED,
                           f"{what} not materialized for this document yet")
 
 
@@ -82,13 +85,13 @@ def per_document(context: dg.AssetExecutionContext, registry, key: str,
         failures.append(error)
     except Exception as exc:  # noqa: BLE001 - one document's surprise must not stop the rest
         context.log.exception(f"document {key}: unexpected {type(exc).__name__}")
-        failures.append(PartitionError(key, document_path(registry, key), "internal_error",
-                                       f"{type(exc).__name__}: {exc}"))
+        failures.append(PartitionError(key, document_path(registry, key),
+                                       ErrorClass.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
 
 
 def gate_failure(registry, key: str, name: str) -> PartitionError:
     return PartitionError(
-        key, document_path(registry, key), "upstream_check_failed",
+        key, document_path(registry, key), ErrorClass.UPSTREAM_CHECK_FAILED,
         f"{name}_success_rate did not pass for this document (its failed items are in that "
         f"check's metadata): re-materialize {name} for this document first")
 
@@ -159,7 +162,7 @@ def read_upstream(
         else:
             if stale := _out_of_step(frames):
                 errors.append(PartitionError(
-                    key, document_path(registry, key), "upstream_stale",
+                    key, document_path(registry, key), ErrorClass.UPSTREAM_STALE,
                     f"{stale} was computed from other chunks than the stored ones (the "
                     f"chunks were made again since): re-materialize {stale} for this document"))
             else:
@@ -254,16 +257,17 @@ def raise_failures(failures: list[PartitionError], attempted: int) -> None:
     if len(failures) == 1:
         [only] = failures
         description = str(only)
+        # str(): Dagster's metadata takes plain words, not our enum (resources/errors.py)
         metadata = {"document": only.partition, "path": only.path,
-                    "error_class": only.error_class, "reason": only.reason}
+                    "error_class": str(only.error_class), "reason": only.reason}
     else:
         description = f"{documents} of {attempted} documents failed:\n" + "\n".join(
             f"- {', '.join(f.assets) + ': ' if f.assets else ''}{f}" for f in failures
         )
         metadata = {"error_classes": dg.MetadataValue.json(
-            dict(Counter(f.error_class for f in failures)))}
+            dict(Counter(str(f.error_class) for f in failures)))}
     metadata["failures"] = dg.MetadataValue.json([
-        {"document": f.partition, "path": f.path, "error_class": f.error_class,
+        {"document": f.partition, "path": f.path, "error_class": str(f.error_class),
          "reason": f.reason, "assets": list(f.assets)} for f in failures
     ])
     metadata["attempted"] = attempted

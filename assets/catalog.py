@@ -28,8 +28,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from assets.keys import DOCUMENT_THEMES as DOCUMENT_THEMES_KEY
-from assets.keys import THEME_CATALOG as THEME_CATALOG_KEY
+from assets.keys import DOCUMENT_THEMES, THEME_CATALOG
 from resources.registry import DocumentRegistry
 from resources.storage import UNPARTITIONED, AssetStore
 
@@ -188,12 +187,12 @@ def _preview(catalog: ThemeCatalog, top: int) -> str:
 
 
 @dg.asset(
-    deps=[DOCUMENT_THEMES_KEY],
+    deps=[DOCUMENT_THEMES],
     group_name="enrichment",
     kinds={"json"},
     code_version=CATALOG_VERSION,
     check_specs=[dg.AssetCheckSpec(
-        "theme_catalog_coverage", asset=THEME_CATALOG_KEY,
+        "theme_catalog_coverage", asset=THEME_CATALOG,
         description="every registered document has materialized themes (WARN; the ones "
         "without are listed)")],
     automation_condition=(
@@ -210,14 +209,14 @@ def theme_catalog(context: dg.AssetExecutionContext, config: CatalogConfig,
     Built from what is stored (no LLM calls), so rebuilding it is cheap and repeatable."""
     first_seen, mentions, missing = {}, [], []
     for entry in registry.entries():
-        if not store.exists(DOCUMENT_THEMES_KEY, entry.key, pd.DataFrame):
+        if not store.exists(DOCUMENT_THEMES, entry.key, pd.DataFrame):
             missing.append(entry.key)
             continue
         first_seen[entry.key] = entry.added_at
-        mentions.extend(kept_mentions(store.read(DOCUMENT_THEMES_KEY, entry.key,
+        mentions.extend(kept_mentions(store.read(DOCUMENT_THEMES, entry.key,
                                                  pd.DataFrame)))
     catalog = canonical_themes(mentions, first_seen, config.similarity_threshold)
-    store.write(THEME_CATALOG_KEY, UNPARTITIONED, catalog)
+    store.write(THEME_CATALOG, UNPARTITIONED, catalog)
     blob = catalog.model_dump_json().encode()
     yield dg.MaterializeResult(
         metadata={
@@ -228,7 +227,7 @@ def theme_catalog(context: dg.AssetExecutionContext, config: CatalogConfig,
             "documents": dg.MetadataValue.int(catalog.documents),
             "documents_without_themes": dg.MetadataValue.int(len(missing)),
             "preview": dg.MetadataValue.md(_preview(catalog, config.top)),
-            "path": dg.MetadataValue.path(str(store.path(THEME_CATALOG_KEY, UNPARTITIONED,
+            "path": dg.MetadataValue.path(str(store.path(THEME_CATALOG, UNPARTITIONED,
                                                          ThemeCatalog))),
         },
         data_version=dg.DataVersion(hashlib.sha256(blob).hexdigest()[:16]),

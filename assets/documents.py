@@ -7,6 +7,7 @@ import dagster as dg
 from assets.batch import PartitionError
 from assets.ingest import IngestError, extract, sha256_text
 from assets.models import Document
+from resources.errors import ErrorClass
 from resources.registry import DocumentRegistry
 
 INGEST_VERSION = "ingest-v1"
@@ -16,24 +17,25 @@ def read_document(key: str, registry: DocumentRegistry, max_bytes: int) -> Docum
     """The document behind partition `key`, or a PartitionError saying why not."""
     entry = registry.lookup(key)
     if entry is None:
-        raise PartitionError(key, "?", "unregistered", "no file is registered for this key")
+        raise PartitionError(key, "?", ErrorClass.UNREGISTERED,
+                             "no file is registered for this key")
     path = entry.path
 
-    def fail(error_class: str, reason: str) -> PartitionError:
+    def fail(error_class: ErrorClass, reason: str) -> PartitionError:
         return PartitionError(key, str(path), error_class, reason)
 
     try:
         size = path.stat().st_size
         if size > max_bytes:
-            raise fail("too_large", f"{size:,} bytes is over the {max_bytes:,}-byte limit "
-                                    "(config max_bytes)")
+            raise fail(ErrorClass.TOO_LARGE, f"{size:,} bytes is over the {max_bytes:,}-byte "
+                                             "limit (config max_bytes)")
         data = path.read_bytes()
     except FileNotFoundError as exc:
-        raise fail("vanished", "the file no longer exists") from exc
+        raise fail(ErrorClass.VANISHED, "the file no longer exists") from exc
     except IsADirectoryError as exc:
-        raise fail("not_a_file", "the path is a directory") from exc
+        raise fail(ErrorClass.NOT_A_FILE, "the path is a directory") from exc
     except PermissionError as exc:
-        raise fail("unreadable", f"permission denied: {exc}") from exc
+        raise fail(ErrorClass.UNREADABLE, f"permission denied: {exc}") from exc
     try:
         extracted = extract(path, data)
     except IngestError as exc:

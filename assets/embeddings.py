@@ -5,8 +5,7 @@ enrichment step (assets/enrichment.py) runs them."""
 import dagster as dg
 import pandas as pd
 
-from assets.keys import CHUNK_EMBEDDINGS as CHUNK_EMBEDDINGS_KEY
-from assets.keys import CHUNKS
+from assets.keys import CHUNK_EMBEDDINGS, CHUNKS
 from assets.llm_assets import GateConfig, llm_spec, success_rate_spec
 from assets.partitions import documents_partitions
 from resources.llm import EmbedItem, ItemResult
@@ -52,7 +51,7 @@ def dimension_check(key: str, frame: pd.DataFrame,
     dims = sorted(int(d) for d in frame["dimensions"].dropna().unique())
     wrong = [] if expected is None else [d for d in dims if d != expected]
     return dg.AssetCheckEvaluation(
-        asset_key=CHUNK_EMBEDDINGS_KEY, check_name="chunk_embeddings_dimension",
+        asset_key=CHUNK_EMBEDDINGS, check_name="chunk_embeddings_dimension",
         passed=len(dims) <= 1 and not wrong, severity=dg.AssetCheckSeverity.WARN,
         partition=key,
         metadata={"dimensions": dg.MetadataValue.json(dims),
@@ -61,16 +60,16 @@ def dimension_check(key: str, frame: pd.DataFrame,
 
 
 CHUNK_EMBEDDINGS_SPEC = llm_spec(
-    CHUNK_EMBEDDINGS_KEY,
+    CHUNK_EMBEDDINGS,
     deps=[CHUNKS],
     code_version=EMBEDDINGS_VERSION,
     description="A vector per chunk with the model name and dimension; chunks are embedded "
     "`inputs_per_request` at a time and cached like chat calls.",
 )
 CHUNK_EMBEDDINGS_CHECKS = [
-    success_rate_spec(CHUNK_EMBEDDINGS_KEY),
+    success_rate_spec(CHUNK_EMBEDDINGS),
     dg.AssetCheckSpec(
-        "chunk_embeddings_dimension", asset=CHUNK_EMBEDDINGS_KEY,
+        "chunk_embeddings_dimension", asset=CHUNK_EMBEDDINGS,
         partitions_def=documents_partitions,
         description="every vector of the document has the same size (the configured "
         "`dimensions`, if set)",

@@ -36,16 +36,21 @@ from assets.batch import (
     read_upstream,
     record,
 )
-from assets.keys import CHUNK_EMBEDDINGS as CHUNK_EMBEDDINGS_KEY
-from assets.keys import CHUNKS, DOCUMENTS, DOCUMENTS_PER_RUN, NEO4J_POOL
-from assets.keys import GRAPH_EXTRACTION as GRAPH_EXTRACTION_KEY
-from assets.keys import NEO4J_GRAPH as NEO4J_GRAPH_KEY
+from assets.keys import (
+    CHUNK_EMBEDDINGS,
+    CHUNKS,
+    DOCUMENTS,
+    DOCUMENTS_PER_RUN,
+    GRAPH_EXTRACTION,
+    NEO4J_GRAPH,
+    NEO4J_POOL,
+)
 from assets.models import Document
 from assets.partitions import documents_partitions
+from resources.errors import ErrorClass
 from resources.graph_resolution import EntityMention, resolve_entities
 from resources.neo4j.contribution import Contribution, InvalidContribution
-from resources.neo4j.model import ChunkRow, EntityRow, Mention, RelationRow
-from resources.neo4j.model import Document as GraphDocument
+from resources.neo4j.model import ChunkRow, DocumentRow, EntityRow, Mention, RelationRow
 from resources.neo4j.resource import Neo4jResource
 from resources.neo4j.schema import SchemaMismatch
 from resources.neo4j.settings import CONNECTION_ERRORS
@@ -56,7 +61,7 @@ from resources.storage import AssetStore
 GRAPH_WRITE_VERSION = "neo4j-graph-v1"
 
 
-GRAPH_INPUTS = [CHUNKS, CHUNK_EMBEDDINGS_KEY, GRAPH_EXTRACTION_KEY]
+GRAPH_INPUTS = [CHUNKS, CHUNK_EMBEDDINGS, GRAPH_EXTRACTION]
 
 
 class GraphConfig(dg.Config):
@@ -65,7 +70,7 @@ class GraphConfig(dg.Config):
     documents_per_write: int = DOCUMENTS_PER_RUN
 
 
-def document_graph(document: GraphDocument, chunks: pd.DataFrame, embeddings: pd.DataFrame,
+def document_graph(document: DocumentRow, chunks: pd.DataFrame, embeddings: pd.DataFrame,
                    extraction: pd.DataFrame) -> tuple[dict, dict[str, int]]:
     """The writer's rows for one document, and counts of what resolution dropped or
     remapped. Chunks whose extraction failed still become nodes, without entities."""
@@ -120,8 +125,8 @@ def _prepare(writer: GraphWriter, store: AssetStore, key: str, path: str,
              data: UpstreamData) -> _Prepared:
     stored = store.read(DOCUMENTS, key, Document)
     rows, counts = document_graph(
-        GraphDocument(key, path, stored.title), data.frames[CHUNKS],
-        data.frames[CHUNK_EMBEDDINGS_KEY], data.frames[GRAPH_EXTRACTION_KEY])
+        DocumentRow(key, path, stored.title), data.frames[CHUNKS],
+        data.frames[CHUNK_EMBEDDINGS], data.frames[GRAPH_EXTRACTION])
     dimensions = next((len(c.embedding) for c in rows["chunks"] if c.embedding), None)
     if dimensions and writer.dimensions != dimensions:
         writer.ensure_schema(dimensions)  # SchemaMismatch if the index has another size
@@ -145,7 +150,7 @@ def _write(writer: GraphWriter, group: dict[str, _Prepared], config: GraphConfig
                 ("relationships", meant.relationship_ids, held[key].relationships))
         }
         check = dg.AssetCheckEvaluation(
-            asset_key=NEO4J_GRAPH_KEY, check_name="neo4j_graph_matches_source",
+            asset_key=NEO4J_GRAPH, check_name="neo4j_graph_matches_source",
             partition=key, passed=not any(differences.values()),
             severity=dg.AssetCheckSeverity.ERROR,
             metadata={f"{name}_differing": dg.MetadataValue.int(n)
@@ -173,7 +178,8 @@ def _write_group(context: dg.AssetExecutionContext, writer: GraphWriter,
         except neo4j.exceptions.TransientError as exc:
             # Still failing after the driver's retries: the server, not a document.
             for key, prepared in group.items():
-                failures.append(PartitionError(key, prepared.path, "graph_write_failed",
+                failures.append(PartitionError(key, prepared.path,
+                                               ErrorClass.GRAPH_WRITE_FAILED,
                                                f"{type(exc).__name__}: {exc}"))
             return {}
         except Exception as exc:  # noqa: BLE001 - which document is at fault is found below
@@ -199,19 +205,19 @@ def _document_failures(context: dg.AssetExecutionContext, key: str, path: str, u
     except neo4j.exceptions.ServiceUnavailable as exc:  # lost in the middle of the batch
         raise _lost(uri, exc, f"document {key}") from exc
     except SchemaMismatch as exc:  # this document's vectors do not fit the index
-        failures.append(PartitionError(key, path, "schema_mismatch", str(exc)))
+        failures.append(PartitionError(key, path, exc.error_class, str(exc)))
     except (InvalidContribution, neo4j.exceptions.Neo4jError) as exc:
-        failures.append(PartitionError(key, path, "graph_write_failed",
+        failures.append(PartitionError(key, path, ErrorClass.GRAPH_WRITE_FAILED,
                                        f"{type(exc).__name__}: {exc}"))
     except Exception as exc:  # noqa: BLE001 - one document's surprise must not stop the rest
         context.log.exception(f"document {key}: unexpected {type(exc).__name__}")
-        failures.append(PartitionError(key, path, "internal_error",
+        failures.append(PartitionError(key, path, ErrorClass.INTERNAL_ERROR,
                                        f"{type(exc).__name__}: {exc}"))
 
 
 NEO4J_GRAPH_SPEC = dg.AssetSpec(
-    NEO4J_GRAPH_KEY,
-    deps=[CHUNKS, CHUNK_EMBEDDINGS_KEY, GRAPH_EXTRACTION_KEY],
+    NEO4J_GRAPH,
+    deps=[CHUNKS, CHUNK_EMBEDDINGS, GRAPH_EXTRACTION],
     skippable=True,
     partitions_def=documents_partitions,
     group_name="graph",
@@ -228,7 +234,7 @@ NEO4J_GRAPH_SPEC = dg.AssetSpec(
 @batch_step(
     specs=[NEO4J_GRAPH_SPEC],
     check_specs=[dg.AssetCheckSpec(
-        "neo4j_graph_matches_source", asset=NEO4J_GRAPH_KEY, blocking=True,
+        "neo4j_graph_matches_source", asset=NEO4J_GRAPH, blocking=True,
         partitions_def=documents_partitions,
         description="read back after the write: the document's chunks, mentions and "
         "relationships in Neo4j are exactly the ones computed from its extraction")],
@@ -260,7 +266,7 @@ def neo4j_graph(context: dg.AssetExecutionContext, config: GraphConfig,
                                                 failures).items():
             _record(context, store, key, group[key], stats, check, failures)
     yield from check_outputs(context)
-    raise_failures([dataclasses.replace(f, assets=(NEO4J_GRAPH_KEY.to_user_string(),))
+    raise_failures([dataclasses.replace(f, assets=(NEO4J_GRAPH.to_user_string(),))
                     for f in failures], len(keys))
 
 
@@ -270,8 +276,8 @@ def _record(context: dg.AssetExecutionContext, store: AssetStore, key: str,
     if not check.passed:  # written, but not what was meant: not materialized
         log_check(context, check, None)
         failures.append(PartitionError(
-            key, prepared.path, "graph_write_failed", "read back after the write, the graph "
-            f"does not hold what the extraction meant: {check.metadata}"))
+            key, prepared.path, ErrorClass.GRAPH_WRITE_FAILED, "read back after the write, "
+            f"the graph does not hold what the extraction meant: {check.metadata}"))
         return
     rows = prepared.rows
     version = data_version(GRAPH_WRITE_VERSION, *(u.version for u in prepared.provenance))
@@ -282,7 +288,7 @@ def _record(context: dg.AssetExecutionContext, store: AssetStore, key: str,
         "entities": dg.MetadataValue.int(len(rows["entities"])),
         "relationships": dg.MetadataValue.int(len(rows["relationships"])),
         "mentions": dg.MetadataValue.int(len(rows["mentions"]))}
-    logged = record(context, store, NEO4J_GRAPH_KEY, key, _summary_frame(rows), metadata,
+    logged = record(context, store, NEO4J_GRAPH, key, _summary_frame(rows), metadata,
                     version, GRAPH_WRITE_VERSION, prepared.provenance)
     log_check(context, check, logged)
 

@@ -12,11 +12,10 @@ import json
 import dagster as dg
 import pandas as pd
 
-from assets.keys import CHUNKS
-from assets.keys import GRAPH_EXTRACTION as GRAPH_EXTRACTION_KEY
+from assets import prompts
+from assets.keys import CHUNKS, GRAPH_EXTRACTION
 from assets.llm_assets import llm_spec, success_rate_spec
 from assets.models import ChunkGraph
-from assets.prompts import GRAPH_EXTRACTION
 from resources.llm import ChatItem, ItemResult
 
 GRAPH_COLUMNS = ["chunk_id", "document_key", "chunk_index", "entities", "relationships",
@@ -24,8 +23,8 @@ GRAPH_COLUMNS = ["chunk_id", "document_key", "chunk_index", "entities", "relatio
 
 
 def graph_items(chunks: pd.DataFrame) -> list[ChatItem]:
-    return [ChatItem(f"graph_extraction:{c.chunk_id}", GRAPH_EXTRACTION.messages(c.text),
-                     ChunkGraph, GRAPH_EXTRACTION.version) for c in chunks.itertuples()]
+    return [ChatItem(f"graph_extraction:{c.chunk_id}", prompts.GRAPH_EXTRACTION.messages(c.text),
+                     ChunkGraph, prompts.GRAPH_EXTRACTION.version) for c in chunks.itertuples()]
 
 
 def graph_frame(chunks: pd.DataFrame, results: list[ItemResult]) -> pd.DataFrame:
@@ -48,14 +47,14 @@ def graph_frame(chunks: pd.DataFrame, results: list[ItemResult]) -> pd.DataFrame
 
 
 GRAPH_EXTRACTION_SPEC = llm_spec(
-    GRAPH_EXTRACTION_KEY,
+    GRAPH_EXTRACTION,
     deps=[CHUNKS],
-    code_version=GRAPH_EXTRACTION.version,
+    code_version=prompts.GRAPH_EXTRACTION.version,
     description="Per chunk: the entities (name, type, aliases) and relationships (source, "
     "target, type, description) the LLM finds, validated; failed chunks keep their error "
     "class. Types are checked against the graph's allowlists when the graph is written.",
 )
-GRAPH_EXTRACTION_CHECKS = [success_rate_spec(GRAPH_EXTRACTION_KEY)]
+GRAPH_EXTRACTION_CHECKS = [success_rate_spec(GRAPH_EXTRACTION)]
 
 
 def graph_description(rows: pd.DataFrame) -> dict[str, dg.MetadataValue]:

@@ -1,7 +1,8 @@
 """Turning a source file into normalised text, or a precise reason why not.
 
 Pure functions of the file's bytes: no Dagster here. Every rejection is an `IngestError`
-with a stable `error_class` that the `documents` asset puts on its Failure.
+with its `ErrorClass` (resources/errors.py), which the `documents` asset puts on its
+Failure.
 """
 
 import hashlib
@@ -17,6 +18,7 @@ from pypdf import PdfReader
 from pypdf.errors import DependencyError, FileNotDecryptedError
 
 from assets.models import DocumentFormat
+from resources.errors import DocgraphError, ErrorClass
 
 # pypdf warns on stderr about every repairable glitch; the outcome is what we report.
 logging.getLogger("pypdf").setLevel(logging.ERROR)
@@ -31,10 +33,11 @@ _INLINE_SPACE = re.compile(r"[^\S\n]+")
 _MANY_NEWLINES = re.compile(r"\n{3,}")
 
 
-class IngestError(Exception):
-    def __init__(self, error_class: str, reason: str):
-        super().__init__(reason)
-        self.error_class = error_class
+class IngestError(DocgraphError):
+    """Why a file cannot be ingested: its error class and a reason a user can act on."""
+
+    def __init__(self, error_class: ErrorClass, reason: str):
+        super().__init__(error_class, reason)
         self.reason = reason
 
 
@@ -65,11 +68,12 @@ def _decode(data: bytes) -> str:
     else:
         sample = data[:8192]
         if b"\x00" in sample:
-            raise IngestError("binary", "contains NUL bytes: this is binary data, not text")
+            raise IngestError(ErrorClass.BINARY,
+                              "contains NUL bytes: this is binary data, not text")
         controls = sum(1 for b in sample if b < 32 and b not in (9, 10, 11, 12, 13))
         if controls > len(sample) * 0.05:
             raise IngestError(
-                "binary", f"{controls} control bytes in the first {len(sample)}: not text"
+                ErrorClass.BINARY, f"{controls} control bytes in the first {len(sample)}: not text"
             )
         encoding = "utf-8-sig"
     try:
@@ -77,7 +81,7 @@ def _decode(data: bytes) -> str:
     except UnicodeDecodeError as exc:
         name = "UTF-16" if encoding == "utf-16" else "UTF-8"
         raise IngestError(
-            "undecodable",
+            ErrorClass.UNDECODABLE,
             f"not valid {name}: byte 0x{data[exc.start]:02x} at offset {exc.start}",
         ) from exc
 
@@ -156,23 +160,23 @@ def _pdf(data: bytes) -> Extracted:
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
-            raise IngestError("encrypted_pdf", "the PDF is encrypted with a password")
+            raise IngestError(ErrorClass.ENCRYPTED_PDF, "the PDF is encrypted with a password")
         pages = [page.extract_text() or "" for page in reader.pages]
         title = reader.metadata.title if reader.metadata else None
     except (FileNotDecryptedError, DependencyError) as exc:
         raise IngestError(
-            "encrypted_pdf", f"the PDF is encrypted and cannot be opened: {exc}"
+            ErrorClass.ENCRYPTED_PDF, f"the PDF is encrypted and cannot be opened: {exc}"
         ) from exc
     except IngestError:
         raise
     except Exception as exc:  # noqa: BLE001 - pypdf raises many types on broken files
         # (PdfReadError, ValueError, TypeError, AttributeError, LimitReachedError, ...)
         raise IngestError(
-            "malformed_pdf", f"not a readable PDF ({type(exc).__name__}: {exc})"
+            ErrorClass.MALFORMED_PDF, f"not a readable PDF ({type(exc).__name__}: {exc})"
         ) from exc
     if not any(p.strip() for p in pages):
         raise IngestError(
-            "no_text_layer",
+            ErrorClass.NO_TEXT_LAYER,
             f"none of its {len(pages)} page(s) has a text layer (scanned? run OCR first)",
         )
     return Extracted("pdf", "\n\n".join(pages), title or None, len(pages))
@@ -188,12 +192,13 @@ def extract(path: Path, data: bytes) -> Extracted:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise IngestError(
-            "unsupported_format",
+            ErrorClass.UNSUPPORTED_FORMAT,
             f"unsupported file type {path.suffix or '(none)'}; expected one of "
             + ", ".join(sorted(set(FORMATS))),
         )
     if not data.strip():
-        raise IngestError("empty", "the file is empty" if not data else "the file is blank")
+        raise IngestError(ErrorClass.EMPTY,
+                          "the file is empty" if not data else "the file is blank")
     if fmt == "pdf":
         raw = _pdf(data)
     elif fmt == "html":
@@ -203,5 +208,5 @@ def extract(path: Path, data: bytes) -> Extracted:
         raw = Extracted(fmt, text, _first_heading(text) if fmt == "md" else None, None)
     text = normalize_text(raw.text)
     if not text:
-        raise IngestError("empty", f"no text left after extracting the {fmt} content")
+        raise IngestError(ErrorClass.EMPTY, f"no text left after extracting the {fmt} content")
     return Extracted(raw.format, text, raw.title, raw.n_pages)

@@ -5,11 +5,10 @@ and its rows; the enrichment step (assets/enrichment.py) runs them."""
 import dagster as dg
 import pandas as pd
 
-from assets.keys import CHUNK_METADATA as CHUNK_METADATA_KEY
-from assets.keys import CHUNKS
+from assets import prompts
+from assets.keys import CHUNK_METADATA, CHUNKS
 from assets.llm_assets import llm_spec, success_rate_spec
 from assets.models import ChunkMetadata
-from assets.prompts import CHUNK_METADATA
 from resources.llm import ChatItem, ItemResult
 
 METADATA_COLUMNS = ["chunk_id", "document_key", "chunk_index", *ChunkMetadata.model_fields,
@@ -17,8 +16,8 @@ METADATA_COLUMNS = ["chunk_id", "document_key", "chunk_index", *ChunkMetadata.mo
 
 
 def metadata_items(chunks: pd.DataFrame) -> list[ChatItem]:
-    return [ChatItem(f"chunk_metadata:{c.chunk_id}", CHUNK_METADATA.messages(c.text),
-                     ChunkMetadata, CHUNK_METADATA.version) for c in chunks.itertuples()]
+    return [ChatItem(f"chunk_metadata:{c.chunk_id}", prompts.CHUNK_METADATA.messages(c.text),
+                     ChunkMetadata, prompts.CHUNK_METADATA.version) for c in chunks.itertuples()]
 
 
 def metadata_frame(chunks: pd.DataFrame, results: list[ItemResult]) -> pd.DataFrame:
@@ -47,15 +46,15 @@ def _preview(frame: pd.DataFrame, rows: int = 5) -> str:
 
 
 CHUNK_METADATA_SPEC = llm_spec(
-    CHUNK_METADATA_KEY,
+    CHUNK_METADATA,
     deps=[CHUNKS],
-    code_version=CHUNK_METADATA.version,
+    code_version=prompts.CHUNK_METADATA.version,
     description="Per chunk: title, summary, keywords, category (fixed list), language and a "
     "personal-data flag from the LLM, validated; failed chunks keep their error class. "
     "Re-materializing asks the LLM again only for chunks that failed (the response cache "
     "answers the rest).",
 )
-CHUNK_METADATA_CHECKS = [success_rate_spec(CHUNK_METADATA_KEY)]
+CHUNK_METADATA_CHECKS = [success_rate_spec(CHUNK_METADATA)]
 
 
 def metadata_description(rows: pd.DataFrame) -> dict[str, dg.MetadataValue]:

@@ -15,16 +15,15 @@ import statistics
 import dagster as dg
 import pandas as pd
 
+from assets import prompts
 from assets.citations import Citations, passage_marker, resolve_citations
-from assets.keys import CHUNK_EMBEDDINGS, CHUNK_METADATA, CHUNKS
-from assets.keys import DOCUMENT_THEMES as DOCUMENT_THEMES_KEY
+from assets.keys import CHUNK_EMBEDDINGS, CHUNK_METADATA, CHUNKS, DOCUMENT_THEMES
 from assets.llm_assets import GateConfig, llm_spec, success_rate_spec
 from assets.models import DocumentThemeList, Theme, ThemeVote
 from assets.partitions import documents_partitions
-from assets.prompts import DOCUMENT_THEMES, THEME_VOTE
 from resources.llm import ChatItem, EmbedItem, ItemResult
 
-THEMES_VERSION = f"{DOCUMENT_THEMES.version}+{THEME_VOTE.version}"
+THEMES_VERSION = f"{prompts.DOCUMENT_THEMES.version}+{prompts.THEME_VOTE.version}"
 # evidence: the citations as the model gave them; evidence_chunk_ids: the chunks they name
 # (cited_chunk_ids, the same list, is what the votes judged); citations_unknown: the
 # citations that named no chunk of the document.
@@ -84,9 +83,9 @@ def vote_items(theme_id: str, theme: Theme, evidence: str, config: ThemeConfig
                f"description: {theme.description}\n</theme>\n")
     return [
         ChatItem(f"{theme_id}#vote{i}",
-                 THEME_VOTE.messages(evidence, f"{subject}You are judge {i + 1} of "
-                                               f"{config.votes}.\n"),
-                 ThemeVote, THEME_VOTE.version, temperature=config.vote_temperature)
+                 prompts.THEME_VOTE.messages(evidence, f"{subject}You are judge {i + 1} of "
+                                                       f"{config.votes}.\n"),
+                 ThemeVote, prompts.THEME_VOTE.version, temperature=config.vote_temperature)
         for i in range(config.votes)
     ]
 
@@ -127,7 +126,7 @@ def evidence_check(key: str, rows: pd.DataFrame) -> dg.AssetCheckEvaluation:
     extracted = rows[rows["signature"].notna()]
     uncited = extracted[extracted["cited_chunk_ids"].map(len) == 0]
     return dg.AssetCheckEvaluation(
-        asset_key=DOCUMENT_THEMES_KEY, check_name="document_themes_evidence",
+        asset_key=DOCUMENT_THEMES, check_name="document_themes_evidence",
         passed=uncited.empty, severity=dg.AssetCheckSeverity.WARN, partition=key,
         metadata={
             "themes": dg.MetadataValue.int(len(extracted)),
@@ -172,7 +171,7 @@ def _counts(rows: pd.DataFrame) -> dict[str, dg.MetadataValue]:
 
 
 DOCUMENT_THEMES_SPEC = llm_spec(
-    DOCUMENT_THEMES_KEY,
+    DOCUMENT_THEMES,
     deps=[CHUNKS, CHUNK_METADATA, CHUNK_EMBEDDINGS],
     code_version=THEMES_VERSION,
     description="Themes per document: snake_case signature, label, description and the "
@@ -184,9 +183,9 @@ DOCUMENT_THEMES_SPEC = llm_spec(
     with_inputs=True,  # in the same stream as its inputs: requested with them
 )
 DOCUMENT_THEMES_CHECKS = [
-    success_rate_spec(DOCUMENT_THEMES_KEY),
+    success_rate_spec(DOCUMENT_THEMES),
     dg.AssetCheckSpec(
-        "document_themes_evidence", asset=DOCUMENT_THEMES_KEY,
+        "document_themes_evidence", asset=DOCUMENT_THEMES,
         partitions_def=documents_partitions,
         description="every theme cites at least one chunk that exists in the document "
         "(an uncited theme is not judged; the uncited are listed with their citations)",
@@ -197,8 +196,8 @@ DOCUMENT_THEMES_CHECKS = [
 def extraction_item(key: str, chunks: pd.DataFrame, metadata: pd.DataFrame,
                     config: ThemeConfig) -> ChatItem:
     passages = document_passages(chunks, metadata, config.text_budget_tokens)
-    return ChatItem(f"{key}:themes", DOCUMENT_THEMES.messages(passages), DocumentThemeList,
-                    DOCUMENT_THEMES.version)
+    return ChatItem(f"{key}:themes", prompts.DOCUMENT_THEMES.messages(passages),
+                    DocumentThemeList, prompts.DOCUMENT_THEMES.version)
 
 
 def candidate_themes(extraction: ItemResult, chunks: pd.DataFrame

@@ -127,7 +127,7 @@ def graph_runs(instance, keys: list[str], neo4j_db, run: str) -> dict:
 
     from assets.dagster_compat import RANGE_END_TAG, RANGE_START_TAG
     from assets.graph import neo4j_graph
-    from assets.keys import NEO4J_GRAPH as NEO4J_GRAPH_KEY
+    from assets.keys import NEO4J_GRAPH
     from pipeline_defs.definitions import defs
 
     started = time.perf_counter()
@@ -146,7 +146,7 @@ def graph_runs(instance, keys: list[str], neo4j_db, run: str) -> dict:
     for run_id in run_ids:
         for event in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
             mat = event.asset_materialization
-            if mat.asset_key != NEO4J_GRAPH_KEY:
+            if mat.asset_key != NEO4J_GRAPH:
                 continue
             meta = {k: v.value for k, v in mat.metadata.items()}
             # Documents written together share one write's stats: each carries its share.

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from resources.neo4j import (  # noqa: E402
     RELATION_TYPES,
     ChunkRow,
-    Document,
+    DocumentRow,
     EntityRow,
     GraphWriter,
     Mention,
@@ -45,7 +45,7 @@ from resources.neo4j import (  # noqa: E402
 from resources.neo4j.exclusive import exclusive_use  # noqa: E402
 
 TYPES = ["Person", "Organization", "Product", "Location", "Event", "Concept"]
-DOC = Document(key="bench", path="bench/generated.md", title="Generated benchmark document")
+DOC = DocumentRow(key="bench", path="bench/generated.md", title="Generated benchmark document")
 CHUNKS = 1_000
 
 
@@ -71,7 +71,7 @@ def split_into_documents(entity_rows: list[EntityRow], rels: list[RelationRow],
     by_key = {e.key: e for e in entity_rows}
     result = []
     for d in range(docs):
-        document = Document(key=f"bench-{d:04d}", path=f"bench/{d:04d}.md", title=None)
+        document = DocumentRow(key=f"bench-{d:04d}", path=f"bench/{d:04d}.md", title=None)
         mine = rels[d::docs]
         chunks = [ChunkRow(f"{document.key}#{i}", document.key, i, f"chunk {i}")
                   for i in range(max(1, len(mine) // 100))]

@@ -10,7 +10,7 @@ pass is a fresh process with a throwaway SQLite instance (a temporary DAGSTER_HO
 project's dagster.yaml), no NEO4J_URI (graph off), and the LLM set only through the
 environment: OPENAI_BASE_URL = the simulator, LLM_CACHE_PATH=off, LLM_MAX_CONCURRENCY = the
 row's concurrency (the engine's ceiling, whatever the stages' run config). The simulator
-runs in its OWN process (`python -m resources.llm.offline.server`, 127.0.0.1, stopped by
+runs in its OWN process (`python -m simulator.server`, 127.0.0.1, stopped by
 pid), fault-free, latency 200 ms ± 50 ms, so on 2 cores it does not share the client's GIL.
 
 Per concurrency, two passes:
@@ -41,7 +41,7 @@ Simulator cost: its process's utime + stime (/proc/<pid>/stat) over the pass ÷ 
 and its cores used. The full heuristics cost ~3.6 ms of CPU per request: at concurrency
 32 / 200 ms (160 requests/s) that is ~0.6 of this machine's 2 cores, taken from the client,
 so by default the simulator runs in its cheap answer mode (`--sim-mode cheap`,
-SimConfig.cheap_answers, resources/llm/offline/memo.py): the same answers from memoised
+SimConfig.cheap_answers, simulator/memo.py): the same answers from memoised
 analytics, token counts estimated from length. `--sim-mode full` measures with the full one.
 """
 

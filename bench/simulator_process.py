@@ -33,7 +33,7 @@ class SimulatorProcess:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "resources.llm.offline.server", "--port", str(self.port),
+            [sys.executable, "-m", "simulator.server", "--port", str(self.port),
              "--config", json.dumps(self.config)],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + self.start_seconds

@@ -8,14 +8,14 @@ a document removed and added again is written again.
 
 import dagster as dg
 
-from assets.graph import NEO4J_GRAPH_KEY
+from assets.keys import NEO4J_GRAPH
 from resources.neo4j.store import GraphWriter
 
 REMOVED = "removed_from_graph"
 
 
 def _latest(fetch, key: str):
-    records = fetch(dg.AssetRecordsFilter(asset_key=NEO4J_GRAPH_KEY, asset_partitions=[key]),
+    records = fetch(dg.AssetRecordsFilter(asset_key=NEO4J_GRAPH, asset_partitions=[key]),
                     limit=1).records
     return records[0] if records else None
 
@@ -40,6 +40,6 @@ def remove_from_graph(instance: dg.DagsterInstance, writer: GraphWriter,
         if in_graph(instance, key):
             writer.delete_document(key)
             instance.report_runless_asset_event(dg.AssetObservation(
-                NEO4J_GRAPH_KEY, partition=key, metadata={REMOVED: True}))
+                NEO4J_GRAPH, partition=key, metadata={REMOVED: True}))
             removed.append(key)
     return removed

@@ -14,15 +14,17 @@ import dagster as dg
 from assets.batch import latest_upstream
 from assets.dagster_compat import check_states
 from assets.keys import GATED, success_rate_key
+from resources.errors import ErrorClass
 
 STAGE_STATES = ("ok", "gate_failed", "failed", "not_run")
-CATCH_ALL = ("run_error", "step_error")  # failures given to every asset of a run or step
+# failures given to every asset of a run or step
+CATCH_ALL = (ErrorClass.RUN_ERROR, ErrorClass.STEP_ERROR)
 
 
 @dataclass(frozen=True)
 class StageOutcome:
     state: str  # one of STAGE_STATES
-    error_class: str | None = None
+    error_class: ErrorClass | None = None
     reason: str | None = None
 
 
@@ -52,7 +54,7 @@ def run_failures(result: dg.ExecuteInProcessResult, keys: list[str], assets: lis
         return {}
     failures: dict[str, dict[str, StageOutcome]] = {}
 
-    def fail(key: str, names, error_class: str, reason: str) -> None:
+    def fail(key: str, names, error_class: ErrorClass, reason: str) -> None:
         for name in names:
             failures.setdefault(key, {}).setdefault(name, StageOutcome("failed", error_class,
                                                                       reason))
@@ -60,18 +62,18 @@ def run_failures(result: dg.ExecuteInProcessResult, keys: list[str], assets: lis
     step_failures = result.get_step_failure_events()
     if not step_failures:
         for key in keys:
-            fail(key, assets, "run_error", f"run {result.run_id} failed; see its logs")
+            fail(key, assets, ErrorClass.RUN_ERROR, f"run {result.run_id} failed; see its logs")
     for event in step_failures:
         data = event.step_failure_data
         user = data.user_failure_data
         if user is not None and "failures" in user.metadata:
             for item in user.metadata["failures"].value:
-                fail(item["document"], item.get("assets") or assets, item["error_class"],
-                     f"{item['path']}: {item['reason']}")
+                fail(item["document"], item.get("assets") or assets,
+                     ErrorClass(item["error_class"]), f"{item['path']}: {item['reason']}")
         else:
             message = user.description if user else data.error.message if data.error else "?"
             for key in keys:
-                fail(key, assets, "step_error", message.strip().splitlines()[0])
+                fail(key, assets, ErrorClass.STEP_ERROR, message.strip().splitlines()[0])
     return failures
 
 
@@ -92,7 +94,7 @@ def stage_outcomes(instance: dg.DagsterInstance, key: str, chain: list[str],
             latest = latest_upstream(instance, dg.AssetKey(name), key)
             meta = latest.metadata if latest else {}
             stages[name] = StageOutcome(
-                "gate_failed", "gate_failed",
+                "gate_failed", ErrorClass.GATE_FAILED,
                 f"{name}_success_rate failed: {meta.get('failed_items_count', '?')} of "
                 f"{meta.get('items', '?')} items failed {meta.get('failed_by_class', '')}"
                 .rstrip())
@@ -120,5 +122,6 @@ def outcome(key: str, stages: dict[str, StageOutcome]) -> Outcome:
     first = next((s for s in stages.values() if s.state == "failed"), None) or next(
         (s for s in stages.values() if s.state == "gate_failed"), None)
     detail = {"error_class": first.error_class, "reason": first.reason} if first else {
-        "error_class": "not_materialized", "reason": "its run ended without materializing it"}
+        "error_class": ErrorClass.NOT_MATERIALIZED,
+        "reason": "its run ended without materializing it"}
     return Outcome(key, "failed", detail, stages)

@@ -4,7 +4,8 @@ from collections import Counter
 
 import dagster as dg
 
-from assets.catalog import THEME_CATALOG_KEY, ThemeCatalog
+from assets.catalog import ThemeCatalog
+from assets.keys import THEME_CATALOG
 from pipeline_defs.definitions import defs
 from pipeline_defs.graph_removal import in_graph
 from pipeline_defs.outcomes import Outcome
@@ -119,9 +120,9 @@ def _print_stage_totals(outcomes: list[Outcome], assets: list[str]) -> None:
 
 def print_top_themes(top: int = 8) -> None:
     store: AssetStore = defs.resources["store"]
-    if not store.exists(THEME_CATALOG_KEY, UNPARTITIONED, ThemeCatalog):
+    if not store.exists(THEME_CATALOG, UNPARTITIONED, ThemeCatalog):
         return
-    catalog = store.read(THEME_CATALOG_KEY, UNPARTITIONED, ThemeCatalog)
+    catalog = store.read(THEME_CATALOG, UNPARTITIONED, ThemeCatalog)
     recurring = [t for t in catalog.themes if t.document_count > 1]
     print(f"\ntheme_catalog: {len(catalog.themes)} canonical themes from {catalog.mentions} "
           f"document themes; {len(recurring)} recur across documents"

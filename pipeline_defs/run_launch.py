@@ -52,7 +52,9 @@ _recovered: "weakref.WeakSet[dg.DagsterInstance]" = weakref.WeakSet()
 
 
 class Interrupted(BaseException):
-    """SIGINT or SIGTERM reached the CLI (a BaseException, like KeyboardInterrupt)."""
+    """SIGINT or SIGTERM reached the CLI. A signal to stop, not an error: so not a
+    DocgraphError (resources/errors.py) but a BaseException, like KeyboardInterrupt, which
+    no `except Exception` on the way to the CLI swallows."""
 
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)

@@ -16,14 +16,20 @@ from collections.abc import Callable
 import dagster as dg
 
 from pipeline_defs.run_recovery import holder, recover
+from resources.errors import DocgraphError, ErrorClass
 
 POLL_SECONDS = 1.0
 REPRINT_SECONDS = 60.0
 EXIT_SLOT_TIMEOUT = 75  # EX_TEMPFAIL: try again later
 
 
-class SlotWaitTimeout(Exception):
+class SlotWaitTimeout(DocgraphError):
+    """No slot of the pool came free in time; the CLI exits with `exit_code`."""
+
     exit_code = EXIT_SLOT_TIMEOUT
+
+    def __init__(self, message: str):
+        super().__init__(ErrorClass.SLOT_WAIT_TIMEOUT, message)
 
 
 def job_pools(job: dg.JobDefinition) -> dict[str, str]:

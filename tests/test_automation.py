@@ -6,9 +6,9 @@ import dagster as dg
 
 from assets.keys import DOCUMENT_THEMES, NEO4J_GRAPH
 from pipeline_defs.definitions import defs
-from resources.llm.offline.server import SimulatorServer
-from resources.llm.offline.simulator import SimConfig
 from resources.llm.resource import LLMResource
+from simulator.server import SimulatorServer
+from simulator.simulator import SimConfig
 from tests.helpers import MARKER, run_pipeline, two_documents
 
 FIRST_STEPS = ["documents", "chunks", "chunk_metadata", "chunk_embeddings", "graph_extraction"]

@@ -32,10 +32,10 @@ from pipeline_defs.run_owner import (
 from pipeline_defs.run_recovery import recover
 from resources.llm import LLMEngine
 from resources.llm.cache import SQLiteCache
-from resources.llm.offline.server import SimulatorServer
-from resources.llm.offline.simulator import SimConfig
 from resources.neo4j import delete_all
 from resources.neo4j.export import graph_export
+from simulator.server import SimulatorServer
+from simulator.simulator import SimConfig
 from tests.conftest import REPO, SAMPLE_DIR, instance_at
 from tests.llm.conftest import Summary, chat_items, fast_settings
 

@@ -6,9 +6,9 @@ import pandas as pd
 
 from assets.models import ChunkMetadata
 from pipeline_defs.definitions import defs
-from resources.llm.offline.server import SimulatorServer
-from resources.llm.offline.simulator import SimConfig
 from resources.llm.resource import LLMResource
+from simulator.server import SimulatorServer
+from simulator.simulator import SimConfig
 from tests.helpers import (
     MARKER,
     checks_of_run,

@@ -8,7 +8,7 @@ import pandas as pd
 
 from assets.graph import document_graph
 from assets.themes import document_passages
-from resources.neo4j.model import Document
+from resources.neo4j.model import DocumentRow
 from resources.storage import AssetStore
 
 CHUNKS = pd.DataFrame({
@@ -44,7 +44,7 @@ def test_a_failed_chunk_does_not_empty_the_document_graph(tmp_path):
     assert pd.isna(extraction["error_class"][0])  # what the round trip gives back
     embeddings = pd.DataFrame({"chunk_id": ["c0", "c1", "c2"],
                                "embedding": [[1.0, 0.0], [0.0, 1.0], None]})
-    rows, counts = document_graph(Document("doc", "doc.md"), CHUNKS, embeddings, extraction)
+    rows, counts = document_graph(DocumentRow("doc", "doc.md"), CHUNKS, embeddings, extraction)
     assert sorted(e.key for e in rows["entities"]) == [
         "Organization:acme", "Person:priya raman", "Product:ledgersync"]
     assert {(r.type, r.chunk_id) for r in rows["relationships"]} == {

@@ -8,9 +8,9 @@ import pandas as pd
 from assets.dagster_compat import DATA_VERSION_TAG
 from pipeline_defs import cli
 from pipeline_defs.definitions import defs
-from resources.llm.offline.server import SimulatorServer
-from resources.llm.offline.simulator import SimConfig
 from resources.llm.resource import LLMResource
+from simulator.server import SimulatorServer
+from simulator.simulator import SimConfig
 from tests.conftest import SAMPLE_DIR
 from tests.helpers import materializations, run_pipeline
 

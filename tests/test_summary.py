@@ -4,8 +4,8 @@ held back, what failed and why, a total per stage."""
 from pipeline_defs import cli
 from pipeline_defs.outcomes import StageOutcome, stage_outcomes
 from pipeline_defs.report import print_summary
-from resources.llm.offline.server import SimulatorServer
-from resources.llm.offline.simulator import SimConfig
+from simulator.server import SimulatorServer
+from simulator.simulator import SimConfig
 from tests.helpers import MARKER, two_documents
 
 

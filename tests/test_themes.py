@@ -8,16 +8,16 @@ import statistics
 import dagster as dg
 import pandas as pd
 
-from assets.catalog import THEME_CATALOG_KEY, ThemeCatalog
+from assets.catalog import ThemeCatalog
 from assets.dagster_compat import check_passed
-from assets.keys import success_rate_key
+from assets.keys import THEME_CATALOG, success_rate_key
 from assets.models import SIGNATURE_PATTERN
 from pipeline_defs import cli
 from pipeline_defs.definitions import defs
-from resources.llm.offline.server import SimulatorServer
-from resources.llm.offline.simulator import SimConfig
 from resources.llm.resource import LLMResource
 from resources.storage import UNPARTITIONED
+from simulator.server import SimulatorServer
+from simulator.simulator import SimConfig
 from tests.conftest import SAMPLE_DIR
 from tests.helpers import (
     MARKER,
@@ -56,7 +56,7 @@ def _failures(result: dg.ExecuteInProcessResult) -> dict[str, str]:
 
 def _catalog_bytes(instance) -> bytes:
     assert defs.resolve_job_def("catalog_job").execute_in_process(instance=instance).success
-    return store.path(THEME_CATALOG_KEY, UNPARTITIONED, ThemeCatalog).read_bytes()
+    return store.path(THEME_CATALOG, UNPARTITIONED, ThemeCatalog).read_bytes()
 
 
 def test_sample_corpus_themes_are_voted_cited_and_recur(instance):

@@ -17,8 +17,8 @@ import dagster as dg
 import pytest
 
 from pipeline_defs import cli
-from resources.llm.offline.server import SimulatorServer
-from resources.llm.offline.simulator import SimConfig
+from simulator.server import SimulatorServer
+from simulator.simulator import SimConfig
 from tests.conftest import REPO
 from tests.helpers import MARKER, run_ingest, two_documents
 

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import httpx2
 import openai
 
+from resources.errors import DocgraphError, ErrorClass
 from resources.llm.formats import is_format_rejection
 from resources.llm.items import ItemAccount
 from resources.llm.limits import ConcurrencyGate
@@ -44,10 +45,8 @@ def reply_of(response: httpx2.Response) -> SimpleNamespace:
     return reply
 
 
-class ItemFailed(Exception):
-    def __init__(self, error_class: str, message: str):
-        super().__init__(message)
-        self.error_class = error_class
+class ItemFailed(DocgraphError):
+    """The item is over: it ends as failed, with this error class."""
 
 
 @dataclass
@@ -61,8 +60,12 @@ class Batch:
         self.latency = seconds if self.latency is None else 0.9 * self.latency + 0.1 * seconds
 
 
-class FormatRejected(Exception):
-    """HTTP 400 to the request's response_format: not the item's fault, no retry spent."""
+class FormatRejected(DocgraphError):
+    """HTTP 400 to the request's response_format: not the item's fault, no retry spent
+    (a client_error only if no response_format is left to fall back to)."""
+
+    def __init__(self, message: str):
+        super().__init__(ErrorClass.CLIENT_ERROR, message)
 
 
 class CallLoop:
@@ -115,19 +118,20 @@ class CallLoop:
                 self.log.warning("circuit opened: %s of the last %s calls failed (last: %s)",
                                  self.breaker.threshold, self.breaker.recent.maxlen,
                                  error_class)
-            if error_class != "timeout":
+            if error_class != ErrorClass.TIMEOUT:
                 self.throttle.settle(estimate, 0, now)  # rejected requests spend no tokens
             retry_after = retry_after_seconds(headers)
-            if error_class == "rate_limited":
+            if error_class == ErrorClass.RATE_LIMITED:
                 call.rate_limited += 1
                 # With x-ratelimit-* headers the buckets already follow the server (above);
                 # without them, the Retry-After is all we know and holds for every caller.
                 if retry_after and not has_ratelimit_headers(headers):
                     self.throttle.hold(retry_after, now)
-            if error_class in ("rate_limited", "timeout") and batch.gate.aimd.on_overload(now):
+            overload = (ErrorClass.RATE_LIMITED, ErrorClass.TIMEOUT)
+            if error_class in overload and batch.gate.aimd.on_overload(now):
                 await batch.gate.limit_changed()
             message = f"{error_class}: {short(error)}"
-            if error_class == "client_error" and is_format_rejection(error, request):
+            if error_class == ErrorClass.CLIENT_ERROR and is_format_rejection(error, request):
                 raise FormatRejected(message)
             if error_class not in RETRYABLE:
                 raise ItemFailed(error_class, message)
@@ -135,7 +139,7 @@ class CallLoop:
             # holds it until the provider is back), nor does a 429 that said when to come
             # back: that is pacing, not failure. The call cap still bounds an item that an
             # on-and-off provider would otherwise keep alive forever.
-            paced = error_class == "rate_limited" and retry_after is not None
+            paced = error_class == ErrorClass.RATE_LIMITED and retry_after is not None
             if self.breaker.is_closed and not paced:
                 attempts += 1
             limited_since = limited_since or (now if paced else None)
@@ -180,7 +184,7 @@ class CallLoop:
             left = self.settings.max_outage_seconds - (now - held_since)
             if left <= 0:
                 raise ItemFailed(
-                    "circuit_open",
+                    ErrorClass.CIRCUIT_OPEN,
                     f"provider unavailable; held for {self.settings.max_outage_seconds:.0f}s",
                 )
             await asyncio.sleep(min(decision.wait, left))

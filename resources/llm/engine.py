@@ -23,6 +23,7 @@ import httpx2
 import openai
 from pydantic import BaseModel, ValidationError
 
+from resources.errors import ErrorClass
 from resources.llm.breaker import CircuitBreaker
 from resources.llm.cache import Cache, SQLiteCache, cache_key
 from resources.llm.calls import Batch, CallLoop, FormatRejected, ItemFailed
@@ -163,7 +164,7 @@ class LLMEngine(CallLoop):
             return call.result(item.key, error_class=failure.error_class, error=str(failure))
         except Exception as exc:  # noqa: BLE001 - a bug for one item must not end the batch
             self.log.exception("item %s: unexpected %s", item.key, type(exc).__name__)
-            return call.result(item.key, error_class="internal_error",
+            return call.result(item.key, error_class=ErrorClass.INTERNAL_ERROR,
                                error=f"{type(exc).__name__}: {exc}")
         return call.result(item.key, value)
 
@@ -191,7 +192,7 @@ class LLMEngine(CallLoop):
 
         estimate = self._estimate(request["messages"], item.max_tokens)
         if reason := self.throttle.too_big(estimate):
-            raise ItemFailed("client_error", reason)
+            raise ItemFailed(ErrorClass.CLIENT_ERROR, reason)
         content = await self._ask(item, batch, call, request)
         while True:
             try:
@@ -199,8 +200,8 @@ class LLMEngine(CallLoop):
                 break
             except ValueError as invalid:  # pydantic's ValidationError is a ValueError
                 if call.repairs >= self.settings.max_repairs:
-                    raise ItemFailed("invalid_output", f"invalid after {call.repairs} "
-                                     f"repair(s): {short(invalid)}") from invalid
+                    raise ItemFailed(ErrorClass.INVALID_OUTPUT, f"invalid after "
+                                     f"{call.repairs} repair(s): {short(invalid)}") from invalid
                 mistake = invalid
             # a repair turn shows the model its own mistake (the answer is cached under the
             # original request's key: the repair never changes what the cache knows it by)
@@ -226,13 +227,13 @@ class LLMEngine(CallLoop):
                 sent = as_mode(request, item.schema, mode)
                 estimate = self._estimate(sent["messages"], item.max_tokens)
                 if reason := self.throttle.too_big(estimate):  # the schema makes it larger
-                    raise ItemFailed("client_error", reason)
+                    raise ItemFailed(ErrorClass.CLIENT_ERROR, reason)
                 try:
                     reply = await self._call(batch, call, "chat", sent, estimate)
                 except FormatRejected as rejected:
                     call.format_rejected += 1
                     if not self.formats.rejected(model, mode):
-                        raise ItemFailed("client_error", str(rejected)) from rejected
+                        raise ItemFailed(rejected.error_class, str(rejected)) from rejected
                     continue
                 self.formats.worked(model, mode)
             call.response_format = mode
@@ -256,13 +257,13 @@ class LLMEngine(CallLoop):
             return hit["value"]
         estimate = sum(self.tokenizer.count(text) for text in item.inputs)
         if reason := self.throttle.too_big(estimate):
-            raise ItemFailed("client_error", reason)
+            raise ItemFailed(ErrorClass.CLIENT_ERROR, reason)
         reply = await self._call(batch, call, "embeddings", request, estimate)
         vectors = [d.embedding for d in sorted(reply.data, key=lambda d: d.index)]
         dims = {len(v) for v in vectors}
         if len(vectors) != len(item.inputs) or len(dims) != 1:
-            raise ItemFailed("invalid_output", f"{len(vectors)} vectors of sizes {sorted(dims)}"
-                                                f" for {len(item.inputs)} inputs")
+            raise ItemFailed(ErrorClass.INVALID_OUTPUT, f"{len(vectors)} vectors of sizes "
+                             f"{sorted(dims)} for {len(item.inputs)} inputs")
         await self._cache_put(key, {"value": vectors})
         return vectors
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
+from resources.errors import ErrorClass
+
 
 @dataclass(frozen=True)
 class ChatItem:
@@ -30,7 +32,7 @@ class ItemResult:
 
     key: str
     value: object = None  # a model instance, text, or a list of vectors
-    error_class: str | None = None
+    error_class: ErrorClass | None = None
     error: str | None = None
     cached: bool = False
     http_calls: int = 0
@@ -68,7 +70,7 @@ class ItemAccount:
     format_rejected: int = 0
     response_format: str | None = None
 
-    def result(self, key: str, value: object = None, error_class: str | None = None,
+    def result(self, key: str, value: object = None, error_class: ErrorClass | None = None,
                error: str | None = None) -> ItemResult:
         return ItemResult(
             key, value, error_class, error, self.cached, self.http_calls, self.retries,

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from resources.llm.retry import ERROR_CLASSES
+from resources.llm.retry import ITEM_ERROR_CLASSES
 
 if TYPE_CHECKING:
     from resources.llm.items import ItemResult
@@ -123,7 +123,9 @@ class MetricsRecorder:
             attempted=self.attempted,
             succeeded=self.succeeded,
             failed=sum(self.failed.values()),
-            failed_by_class={c: self.failed[c] for c in ERROR_CLASSES if self.failed[c]},
+            # plain words as keys: this dict is logged and stored as it is
+            failed_by_class={str(c): self.failed[c] for c in ITEM_ERROR_CLASSES
+                             if self.failed[c]},
             retries=self.retries,
             http_calls=self.http_calls,
             repairs=self.repairs,

@@ -7,29 +7,34 @@ import time
 import httpx2
 import openai
 
-RETRYABLE = frozenset({"rate_limited", "server_error", "timeout", "connection"})
+from resources.errors import ErrorClass
+
+RETRYABLE = frozenset({ErrorClass.RATE_LIMITED, ErrorClass.SERVER_ERROR, ErrorClass.TIMEOUT,
+                       ErrorClass.CONNECTION})
 # Failures that say the provider is down (429 says it is up, and busy).
-OUTAGE = frozenset({"server_error", "timeout", "connection"})
-ERROR_CLASSES = (
-    "rate_limited", "server_error", "timeout", "connection", "invalid_output",
-    "client_error", "circuit_open", "internal_error",
+OUTAGE = frozenset({ErrorClass.SERVER_ERROR, ErrorClass.TIMEOUT, ErrorClass.CONNECTION})
+# What an LLM item can fail with, in the order `failed_by_class` lists them.
+ITEM_ERROR_CLASSES = (
+    ErrorClass.RATE_LIMITED, ErrorClass.SERVER_ERROR, ErrorClass.TIMEOUT,
+    ErrorClass.CONNECTION, ErrorClass.INVALID_OUTPUT, ErrorClass.CLIENT_ERROR,
+    ErrorClass.CIRCUIT_OPEN, ErrorClass.INTERNAL_ERROR,
 )
 
 
-def classify(exc: BaseException) -> str:
+def classify(exc: BaseException) -> ErrorClass:
     if isinstance(exc, openai.RateLimitError):
-        return "rate_limited"
+        return ErrorClass.RATE_LIMITED
     if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException | TimeoutError):
-        return "timeout"
+        return ErrorClass.TIMEOUT
     if isinstance(exc, openai.APIConnectionError | httpx2.TransportError | ConnectionError):
-        return "connection"
+        return ErrorClass.CONNECTION
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code in (408, 409):  # request timeout, lock conflict: try again
-            return "timeout" if exc.status_code == 408 else "server_error"
-        return "server_error" if exc.status_code >= 500 else "client_error"
+            return ErrorClass.TIMEOUT if exc.status_code == 408 else ErrorClass.SERVER_ERROR
+        return ErrorClass.SERVER_ERROR if exc.status_code >= 500 else ErrorClass.CLIENT_ERROR
     if isinstance(exc, openai.APIResponseValidationError | ValueError):
-        return "server_error"  # the body was not what the API promised
-    return "client_error"
+        return ErrorClass.SERVER_ERROR  # the body was not what the API promised
+    return ErrorClass.CLIENT_ERROR
 
 
 def backoff_seconds(attempt: int, base: float, cap: float, rng: random.Random) -> float:

@@ -14,7 +14,7 @@ from resources.neo4j.model import (
     ENTITY_TYPES,
     RELATION_TYPES,
     ChunkRow,
-    Document,
+    DocumentRow,
     EntityRow,
     Mention,
     RelationRow,
@@ -27,7 +27,7 @@ from resources.neo4j.settings import Neo4jSettings
 from resources.neo4j.store import DEFAULT_BATCH_SIZE, GraphWriter, delete_all
 
 __all__ = [
-    "DEFAULT_BATCH_SIZE", "ENTITY_TYPES", "RELATION_TYPES", "ChunkRow", "Document",
+    "DEFAULT_BATCH_SIZE", "ENTITY_TYPES", "RELATION_TYPES", "ChunkRow", "DocumentRow",
     "EntityRow", "GraphExport", "GraphWriter", "InvalidContribution", "Mention",
     "Neighbour", "Neo4jSettings", "RelationRow", "RetrievedChunk", "RetrievedEntity",
     "SchemaMismatch", "SchemaSnapshot", "StepStats", "WriteStats", "delete_all", "drop_schema",

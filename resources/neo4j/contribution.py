@@ -11,12 +11,13 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from resources.errors import DocgraphError, ErrorClass
 from resources.neo4j.model import (
     ENTITY_TYPES,
     FALLBACK_ENTITY_TYPE,
     FALLBACK_RELATION_TYPE,
     ChunkRow,
-    Document,
+    DocumentRow,
     EntityRow,
     Mention,
     RelationRow,
@@ -33,13 +34,17 @@ TYPE_RANK = {t: i for i, t in enumerate(ENTITY_TYPES)}
 RelationshipId = tuple[str, str, str, str]
 
 
-class InvalidContribution(ValueError):
-    """The rows of a document contradict each other; nothing was written."""
+class InvalidContribution(DocgraphError, ValueError):
+    """The rows of a document contradict each other; nothing was written (the document's
+    graph write fails)."""
+
+    def __init__(self, message: str):
+        super().__init__(ErrorClass.GRAPH_WRITE_FAILED, message)
 
 
 @dataclass(frozen=True)
 class Contribution:
-    document: Document
+    document: DocumentRow
     chunks: list[dict]  # UPSERT_CHUNKS rows, by id
     entities: list[dict]  # by key, with chunk_ids (merged across documents: changes.py)
     relationships: list[dict]  # MERGE_RELATIONSHIPS rows, by identity
@@ -68,7 +73,7 @@ def relationship_id(row: dict) -> RelationshipId:
 
 
 def build_contribution(
-    document: Document,
+    document: DocumentRow,
     chunks: Iterable[ChunkRow],
     entities: Iterable[EntityRow],
     mentions: Iterable[Mention],
@@ -109,7 +114,7 @@ def build_contribution(
     )
 
 
-def _chunks(document: Document, chunks: Iterable[ChunkRow], dimensions: int | None,
+def _chunks(document: DocumentRow, chunks: Iterable[ChunkRow], dimensions: int | None,
             problems: list[str]) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     for chunk in chunks:
@@ -145,7 +150,7 @@ def _entities(entities: Iterable[EntityRow], problems: list[str]) -> tuple[dict[
     return rows, remapped
 
 
-def _relationships(document: Document, relationships: Iterable[RelationRow],
+def _relationships(document: DocumentRow, relationships: Iterable[RelationRow],
                    chunk_rows: dict, entity_rows: dict,
                    problems: list[str]) -> tuple[dict[RelationshipId, dict], int]:
     rows: dict[RelationshipId, dict] = {}

@@ -35,7 +35,10 @@ def allowed_relation_type(value: str) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Document:
+class DocumentRow:
+    """The row of a (:Document) node. Not assets.models.Document, the ingested text: the
+    graph keeps only the key, the path and the title."""
+
     key: str
     path: str
     title: str | None = None

@@ -5,6 +5,7 @@ size of the embeddings written."""
 import neo4j
 from neo4j.exceptions import ClientError
 
+from resources.errors import DocgraphError, ErrorClass
 from resources.neo4j import cypher
 
 # IF NOT EXISTS does not cover two writers creating the same rule at the same moment:
@@ -16,8 +17,11 @@ _CREATED_CONCURRENTLY = frozenset({
 })
 
 
-class SchemaMismatch(RuntimeError):
+class SchemaMismatch(DocgraphError, RuntimeError):
     """The database's schema disagrees with what this code writes."""
+
+    def __init__(self, message: str):
+        super().__init__(ErrorClass.SCHEMA_MISMATCH, message)
 
 
 def ensure_schema(driver: neo4j.Driver, dimensions: int, database: str | None = None,

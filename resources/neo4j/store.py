@@ -26,7 +26,7 @@ from resources.neo4j.changes import Held, mention_count, plan_changes
 from resources.neo4j.contribution import TYPE_RANK, Contribution, build_contribution
 from resources.neo4j.model import (
     ChunkRow,
-    Document,
+    DocumentRow,
     EntityRow,
     Mention,
     RelationRow,
@@ -62,7 +62,7 @@ class GraphWriter:
     # -- writes ------------------------------------------------------------------------
     def contribution(
         self,
-        document: Document,
+        document: DocumentRow,
         chunks: Iterable[ChunkRow],
         entities: Iterable[EntityRow],
         mentions: Iterable[Mention],

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from resources.neo4j import (
     ChunkRow,
-    Document,
+    DocumentRow,
     EntityRow,
     GraphWriter,
     Mention,
@@ -32,7 +32,7 @@ def entity_key(ref: str) -> str:
 
 @dataclass
 class Doc:
-    document: Document
+    document: DocumentRow
     chunks: list[ChunkRow] = field(default_factory=list)
     entities: list[EntityRow] = field(default_factory=list)
     mentions: list[Mention] = field(default_factory=list)
@@ -48,7 +48,7 @@ class Doc:
 
 
 def doc(key: str, *facts: Fact, title: str | None = None) -> Doc:
-    result = Doc(Document(key=key, path=f"docs/{key}.md", title=title or key.title()))
+    result = Doc(DocumentRow(key=key, path=f"docs/{key}.md", title=title or key.title()))
     entities: dict[str, EntityRow] = {}
     for index, (source, relation, target) in enumerate(facts):
         chunk_id = f"{key}#{index}"

@@ -7,7 +7,7 @@ import json
 import neo4j
 import pandas as pd
 
-from assets.graph_extraction import GRAPH_EXTRACTION_KEY
+from assets.keys import GRAPH_EXTRACTION
 from pipeline_defs.definitions import defs
 from resources.llm.resource import LLMResource
 from resources.neo4j import (
@@ -81,11 +81,11 @@ def test_a_document_neo4j_refuses_fails_alone(instance, chain_graph: neo4j.Drive
     # An entity name too long for the key index: valid rows, refused by the server only
     # when written (Neo.DatabaseError: "Property value is too large to index").
     store = defs.resources["store"]
-    extraction = store.read(GRAPH_EXTRACTION_KEY, a, pd.DataFrame)
+    extraction = store.read(GRAPH_EXTRACTION, a, pd.DataFrame)
     entities = json.loads(extraction.at[0, "entities"])
     entities.append({"name": "Y" * 40_000, "type": "Concept", "aliases": []})
     extraction.at[0, "entities"] = json.dumps(entities)
-    store.write(GRAPH_EXTRACTION_KEY, a, extraction)
+    store.write(GRAPH_EXTRACTION, a, extraction)
 
     result, [listed] = graph_run_failures(instance, a, b)
     assert (listed["document"], listed["error_class"]) == (a, "graph_write_failed")

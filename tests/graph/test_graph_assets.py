@@ -11,13 +11,12 @@ import dagster as dg
 import neo4j
 import pytest
 
-from assets.catalog import THEME_CATALOG_KEY, ThemeCatalog
+from assets.catalog import ThemeCatalog
 from assets.dagster_compat import RANGE_END_TAG, RANGE_START_TAG
 from assets.graph import neo4j_graph
+from assets.keys import THEME_CATALOG
 from pipeline_defs import cli
 from pipeline_defs.definitions import defs
-from resources.llm.offline.server import SimulatorServer
-from resources.llm.offline.simulator import SimConfig
 from resources.llm.resource import LLMResource
 from resources.neo4j import (
     duplicate_keys,
@@ -26,6 +25,8 @@ from resources.neo4j import (
 from resources.neo4j.resource import Neo4jResource
 from resources.registry import DocumentRegistry
 from resources.storage import UNPARTITIONED
+from simulator.server import SimulatorServer
+from simulator.simulator import SimConfig
 from tests.conftest import SAMPLE_DIR
 from tests.helpers import (
     MARKER,
@@ -128,7 +129,7 @@ def graph_run_failures(instance, first: str, last: str
 
 
 def _catalog(instance) -> ThemeCatalog:
-    return defs.resources["store"].read(THEME_CATALOG_KEY, UNPARTITIONED, ThemeCatalog)
+    return defs.resources["store"].read(THEME_CATALOG, UNPARTITIONED, ThemeCatalog)
 
 
 def test_ask_finds_the_document_a_question_is_about(instance, chain_graph, capsys):

@@ -7,7 +7,7 @@ from resources.neo4j import (
     ENTITY_TYPES,
     RELATION_TYPES,
     ChunkRow,
-    Document,
+    DocumentRow,
     EntityRow,
     GraphWriter,
     Mention,
@@ -33,7 +33,7 @@ HOSTILE_RELATIONS = ["WORKS_FOR]->() DETACH DELETE", "OWNS", "", "works for", "`
 
 
 def hostile_document(key: str) -> tuple:
-    document = Document(key=key, path=HOSTILE[0], title=HOSTILE[3])
+    document = DocumentRow(key=key, path=HOSTILE[0], title=HOSTILE[3])
     chunk = ChunkRow(f"{key}#0", key, 0, HOSTILE[5], embedding(key))
     entities = [EntityRow(name, name, HOSTILE_TYPES[i % len(HOSTILE_TYPES)], (HOSTILE[2],))
                 for i, name in enumerate(HOSTILE)]

@@ -6,12 +6,13 @@ on the sample corpus plus public texts that look nothing like it, three of them 
 import dagster as dg
 import neo4j
 
-from assets.catalog import THEME_CATALOG_KEY, ThemeCatalog
+from assets.catalog import ThemeCatalog
+from assets.keys import THEME_CATALOG
 from pipeline_defs import cli
 from pipeline_defs.definitions import defs
-from resources.llm.offline.server import SimulatorServer
-from resources.llm.offline.simulator import SimConfig
 from resources.storage import UNPARTITIONED
+from simulator.server import SimulatorServer
+from simulator.simulator import SimConfig
 from tests.conftest import SAMPLE_DIR
 from tests.public_corpus import write_public_corpus
 
@@ -56,7 +57,7 @@ def test_the_chain_survives_a_loose_server(tmp_path, instance, chain_graph: neo4
     assert sum(sum(m["normalised"].values()) for m in meta["chunk_metadata"]) > 0
     with_themes = [m for m in meta["document_themes"] if m["themes_kept"] >= 1]
     assert len(with_themes) >= 0.9 * len(good)
-    catalog = defs.resources["store"].read(THEME_CATALOG_KEY, UNPARTITIONED, ThemeCatalog)
+    catalog = defs.resources["store"].read(THEME_CATALOG, UNPARTITIONED, ThemeCatalog)
     assert catalog.themes and any(t.document_count > 1 for t in catalog.themes)
 
     # repairs are rare, and every HTTP call the server saw is one we counted

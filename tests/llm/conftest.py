@@ -4,8 +4,8 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from resources.llm import ChatItem, LLMEngine, LLMSettings
-from resources.llm.offline.server import SimulatorServer
-from resources.llm.offline.simulator import SimConfig
+from simulator.server import SimulatorServer
+from simulator.simulator import SimConfig
 
 
 class Summary(BaseModel):

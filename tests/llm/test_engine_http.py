@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from resources.llm import ChatItem, EmbedItem, LLMEngine
 from resources.llm.cache import SQLiteCache
-from resources.llm.retry import ERROR_CLASSES
+from resources.llm.retry import ITEM_ERROR_CLASSES
 from resources.llm.structured import json_schema
 from tests.llm.conftest import Summary, chat_items, fast_settings, run
 
@@ -23,7 +23,7 @@ def assert_accounted(results, metrics, n):
     assert metrics.attempted == metrics.succeeded + metrics.failed
     assert metrics.succeeded == sum(r.ok for r in results)
     assert dict(Counter(r.error_class for r in results if not r.ok)) == metrics.failed_by_class
-    assert all(r.error_class in ERROR_CLASSES and r.error for r in results if not r.ok)
+    assert all(r.error_class in ITEM_ERROR_CLASSES and r.error for r in results if not r.ok)
 
 
 def test_in_flight_never_exceeds_the_ceiling(sim):

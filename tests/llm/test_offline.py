@@ -14,6 +14,7 @@ from resources.llm.offline import analytics as ta
 from resources.llm.offline.answers import answer, original_request
 from resources.llm.offline.app import chat_completion, embeddings
 from resources.llm.structured import json_schema, parse, repair_turn, response_format
+from simulator.memo import CHEAP
 from tests.conftest import SAMPLE_DIR
 
 TEXT = (SAMPLE_DIR / "support-chat-double-charge.txt").read_text()
@@ -122,7 +123,7 @@ def test_a_repair_turn_is_answered_as_the_original_request():
 
 
 def test_cheap_answers_are_the_full_answers_with_estimated_usage():
-    """The simulator's cheap mode (offline/memo.py) changes the CPU an answer costs, not the
+    """The simulator's cheap mode (simulator/memo.py) changes the CPU an answer costs, not the
     answer: asked twice each (the second time from its caches), every prompt gets the same
     content as in the full mode; only the token counts are estimated."""
     from assets.models import ChunkMetadata
@@ -139,8 +140,8 @@ def test_cheap_answers_are_the_full_answers_with_estimated_usage():
             body["response_format"] = response_format(schema)
         full = chat_completion(body)
         for _ in range(2):
-            cheap = chat_completion(body, cheap=True)
+            cheap = chat_completion(body, CHEAP)
             assert cheap["choices"] == full["choices"]
             assert cheap["usage"]["prompt_tokens"] > 100
     body = {"input": [TEXT, "Okta SSO login fails"], "dimensions": 64}
-    assert embeddings(body, cheap=True)["data"] == embeddings(body)["data"]
+    assert embeddings(body, CHEAP)["data"] == embeddings(body)["data"]

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from assets.models import ChunkMetadata, DocumentThemeList
 from resources.llm import ChatItem
-from resources.llm.offline.loose import Rates, loosen
-from resources.llm.offline.simulator import SimConfig
 from resources.llm.structured import SCHEMA_BEGIN
+from simulator.loose import Rates, loosen
+from simulator.simulator import SimConfig
 from tests.llm.conftest import fast_settings, run
 
 SAMPLES = Path(__file__).parents[2] / "data" / "sample"

@@ -88,7 +88,7 @@ def resolve_schema(schema: dict, defs: dict) -> dict:
 
 class Answerer:
     def __init__(self, text: str, root_schema: dict, subject: str = "", analytics=ta):
-        self.ta = analytics  # the module, or cheap mode's memo of it (offline/memo.py)
+        self.ta = analytics  # the module, or the simulator's memo of it (simulator/memo.py)
         # passage markers are how the prompt cites, not what the document says
         text, cited = passages(text)
         self.text = text

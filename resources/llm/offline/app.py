@@ -1,15 +1,15 @@
 """OpenAI-compatible ASGI app: /v1/chat/completions, /v1/embeddings, /v1/models.
 
 Used in-process (httpx ASGITransport, no port) as the embedded default provider, and
-served over loopback by the simulator. Chat answers fill the requested JSON schema from
-the prompt's document text (answers.py), whether it comes as response_format json_schema
-or described in a message between structured.SCHEMA_BEGIN/SCHEMA_END (json_object and
-prompt-only requests); without a schema they are an extractive summary.
+served over loopback by the simulator (simulator/, dev tooling). Chat answers fill the
+requested JSON schema from the prompt's document text (answers.py), whether it comes as
+response_format json_schema or described in a message between
+structured.SCHEMA_BEGIN/SCHEMA_END (json_object and prompt-only requests); without a schema
+they are an extractive summary.
 """
 
 import hashlib
 import json
-from collections import OrderedDict
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -18,16 +18,28 @@ from starlette.routing import Route
 
 from resources.llm.offline import analytics as ta
 from resources.llm.offline.answers import answer, request_parts
-from resources.llm.offline.memo import MemoAnalytics, estimated_tokens
 from resources.llm.structured import schema_in_messages
 from resources.tokenizer import get_tokenizer
 
 DEFAULT_DIMENSIONS = 256
 MODELS = ("offline-heuristics", "offline-embeddings")
-# The simulator's cheap mode (offline/memo.py): memoised analytics and finished answers.
-_MEMO = MemoAnalytics(ta)
-_ANSWERS: OrderedDict[str, str] = OrderedDict()
-_ANSWERS_KEPT = 4096
+
+
+class Heuristics:
+    """What the answers are made with: the text analytics, the token counter for `usage`,
+    and a schema's answer as JSON. The simulator's cheap mode (simulator/memo.py) swaps
+    in memoised ones; the provider always uses these."""
+
+    analytics = ta
+
+    def count(self, text: str) -> int:
+        return get_tokenizer().count(text)
+
+    def schema_answer(self, schema: dict, messages: list[dict]) -> str:
+        return json.dumps(answer(schema, messages, self.analytics), ensure_ascii=False)
+
+
+HEURISTICS = Heuristics()
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -37,9 +49,8 @@ def _error(status: int, message: str) -> JSONResponse:
     )
 
 
-def chat_completion(body: dict, cheap: bool = False) -> dict:
-    """The response body for a chat request (raises ValueError on a bad request); `cheap`:
-    the simulator's cheap mode, the same content with estimated token counts."""
+def chat_completion(body: dict, heuristics: Heuristics = HEURISTICS) -> dict:
+    """The response body for a chat request (raises ValueError on a bad request)."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ValueError("'messages' must be a non-empty list")
@@ -50,15 +61,14 @@ def chat_completion(body: dict, cheap: bool = False) -> dict:
             raise ValueError("response_format.json_schema.schema must be an object")
     else:  # json mode or no format: the schema, if any, is described in a message
         schema = schema_in_messages(messages)
-    analytics = _MEMO if cheap else ta
+    summary = heuristics.analytics.summary
     if schema is not None:
-        content = _cached_answer(schema, messages) if cheap else \
-            json.dumps(answer(schema, messages), ensure_ascii=False)
+        content = heuristics.schema_answer(schema, messages)
     elif response_format.get("type") == "json_object":
-        content = json.dumps({"summary": analytics.summary(request_parts(messages)[0])})
+        content = json.dumps({"summary": summary(request_parts(messages)[0])})
     else:
-        content = analytics.summary(request_parts(messages)[0], max_sentences=3)
-    count = estimated_tokens if cheap else get_tokenizer().count
+        content = summary(request_parts(messages)[0], max_sentences=3)
+    count = heuristics.count
     prompt_tokens = sum(4 + count(str(m.get("content") or "")) for m in messages)
     completion_tokens = count(content)
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
@@ -80,23 +90,7 @@ def chat_completion(body: dict, cheap: bool = False) -> dict:
     }
 
 
-def _cached_answer(schema: dict, messages: list[dict]) -> str:
-    """The answer's JSON, computed once per (schema, text, judged subject): all it
-    depends on."""
-    text, subject = request_parts(messages)
-    key = hashlib.sha256(json.dumps([schema, text, subject], sort_keys=True).encode()).digest()
-    content = _ANSWERS.get(key)
-    if content is None:
-        content = json.dumps(answer(schema, messages, _MEMO), ensure_ascii=False)
-        _ANSWERS[key] = content
-        if len(_ANSWERS) > _ANSWERS_KEPT:
-            _ANSWERS.popitem(last=False)
-    else:
-        _ANSWERS.move_to_end(key)
-    return content
-
-
-def embeddings(body: dict, cheap: bool = False) -> dict:
+def embeddings(body: dict, heuristics: Heuristics = HEURISTICS) -> dict:
     inputs = body.get("input")
     if isinstance(inputs, str):
         inputs = [inputs]
@@ -105,12 +99,11 @@ def embeddings(body: dict, cheap: bool = False) -> dict:
     dims = int(body.get("dimensions") or DEFAULT_DIMENSIONS)
     if not 8 <= dims <= 4096:
         raise ValueError("'dimensions' must be between 8 and 4096")
-    count = estimated_tokens if cheap else get_tokenizer().count
-    tokens = sum(count(text) for text in inputs)
-    analytics = _MEMO if cheap else ta
+    tokens = sum(heuristics.count(text) for text in inputs)
+    embed = heuristics.analytics.embed
     return {
         "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": analytics.embed(text, dims)}
+        "data": [{"object": "embedding", "index": i, "embedding": embed(text, dims)}
                  for i, text in enumerate(inputs)],
         "model": body.get("model") or MODELS[1],
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},

@@ -3,7 +3,7 @@
     with SimulatorServer(SimConfig(latency_ms=100, concurrency_cap=32)) as sim:
         settings = LLMSettings(base_url=sim.base_url, ...)
 
-    python -m resources.llm.offline.server --port 8765 --config '{"rpm": 600}'
+    python -m simulator.server --port 8765 --config '{"rpm": 600}'
 """
 
 import argparse
@@ -13,8 +13,8 @@ import time
 
 import uvicorn
 
-from resources.llm.offline.loose import KNOBS
-from resources.llm.offline.simulator import SimConfig, Simulator
+from simulator.loose import KNOBS
+from simulator.simulator import SimConfig, Simulator
 
 
 class SimulatorServer:

@@ -3,14 +3,14 @@
 Knobs (`SimConfig`): latency, a server-side concurrency cap (extra requests queue), RPM
 and TPM limits answering 429 with Retry-After and x-ratelimit-* headers, injected
 500/503/429, hangs, connection resets, malformed JSON answers, garbled bodies, scripted
-statuses, a full outage window, and a loose model (resources/llm/offline/loose.py: enum
+statuses, a full outage window, and a loose model (simulator/loose.py: enum
 near-misses, language names, over-long strings and lists, unpatterned signatures,
 reformatted citations, prose-wrapped JSON) on a server that may reject
 response_format json_schema / json_object with HTTP 400. `GET /sim/stats` reports what
 it saw, including the most requests in flight at once and the loose liberties taken;
 `POST /sim/config` changes knobs, `POST /sim/reset` clears the stats.
 
-Serve it with resources/llm/offline/server.py (a thread for tests, a process for
+Serve it with simulator/server.py (a thread for tests, a process for
 benchmarks and manual use).
 """
 
@@ -25,15 +25,16 @@ from collections import Counter
 from pydantic import ConfigDict, Field
 
 from resources.llm.limits import TokenBucket
-from resources.llm.offline.app import MODELS, chat_completion, embeddings
-from resources.llm.offline.asgi import (
+from resources.llm.offline.app import HEURISTICS, MODELS, chat_completion, embeddings
+from simulator.asgi import (
     Disconnected,
     read_body,
     send_json,
     send_raw,
     sleep_or_disconnect,
 )
-from resources.llm.offline.loose import LooseConfig, loosen_answer
+from simulator.loose import LooseConfig, loosen_answer
+from simulator.memo import CHEAP
 
 
 class SimConfig(LooseConfig):  # the loose_* and reject_* knobs: loose.LooseConfig
@@ -65,7 +66,7 @@ class SimConfig(LooseConfig):  # the loose_* and reject_* knobs: loose.LooseConf
     target_status: int = 400
     target_rate: float = Field(0.0, ge=0, le=1)
     seed: int = 0
-    # Cheap answers (offline/memo.py): the same answers from memoised analytics, token
+    # Cheap answers (simulator/memo.py): the same answers from memoised analytics, token
     # counts estimated; for benchmarks where the full heuristics would be the floor.
     cheap_answers: bool = False
 
@@ -200,9 +201,9 @@ class Simulator:
                 self.faults[f"reject_{rejected}"] += 1
                 return await self._error(send, 400, f"response_format {rejected} is not "
                                          "supported", "invalid_request_error")
-            cheap = cfg.cheap_answers
-            answer = chat_completion(payload, cheap) if path.endswith("chat/completions") \
-                else embeddings(payload, cheap) if path.endswith("/embeddings") else None
+            heuristics = CHEAP if cfg.cheap_answers else HEURISTICS
+            answer = chat_completion(payload, heuristics) if path.endswith("chat/completions") \
+                else embeddings(payload, heuristics) if path.endswith("/embeddings") else None
         except (ValueError, TypeError, KeyError) as exc:
             return await self._error(send, 400, str(exc), "invalid_request_error")
         if answer is not None and "choices" in answer:
