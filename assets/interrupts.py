@@ -31,15 +31,6 @@ def request_stop() -> None:
             loop.call_soon_threadsafe(task.cancel)
 
 
-def stop_requested() -> bool:
-    return _stop.is_set()
-
-
-def clear_stop() -> None:
-    """Forget a past request (tests that stop a run and then start another in-process)."""
-    _stop.clear()
-
-
 def raise_if_stopped() -> None:
     if _stop.is_set():
         raise dg.DagsterExecutionInterruptedError("docgraph: stop requested")

@@ -84,14 +84,6 @@ def _stale(instance: dg.DagsterInstance, spec: dg.AssetSpec, key: str, source_sh
     return None
 
 
-def stale_reason(instance: dg.DagsterInstance, registry: DocumentRegistry,
-                 key: str) -> str | None:
-    stale = stale_stage(instance, registry, key)
-    return stale[1] if stale else None
-
-
-
-
 def catalog_outdated(instance: dg.DagsterInstance, store: AssetStore,
                      registry: DocumentRegistry) -> str | None:
     """Why theme_catalog needs rebuilding (None if it is current): it is missing, document
