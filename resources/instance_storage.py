@@ -51,6 +51,7 @@ from dagster._core.storage.sqlite_storage import (
 from sqlalchemy.pool import NullPool
 
 RUN_ENGINES_KEPT = 32  # engines of run databases (no open connection each), newest first
+BUSY = dict(timeout=SQLITE_BUSY_TIMEOUT_SECONDS)  # sqlite3.connect's wait for a lock, as Dagster's
 
 _pooled: "weakref.WeakSet[sa.Engine]" = weakref.WeakSet()
 
@@ -88,12 +89,10 @@ class PooledEventLogStorage(SqliteEventLogStorage):
         conn_string = self.conn_string_for_shard(shard)
         if shard == INDEX_SHARD_NAME:
             if self._index_engine is None:
-                self._index_engine = pooled_engine(conn_string,
-                                                   timeout=SQLITE_BUSY_TIMEOUT_SECONDS)
+                self._index_engine = pooled_engine(conn_string, **BUSY)
             return self._index_engine
         engine = self._run_engines.pop(shard, None) or sa.create_engine(
-            conn_string, poolclass=NullPool,
-            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+            conn_string, poolclass=NullPool, connect_args=BUSY)
         self._run_engines[shard] = engine
         while len(self._run_engines) > RUN_ENGINES_KEPT:
             self._run_engines.popitem(last=False)[1].dispose()
