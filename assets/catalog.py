@@ -198,8 +198,9 @@ def _preview(catalog: ThemeCatalog, top: int) -> str:
     # Since it was last *requested*, not since_last_handled(): that also resets on the
     # catalog's own materialization, and a reset wins over a trigger first seen on the
     # same tick, so themes updated while the previous catalog run was finishing were
-    # never picked up (tests/test_daemon.py failed 1 run in 3). A catalog materialized
-    # by catalog_schedule or by hand may cost one more (cheap, pure) automated run.
+    # never picked up (tests/test_daemon.py failed 2 runs in 3). A catalog materialized
+    # outside automation (the CLI, catalog_schedule, by hand) after new themes costs one
+    # more automated rebuild (pure, no LLM, ~1 s): cheaper than a stale catalog.
     automation_condition=(
         (dg.AutomationCondition.missing() | dg.AutomationCondition.any_deps_updated())
         .since(dg.AutomationCondition.newly_requested())
