@@ -24,7 +24,6 @@ Dagster (TESTED_WITH in assets/dagster_compat.py).
 
 import contextlib
 import os
-import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -48,7 +47,7 @@ from dagster._core.storage.sqlite_storage import (
     _schedule_directory,
 )
 
-RUN_ENGINES_KEPT = 16  # engines (one open connection each) of the runs used last
+ENGINES_KEPT = 16  # engines (one open connection each) of the databases used last
 BUSY = dict(timeout=SQLITE_BUSY_TIMEOUT_SECONDS)  # sqlite3.connect's wait for a lock, as Dagster's
 
 _pooled: "weakref.WeakSet[sa.Engine]" = weakref.WeakSet()
@@ -74,8 +73,9 @@ def pooled_engine(conn_string: str, **connect_args) -> sa.Engine:
 
 class PooledEventLogStorage(SqliteEventLogStorage):
     def __init__(self, base_dir: str, inst_data=None):
-        self._index_engine: sa.Engine | None = None
-        self._run_engines: OrderedDict[str, sa.Engine] = OrderedDict()
+        # index.db and the runs used last; index.db is used by nearly every call, so it
+        # stays (were it pushed out, the next call would only reconnect)
+        self._engines: OrderedDict[str, sa.Engine] = OrderedDict()
         super().__init__(base_dir, inst_data)
 
     @classmethod
@@ -84,15 +84,11 @@ class PooledEventLogStorage(SqliteEventLogStorage):
 
     def _engine(self, shard: str) -> sa.Engine:
         """Called with self._db_lock held."""
-        conn_string = self.conn_string_for_shard(shard)
-        if shard == INDEX_SHARD_NAME:
-            if self._index_engine is None:
-                self._index_engine = pooled_engine(conn_string, **BUSY)
-            return self._index_engine
-        engine = self._run_engines.pop(shard, None) or pooled_engine(conn_string, **BUSY)
-        self._run_engines[shard] = engine
-        while len(self._run_engines) > RUN_ENGINES_KEPT:
-            self._run_engines.popitem(last=False)[1].dispose()
+        engine = self._engines.pop(shard, None) or pooled_engine(
+            self.conn_string_for_shard(shard), **BUSY)
+        self._engines[shard] = engine
+        while len(self._engines) > ENGINES_KEPT:
+            self._engines.popitem(last=False)[1].dispose()
         return engine
 
     @contextlib.contextmanager
@@ -109,43 +105,33 @@ class PooledEventLogStorage(SqliteEventLogStorage):
                 with engine.connect() as conn:
                     conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
+    def _close_engines(self) -> None:
+        with self._db_lock:
+            while self._engines:
+                self._engines.popitem()[1].dispose()
+
     def wipe(self) -> None:
-        with self._db_lock:  # the run databases are deleted: forget their engines
-            for engine in self._run_engines.values():
-                engine.dispose()
-            self._run_engines.clear()
+        self._close_engines()  # the run databases are about to be deleted
         super().wipe()
 
     def dispose(self) -> None:
         super().dispose()
-        with self._db_lock:
-            for engine in [*self._run_engines.values(), self._index_engine]:
-                if engine is not None:
-                    engine.dispose()
-            self._run_engines.clear()
-            self._index_engine = None
+        self._close_engines()
 
 
 class PooledRunStorage(SqliteRunStorage):
     def __init__(self, conn_string: str, inst_data=None):
-        self._engine_lock = threading.Lock()
-        self._engine: sa.Engine | None = None
+        self._engine = pooled_engine(conn_string)  # connects on first use
         super().__init__(conn_string, inst_data)
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[sa.Connection]:
-        with self._engine_lock:
-            if self._engine is None:
-                self._engine = pooled_engine(self._conn_string)
         with self._engine.connect() as conn, conn.begin():
             yield conn
 
     def dispose(self) -> None:
         super().dispose()
-        with self._engine_lock:
-            if self._engine is not None:
-                self._engine.dispose()
-                self._engine = None
+        self._engine.dispose()  # closes the open connection; the engine stays usable
 
 
 class PooledSqliteStorage(DagsterSqliteStorage):
