@@ -8,6 +8,7 @@ from assets.models import Document
 from pipeline_defs import cli
 from pipeline_defs.definitions import defs, store
 from resources.llm.resource import LLMResource
+from simulator.simulator import SimConfig
 
 
 def ingest_config(**config) -> dict:
@@ -79,6 +80,11 @@ def stored_document(key: str) -> Document:
 
 
 MARKER = "Zephyrine"  # only in document A, so the simulator can target its requests
+
+
+def failing_a() -> SimConfig:
+    """The simulator answering 400 to every call about document A (two_documents)."""
+    return SimConfig(target=MARKER, target_status=400, target_rate=1.0)
 
 
 def two_documents(folder, instance: dg.DagsterInstance) -> dict[str, str]:

@@ -8,8 +8,7 @@ from assets.keys import DOCUMENT_THEMES, NEO4J_GRAPH
 from pipeline_defs.definitions import defs
 from resources.llm.resource import LLMResource
 from simulator.server import SimulatorServer
-from simulator.simulator import SimConfig
-from tests.helpers import MARKER, run_pipeline, two_documents
+from tests.helpers import failing_a, run_pipeline, two_documents
 
 FIRST_STEPS = ["documents", "chunks", "chunk_metadata", "chunk_embeddings", "graph_extraction"]
 
@@ -30,7 +29,7 @@ def test_a_document_whose_gate_failed_is_not_requested_downstream(tmp_path, inst
     docs = two_documents(tmp_path / "docs", instance)
     a, b = docs["a.md"], docs["b.md"]
     # every call about A fails: its chunk_metadata (and graph_extraction) gates fail
-    with SimulatorServer(SimConfig(target=MARKER, target_status=400, target_rate=1.0)) as sim:
+    with SimulatorServer(failing_a()) as sim:
         llm = LLMResource(base_url=sim.base_url, cache_path="off", max_concurrency=8)
         run_pipeline(instance, [a, b], FIRST_STEPS, llm)
         requested = _requested(instance)

@@ -12,6 +12,7 @@ from simulator.simulator import SimConfig
 from tests.helpers import (
     MARKER,
     checks_of_run,
+    failing_a,
     ingest_config,
     materializations,
     run_ingest,
@@ -105,7 +106,7 @@ def test_embeddings_are_batched_per_request_and_gated_per_document(
     keys = instance.get_dynamic_partitions("documents")
     store = defs.resources["store"]
     n_chunks = {k: len(store.read(dg.AssetKey("chunks"), k, pd.DataFrame)) for k in (a, b)}
-    with SimulatorServer(SimConfig(target=MARKER, target_status=400, target_rate=1.0)) as sim:
+    with SimulatorServer(failing_a()) as sim:
         llm = LLMResource(base_url=sim.base_url, cache_path=str(tmp_path / "cache.sqlite"))
         result = run_pipeline(instance, keys, ["chunk_embeddings"], llm,
                               chunk_embeddings={"inputs_per_request": 4})

@@ -5,8 +5,7 @@ from pipeline_defs import cli
 from pipeline_defs.outcomes import StageOutcome, stage_outcomes
 from pipeline_defs.report import print_summary
 from simulator.server import SimulatorServer
-from simulator.simulator import SimConfig
-from tests.helpers import MARKER, two_documents
+from tests.helpers import failing_a, two_documents
 
 
 def test_summary_reports_every_stage_of_every_document(tmp_path, instance, monkeypatch,
@@ -16,7 +15,7 @@ def test_summary_reports_every_stage_of_every_document(tmp_path, instance, monke
     (tmp_path / "docs" / "empty.txt").write_text("")
     docs.update({d.path.name: d.key for d in cli.add(instance, [tmp_path / "docs"])})
     a, b, empty = docs["a.md"], docs["b.md"], docs["empty.txt"]
-    with SimulatorServer(SimConfig(target=MARKER, target_status=400, target_rate=1.0)) as sim:
+    with SimulatorServer(failing_a()) as sim:
         monkeypatch.setenv("OPENAI_BASE_URL", sim.base_url)
         outcomes = {o.key: o for o in cli.materialize(instance, [a, b, empty])}
         print_summary(instance, list(outcomes.values()))

@@ -22,6 +22,7 @@ from tests.conftest import SAMPLE_DIR
 from tests.helpers import (
     MARKER,
     checks_of_run,
+    failing_a,
     materializations,
     run_pipeline,
     two_documents,
@@ -227,7 +228,7 @@ def test_the_cli_reports_a_document_held_back_by_a_gate_as_failed(tmp_path, inst
     a, b = docs["a.md"], docs["b.md"]
     # every call about A fails: which of A's calls fail must not depend on the order the
     # one stream happens to send them in
-    with SimulatorServer(SimConfig(target=MARKER, target_status=400, target_rate=1.0)) as sim:
+    with SimulatorServer(failing_a()) as sim:
         monkeypatch.setenv("OPENAI_BASE_URL", sim.base_url)
         outcomes = {o.key: o for o in cli.materialize(instance, [a, b])}
     # A's later stages (embeddings, graph extraction) were recorded, but its themes were held

@@ -18,9 +18,8 @@ import pytest
 
 from pipeline_defs import cli
 from simulator.server import SimulatorServer
-from simulator.simulator import SimConfig
 from tests.conftest import REPO
-from tests.helpers import MARKER, run_ingest, two_documents
+from tests.helpers import failing_a, run_ingest, two_documents
 
 ASSETS = 'assetNodes(assetKeys: [{path: ["documents"]}, {path: ["chunks"]}])'
 STATUS_QUERY = "{ " + ASSETS + """ { assetKey { path }
@@ -217,7 +216,7 @@ def test_the_checks_partitions_tab_shows_each_documents_gate(pg_instance, tmp_pa
     monkeypatch.setenv("OPENAI_API_KEY", "test")
     docs = two_documents(tmp_path / "docs", pg_instance)
     a, b = docs["a.md"], docs["b.md"]
-    with SimulatorServer(SimConfig(target=MARKER, target_status=400, target_rate=1.0)) as sim:
+    with SimulatorServer(failing_a()) as sim:
         monkeypatch.setenv("OPENAI_BASE_URL", sim.base_url)
         cli.materialize(pg_instance, [a, b])
         assert _check_partitions(webserver)["chunk_metadata_success_rate"] == ([b], [a])

@@ -26,11 +26,10 @@ from resources.neo4j.resource import Neo4jResource
 from resources.registry import DocumentRegistry
 from resources.storage import UNPARTITIONED
 from simulator.server import SimulatorServer
-from simulator.simulator import SimConfig
 from tests.conftest import SAMPLE_DIR
 from tests.helpers import (
-    MARKER,
     checks_of_run,
+    failing_a,
     materializations,
     run_pipeline,
     two_documents,
@@ -152,7 +151,7 @@ def test_a_document_whose_extraction_failed_its_gate_stays_out_of_the_graph(
     monkeypatch.setenv("OPENAI_API_KEY", "test")
     docs = two_documents(tmp_path / "docs", instance)
     a, b = docs["a.md"], docs["b.md"]
-    with SimulatorServer(SimConfig(target=MARKER, target_status=400, target_rate=1.0)) as sim:
+    with SimulatorServer(failing_a()) as sim:
         llm = LLMResource(base_url=sim.base_url, cache_path=str(tmp_path / "cache.sqlite"))
         run_pipeline(instance, [a, b], ["documents", "chunks", "chunk_embeddings",
                                         "graph_extraction"], llm)
