@@ -1,7 +1,8 @@
 """What docgraph uses of Dagster that Dagster does not export, in one place.
 
 Tag names Dagster writes and reads on runs and materializations, the type of a check
-evaluation's target materialization, and the per-partition check state the UI shows.
+evaluation's target materialization, the per-partition check state the UI shows, and the
+latest materialization of many partitions at once.
 tests/test_dagster_compat.py pins them to the installed version: an upgrade that moves or
 renames one fails there, not in a run.
 """
@@ -24,7 +25,8 @@ USER_VERSION_TAG = "dagster/data_version_is_user_provided"
 INPUT_VERSION_TAG = "dagster/input_data_version/{}"
 INPUT_POINTER_TAG = "dagster/input_event_pointer/{}"
 
-__all__ = ["CheckStatus", "TargetMaterialization", "check_passed", "check_states"]
+__all__ = ["CheckStatus", "TargetMaterialization", "check_passed", "check_states",
+           "latest_materialization_ids"]
 
 
 def check_states(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey,
@@ -46,3 +48,11 @@ def check_states(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey,
 def check_passed(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey,
                  partition: str) -> bool | None:
     return check_states(instance, check_key, [partition])[partition]
+
+
+def latest_materialization_ids(instance: dg.DagsterInstance, asset_key: dg.AssetKey,
+                               partitions: list[str]) -> dict[str, int]:
+    """The storage id of each partition's latest materialization, in one query (partitions
+    never materialized are left out)."""
+    return dict(instance.event_log_storage.get_latest_storage_id_by_partition(
+        asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(partitions)))

@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import dagster as dg
@@ -40,7 +41,6 @@ from assets.keys import (
     CHUNK_EMBEDDINGS,
     CHUNKS,
     DOCUMENTS,
-    DOCUMENTS_PER_RUN,
     GRAPH_EXTRACTION,
     NEO4J_GRAPH,
     NEO4J_POOL,
@@ -66,8 +66,9 @@ GRAPH_INPUTS = [CHUNKS, CHUNK_EMBEDDINGS, GRAPH_EXTRACTION]
 
 class GraphConfig(dg.Config):
     batch_size: int = DEFAULT_BATCH_SIZE  # rows per UNWIND transaction
-    # Documents whose rows are merged into one write (a run holds DOCUMENTS_PER_RUN).
-    documents_per_write: int = DOCUMENTS_PER_RUN
+    # Documents whose rows are merged into one write (a run holds DOCUMENTS_PER_RUN); the
+    # next group is prepared while one is written (bench/graph_step.py: README).
+    documents_per_write: int = 50
 
 
 def document_graph(document: DocumentRow, chunks: pd.DataFrame, embeddings: pd.DataFrame,
@@ -75,9 +76,11 @@ def document_graph(document: DocumentRow, chunks: pd.DataFrame, embeddings: pd.D
     """The writer's rows for one document, and counts of what resolution dropped or
     remapped. Chunks whose extraction failed still become nodes, without entities."""
     vectors = dict(zip(embeddings["chunk_id"], embeddings["embedding"], strict=True))
-    extracted = extraction.set_index("chunk_id")
-    per_chunk = {cid: (json.loads(row.entities), json.loads(row.relationships))
-                 for cid, row in extracted.iterrows() if pd.isna(row.error_class)}
+    per_chunk = {cid: (json.loads(entities), json.loads(relationships))
+                 for cid, entities, relationships, error_class in zip(
+                     extraction["chunk_id"], extraction["entities"],
+                     extraction["relationships"], extraction["error_class"], strict=True)
+                 if pd.isna(error_class)}
     resolution = resolve_entities(
         EntityMention(e["name"], e["type"], tuple(e["aliases"]))
         for entities, _ in per_chunk.values() for e in entities)
@@ -92,7 +95,8 @@ def document_graph(document: DocumentRow, chunks: pd.DataFrame, embeddings: pd.D
                 unresolved += 1  # names no entity of the document carries, or a self-loop
                 continue
             relations.add(RelationRow(source, target, rel["type"], document.key, chunk_id))
-            mentions.update({Mention(chunk_id, source), Mention(chunk_id, target)})
+            mentions.add(Mention(chunk_id, source))
+            mentions.add(Mention(chunk_id, target))
     rows = {
         "document": document,
         "chunks": [ChunkRow(c.chunk_id, document.key, int(c.chunk_index), c.text,
@@ -167,12 +171,16 @@ def _write(writer: GraphWriter, group: dict[str, _Prepared], config: GraphConfig
 
 def _write_group(context: dg.AssetExecutionContext, writer: GraphWriter,
                  group: dict[str, _Prepared], config: GraphConfig, uri: str,
-                 failures: list[PartitionError]) -> dict[str, tuple[dict, dg.AssetCheckEvaluation]]:
-    """`_write` for the group; if Neo4j refuses the shared write, each document again on
-    its own, so that only the one at fault fails."""
+                 ) -> tuple[dict[str, tuple[dict, dg.AssetCheckEvaluation]],
+                            list[PartitionError]]:
+    """`_write` for the group, and the documents that failed; if Neo4j refuses the shared
+    write, each document again on its own, so that only the one at fault fails."""
+    failures: list[PartitionError] = []
+    if not group:
+        return {}, failures
     if len(group) > 1:
         try:
-            return _write(writer, group, config)
+            return _write(writer, group, config), failures
         except neo4j.exceptions.ServiceUnavailable as exc:
             raise _lost(uri, exc, f"{len(group)} documents") from exc
         except neo4j.exceptions.TransientError as exc:
@@ -181,7 +189,7 @@ def _write_group(context: dg.AssetExecutionContext, writer: GraphWriter,
                 failures.append(PartitionError(key, prepared.path,
                                                ErrorClass.GRAPH_WRITE_FAILED,
                                                f"{type(exc).__name__}: {exc}"))
-            return {}
+            return {}, failures
         except Exception as exc:  # noqa: BLE001 - which document is at fault is found below
             context.log.warning(f"writing {len(group)} documents together failed "
                                 f"({type(exc).__name__}: {exc}); writing them one by one")
@@ -189,7 +197,7 @@ def _write_group(context: dg.AssetExecutionContext, writer: GraphWriter,
     for key, prepared in group.items():
         with _document_failures(context, key, prepared.path, uri, failures):
             outcomes.update(_write(writer, {key: prepared}, config))
-    return outcomes
+    return outcomes, failures
 
 
 def _lost(uri: str, exc: Exception, what: str) -> dg.Failure:
@@ -244,7 +252,7 @@ NEO4J_GRAPH_SPEC = dg.AssetSpec(
 def neo4j_graph(context: dg.AssetExecutionContext, config: GraphConfig,
                 neo4j_db: Neo4jResource, store: AssetStore, registry: DocumentRegistry):
     keys = list(context.partition_keys)
-    inputs, failures = read_upstream(context, store, registry, GRAPH_INPUTS, keys)
+    failures: list[PartitionError] = []
     uri = neo4j_db.settings().uri
     try:
         neo4j_db.driver.verify_connectivity()  # at once, rather than 30 s of driver retries
@@ -253,21 +261,49 @@ def neo4j_graph(context: dg.AssetExecutionContext, config: GraphConfig,
             f"cannot reach Neo4j at {uri}: start one with "
             f"`scripts/neo4j.sh start` or set NEO4J_URI ({exc})") from exc
     writer = neo4j_db.writer()
-    prepared: dict[str, _Prepared] = {}
-    for key, data in inputs.items():  # a document whose rows are bad fails here, alone
-        path = document_path(registry, key)
-        with _document_failures(context, key, path, uri, failures):
-            prepared[key] = _prepare(writer, store, key, path, data)
-    ready = list(prepared.items())
-    for start in range(0, len(ready), config.documents_per_write):
-        group = dict(ready[start:start + config.documents_per_write])
-        # Recorded group by group: losing the server later loses no finished record.
-        for key, (stats, check) in _write_group(context, writer, group, config, uri,
-                                                failures).items():
-            _record(context, store, key, group[key], stats, check, failures)
+    # Neo4j writes one group while this thread reads and resolves the next: the server and
+    # Python each keep a core busy. Groups are recorded in order, here, once written.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="neo4j-write") as writes:
+        written: list[tuple[dict[str, _Prepared], Future]] = []
+        for start in range(0, len(keys), config.documents_per_write):
+            group = _prepare_group(context, writer, store, registry,
+                                   keys[start:start + config.documents_per_write], uri,
+                                   failures)
+            written.append((group, writes.submit(_write_group, context, writer, group,
+                                                 config, uri)))
+            if len(written) > 1:  # the one before is written or nearly: record it
+                _record_group(context, store, *written.pop(0), failures)
+        for group, outcome in written:
+            _record_group(context, store, group, outcome, failures)
     yield from check_outputs(context)
     raise_failures([dataclasses.replace(f, assets=(NEO4J_GRAPH.to_user_string(),))
                     for f in failures], len(keys))
+
+
+def _prepare_group(context: dg.AssetExecutionContext, writer: GraphWriter, store: AssetStore,
+                   registry: DocumentRegistry, keys: list[str], uri: str,
+                   failures: list[PartitionError]) -> dict[str, _Prepared]:
+    """The rows of the documents of `keys` that have their inputs and whose rows check; a
+    document without them, or whose rows are bad, fails here, alone."""
+    inputs, missing = read_upstream(context, store, registry, GRAPH_INPUTS, keys)
+    failures += missing
+    prepared = {}
+    for key, data in inputs.items():
+        path = document_path(registry, key)
+        with _document_failures(context, key, path, uri, failures):
+            prepared[key] = _prepare(writer, store, key, path, data)
+    return prepared
+
+
+def _record_group(context: dg.AssetExecutionContext, store: AssetStore,
+                  group: dict[str, _Prepared], outcome: Future,
+                  failures: list[PartitionError]) -> None:
+    """Record a group's documents once its write is done (or add why they failed):
+    group by group, so losing the server later loses no finished record."""
+    outcomes, write_failures = outcome.result()
+    failures += write_failures
+    for key, (stats, check) in outcomes.items():
+        _record(context, store, key, group[key], stats, check, failures)
 
 
 def _record(context: dg.AssetExecutionContext, store: AssetStore, key: str,

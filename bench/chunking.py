@@ -31,6 +31,14 @@ NAMES = ["Priya Raman", "Marcus Feld", "Elena Petrova", "Tomás Alvarez", "North
          "Acme Logistics", "Lumen Ledger", "LedgerSync API", "Okta", "Stripe"]
 
 
+
+def project_storage(base_dir: Path) -> dict:
+    """Instance overrides selecting the project's dagster.yaml storage
+    (resources/instance_storage.py) in `base_dir`, for `dg.instance_for_test`."""
+    return {"storage": {"custom": {
+        "module": "resources.instance_storage", "class": "PooledSqliteStorage",
+        "config": {"base_dir": str(base_dir)}}}}
+
 def make_document(rng: random.Random, size: int) -> str:
     paragraphs, total = [], 0
     while total < size:
@@ -99,9 +107,7 @@ def bench_runs(texts: list[str], docs: int) -> list[dict]:
             (work / "dagster").mkdir()
             # "dagster": Dagster's own SQLite storage; "docgraph": the project's dagster.yaml's
             # (resources/instance_storage.py), on the same files
-            overrides = {"storage": {"custom": {
-                "module": "resources.instance_storage", "class": "PooledSqliteStorage",
-                "config": {"base_dir": str(work / "dagster")}}}} if storage == "docgraph" else None
+            overrides = project_storage(work / "dagster") if storage == "docgraph" else None
             with dg.instance_for_test(temp_dir=str(work / "dagster"),
                                       overrides=overrides) as instance:
                 keys = [d.key for d in cli.add(instance, [folder])]

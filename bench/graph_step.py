@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.chunking import make_document  # noqa: E402
+from bench.chunking import make_document, project_storage  # noqa: E402
 
 DOCUMENTS_PER_RUN = 100
 # The runs' event logs are the subject; their console lines (thousands) are not.
@@ -174,7 +174,10 @@ def run(uri: str, password: str, folder: Path, args: argparse.Namespace) -> list
         delete_all(driver)
         drop_schema(driver)  # another benchmark's vector index has another size
     neo4j_db = Neo4jResource(uri=uri, password=password, batch_size=args.batch_size)
-    with dg.instance_for_test() as instance:
+    dagster_home = Path(tempfile.mkdtemp(prefix="docgraph-bench-graph-dagster-"))
+    # the project's dagster.yaml storage, as `make demo` and `make dev` run on
+    with dg.instance_for_test(temp_dir=str(dagster_home),
+                              overrides=project_storage(dagster_home)) as instance:
         keys = prepare(instance, folder, args)
         rows = [graph_runs(instance, keys, neo4j_db, name)
                 for name in ("first write", "rewrite")]

@@ -146,19 +146,23 @@ class _UnionFind:
 def resolve_entities(mentions: Iterable[EntityMention]) -> Resolution:
     records = []  # (name form, spelling, type, alias spellings, alias forms, count)
     dropped = remapped = 0
+    # A document repeats its mentions (one per chunk and relationship end): each distinct
+    # one is cleaned once, with the count of its repeats.
+    counts: Counter[tuple[str, str, tuple[str, ...]]] = Counter()
     for m in mentions:
-        form = normalise(m.name)
-        if not form or m.count < 1:
-            dropped += max(m.count, 0)
+        counts[m.name, m.type, m.aliases] += m.count
+    for (name, given_type, given_aliases), count in counts.items():
+        form = normalise(name)
+        if not form or count < 1:
+            dropped += max(count, 0)
             continue
-        kind = allowed_entity_type(m.type)
+        kind = allowed_entity_type(given_type)
         if kind is None:
             kind = FALLBACK_ENTITY_TYPE
-            remapped += m.count
-        aliases = {clean_spelling(a) for a in m.aliases}
-        aliases = {a for a in aliases if normalise(a)}
-        records.append((form, clean_spelling(m.name), kind, aliases,
-                        {normalise(a) for a in aliases}, m.count))
+            remapped += count
+        aliases = {a for a in map(clean_spelling, given_aliases) if normalise(a)}
+        records.append((form, clean_spelling(name), kind, aliases,
+                        {normalise(a) for a in aliases}, count))
 
     names = _UnionFind()
     for form, *_ in records:
@@ -176,18 +180,10 @@ def resolve_entities(mentions: Iterable[EntityMention]) -> Resolution:
     key_by_form: dict[str, str] = {}
     alias_owners: dict[str, set[str]] = defaultdict(set)
     for members in clusters.values():
-        types: Counter[str] = Counter()
-        spellings: Counter[str] = Counter()
-        seen: set[str] = set()
-        for _, spelling, kind, aliases, _, count in members:
-            types[kind] += count
-            spellings[spelling] += count
-            seen |= aliases | {spelling}
-        kind = min(types, key=lambda t: (-types[t], _TYPE_ORDER[t]))
-        display = min(spellings, key=lambda s: (-spellings[s], s))
+        kind, display, seen, total = _cluster_summary(members)
         key = f"{kind}:{normalise(display)}"
         entities.append(ResolvedEntity(key, display, kind, tuple(sorted(seen - {display})),
-                                       sum(spellings.values())))
+                                       total))
         for form, _, _, _, alias_forms, _ in members:
             key_by_form[form] = key
             for alias_form in alias_forms:
@@ -197,3 +193,21 @@ def resolve_entities(mentions: Iterable[EntityMention]) -> Resolution:
             key_by_form[alias_form] = next(iter(keys))
     return Resolution(tuple(sorted(entities, key=lambda e: e.key)), key_by_form, dropped,
                       remapped)
+
+
+def _cluster_summary(members: list[tuple]) -> tuple[str, str, set[str], int]:
+    """A cluster's type (most frequent, ties in allowlist order), display name (most
+    frequent spelling, ties: smallest), every spelling seen, and its mention count."""
+    if len(members) == 1:  # most entities: nothing to vote on
+        _, spelling, kind, aliases, _, count = members[0]
+        return kind, spelling, aliases | {spelling}, count
+    types: Counter[str] = Counter()
+    spellings: Counter[str] = Counter()
+    seen: set[str] = set()
+    for _, spelling, kind, aliases, _, count in members:
+        types[kind] += count
+        spellings[spelling] += count
+        seen |= aliases | {spelling}
+    kind = min(types, key=lambda t: (-types[t], _TYPE_ORDER[t]))
+    display = min(spellings, key=lambda s: (-spellings[s], s))
+    return kind, display, seen, sum(spellings.values())

@@ -48,3 +48,16 @@ def test_check_state_reads_a_partitions_current_verdict(instance):
     instance.report_runless_asset_event(dg.AssetMaterialization(check_key.asset_key,
                                                                 partition="a"))
     assert compat.check_passed(instance, check_key, "a") is None
+
+
+def test_latest_materialization_ids_are_each_partitions_newest(instance):
+    key = dg.AssetKey("chunks")
+    for partition in ("a", "b", "a"):
+        instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=partition))
+    newest = {p: instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[p]), limit=1).records[0]
+        for p in ("a", "b")}
+    assert compat.latest_materialization_ids(instance, key, ["a", "b", "c"]) == {
+        p: record.storage_id for p, record in newest.items()}
+    assert compat.latest_materialization_ids(instance, key, ["b"]) == {
+        "b": newest["b"].storage_id}

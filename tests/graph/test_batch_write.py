@@ -6,7 +6,9 @@ import json
 
 import neo4j
 import pandas as pd
+import pytest
 
+from assets.graph import GraphConfig
 from assets.keys import GRAPH_EXTRACTION
 from pipeline_defs.definitions import defs
 from resources.llm.resource import LLMResource
@@ -72,7 +74,10 @@ def test_one_read_back_holds_what_each_document_contributes(graph: GraphWriter):
     assert held["never-written"].rows == 0
 
 
-def test_a_document_neo4j_refuses_fails_alone(instance, chain_graph: neo4j.Driver, tmp_path):
+# 1: a group per document, the second prepared while the first is written
+@pytest.mark.parametrize("documents_per_write", [GraphConfig().documents_per_write, 1])
+def test_a_document_neo4j_refuses_fails_alone(instance, chain_graph: neo4j.Driver, tmp_path,
+                                              documents_per_write):
     docs = two_documents(tmp_path / "docs", instance)
     a, b = docs["a.md"], docs["b.md"]
     llm = LLMResource(cache_path=str(tmp_path / "cache.sqlite"))  # the offline provider
@@ -87,7 +92,8 @@ def test_a_document_neo4j_refuses_fails_alone(instance, chain_graph: neo4j.Drive
     extraction.at[0, "entities"] = json.dumps(entities)
     store.write(GRAPH_EXTRACTION, a, extraction)
 
-    result, [listed] = graph_run_failures(instance, a, b)
+    result, [listed] = graph_run_failures(instance, a, b,
+                                          documents_per_write=documents_per_write)
     assert (listed["document"], listed["error_class"]) == (a, "graph_write_failed")
     assert "too large to index" in listed["reason"]
     [written] = result.get_asset_materialization_events()

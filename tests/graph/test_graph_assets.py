@@ -116,11 +116,13 @@ def test_editing_and_removing_a_document_changes_only_its_contribution(
     assert _facts(chain_graph, again.key) == after
 
 
-def graph_run_failures(instance, first: str, last: str
+def graph_run_failures(instance, first: str, last: str, **config
                        ) -> tuple[dg.ExecuteInProcessResult, list[dict]]:
-    """`neo4j_graph` over first..last, which must fail; the documents its Failure lists."""
+    """`neo4j_graph` over first..last (with GraphConfig `config`), which must fail; the
+    documents its Failure lists."""
     result = dg.materialize([neo4j_graph], instance=instance, resources=defs.resources,
                             tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
+                            run_config={"ops": {"neo4j_graph": {"config": config}}},
                             raise_on_error=False)
     assert not result.success
     [failure] = result.get_step_failure_events()
