@@ -7,8 +7,10 @@ document whose rows are bad fails alone. The good ones are then written together
 `documents_per_write` at a time (GraphWriter.replace_documents, resources/neo4j/store.py:
 their rows merged and sorted across documents, a few transactions per `batch_size` rows),
 each document's contribution replaced exactly: re-running is idempotent, an edited
-document loses the facts only it asserted. If Neo4j refuses a shared write, its documents
-are written again one by one, so only the one at fault fails. One read-back per group
+document loses the facts only it asserted. A group is written in a thread while the next
+group's inputs are read and resolved, and groups are recorded in order once written. If
+Neo4j refuses a shared write, its documents are written again one by one, so only the one
+at fault fails. One read-back per group
 checks every document (`neo4j_graph_matches_source`) before it is recorded.
 """
 
