@@ -10,8 +10,8 @@ each document's contribution replaced exactly: re-running is idempotent, an edit
 document loses the facts only it asserted. A group is written in a thread while the next
 group's inputs are read and resolved, and groups are recorded in order once written. If
 Neo4j refuses a shared write, its documents are written again one by one, so only the one
-at fault fails. One read-back per group
-checks every document (`neo4j_graph_matches_source`) before it is recorded.
+at fault fails. One read-back per group checks every document
+(`neo4j_graph_matches_source`) before it is recorded.
 """
 
 import contextlib
