@@ -1,9 +1,9 @@
 """`neo4j_graph`: the documents' chunks, entities and relationships written to Neo4j.
 
 A sink in its own step and pool (`neo4j`): the writes are bounded by the server, not the
-LLM. Per document, the extracted entities are resolved (resources/graph_resolution.py, a
-pure function), relationships are tied to the resolved keys, and the rows are checked; a
-document whose rows are bad fails alone. The good ones are then written together,
+LLM. Per document, the rows are computed from its inputs (assets/graph_rows.py: entities
+resolved, relationships tied to the resolved keys) and checked; a document whose rows are
+bad fails alone. The good ones are then written together,
 `documents_per_write` at a time (GraphWriter.replace_documents, resources/neo4j/store.py:
 their rows merged and sorted across documents, a few transactions per `batch_size` rows),
 each document's contribution replaced exactly: re-running is idempotent, an edited
@@ -16,7 +16,6 @@ at fault fails. One read-back per group checks every document
 
 import contextlib
 import dataclasses
-import json
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from assets.batch import (
     read_upstream,
     record,
 )
+from assets.graph_rows import document_graph
 from assets.keys import (
     CHUNK_EMBEDDINGS,
     CHUNKS,
@@ -50,9 +50,8 @@ from assets.keys import (
 from assets.models import Document
 from assets.partitions import documents_partitions
 from resources.errors import ErrorClass
-from resources.graph_resolution import EntityMention, resolve_entities
 from resources.neo4j.contribution import Contribution, InvalidContribution
-from resources.neo4j.model import ChunkRow, DocumentRow, EntityRow, Mention, RelationRow
+from resources.neo4j.model import DocumentRow
 from resources.neo4j.resource import Neo4jResource
 from resources.neo4j.schema import SchemaMismatch
 from resources.neo4j.settings import CONNECTION_ERRORS
@@ -71,49 +70,6 @@ class GraphConfig(dg.Config):
     # Documents whose rows are merged into one write (a run holds DOCUMENTS_PER_RUN); the
     # next group is prepared while one is written (bench/graph_step.py: README).
     documents_per_write: int = 50
-
-
-def document_graph(document: DocumentRow, chunks: pd.DataFrame, embeddings: pd.DataFrame,
-                   extraction: pd.DataFrame) -> tuple[dict, dict[str, int]]:
-    """The writer's rows for one document, and counts of what resolution dropped or
-    remapped. Chunks whose extraction failed still become nodes, without entities."""
-    vectors = dict(zip(embeddings["chunk_id"], embeddings["embedding"], strict=True))
-    per_chunk = {cid: (json.loads(entities), json.loads(relationships))
-                 for cid, entities, relationships, error_class in zip(
-                     extraction["chunk_id"], extraction["entities"],
-                     extraction["relationships"], extraction["error_class"], strict=True)
-                 if pd.isna(error_class)}
-    resolution = resolve_entities(
-        EntityMention(e["name"], e["type"], tuple(e["aliases"]))
-        for entities, _ in per_chunk.values() for e in entities)
-    mentions, relations, unresolved = set(), set(), 0
-    for chunk_id, (entities, relationships) in per_chunk.items():
-        for entity in entities:
-            if key := resolution.key_for(entity["name"]):
-                mentions.add(Mention(chunk_id, key))
-        for rel in relationships:
-            source, target = resolution.key_for(rel["source"]), resolution.key_for(rel["target"])
-            if source is None or target is None or source == target:
-                unresolved += 1  # names no entity of the document carries, or a self-loop
-                continue
-            relations.add(RelationRow(source, target, rel["type"], document.key, chunk_id))
-            mentions.add(Mention(chunk_id, source))
-            mentions.add(Mention(chunk_id, target))
-    rows = {
-        "document": document,
-        "chunks": [ChunkRow(c.chunk_id, document.key, int(c.chunk_index), c.text,
-                            _vector(vectors.get(c.chunk_id))) for c in chunks.itertuples()],
-        "entities": [EntityRow(e.key, e.name, e.type, e.aliases) for e in resolution.entities],
-        "mentions": sorted(mentions, key=lambda m: (m.chunk_id, m.entity_key)),
-        "relationships": sorted(relations, key=lambda r: (r.source_key, r.target_key, r.type,
-                                                          r.chunk_id)),
-    }
-    return rows, {"relations_unresolved": unresolved, "names_dropped": resolution.dropped,
-                  "entity_types_remapped": resolution.remapped_types}
-
-
-def _vector(value) -> list[float] | None:
-    return None if value is None else [float(x) for x in value]
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import json
 import dagster as dg
 import pandas as pd
 
-from assets.graph import document_graph
+from assets.graph_rows import document_graph
 from assets.themes import document_passages
 from resources.neo4j.model import DocumentRow
 from resources.storage import AssetStore
