@@ -4,7 +4,7 @@ import hashlib
 
 import dagster as dg
 
-from assets.batch import PartitionError
+from assets.failures import PartitionError
 from assets.ingest import IngestError, extract, sha256_text
 from assets.models import Document
 from resources.errors import ErrorClass

@@ -23,16 +23,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 import pandas as pd
 
-from assets.batch import (
-    PartitionError,
-    Upstream,
-    batch_step,
-    check_outputs,
-    gate_failure,
-    per_document,
-    raise_failures,
-    read_upstream,
-)
+from assets.batch import batch_step, check_outputs
 from assets.embeddings import (
     CHUNK_EMBEDDINGS_CHECKS,
     CHUNK_EMBEDDINGS_SPEC,
@@ -42,6 +33,7 @@ from assets.embeddings import (
     embeddings_description,
     embeddings_frame,
 )
+from assets.failures import PartitionError, gate_failure, per_document, raise_failures
 from assets.graph_extraction import (
     GRAPH_EXTRACTION_CHECKS,
     GRAPH_EXTRACTION_SPEC,
@@ -82,6 +74,7 @@ from assets.themes import (
     themes_description,
     themes_frame,
 )
+from assets.upstream import Upstream, read_upstream
 from resources.llm import ChatItem, EmbedItem, ItemResult
 from resources.llm.resource import LLMResource
 from resources.registry import DocumentRegistry

@@ -25,19 +25,8 @@ import neo4j.exceptions
 import pandas as pd
 
 from assets.automation import chained
-from assets.batch import (
-    PartitionError,
-    Upstream,
-    UpstreamData,
-    batch_step,
-    check_outputs,
-    data_version,
-    document_path,
-    log_check,
-    raise_failures,
-    read_upstream,
-    record,
-)
+from assets.batch import batch_step, check_outputs, data_version, log_check, record
+from assets.failures import PartitionError, document_path, raise_failures
 from assets.graph_rows import document_graph
 from assets.keys import (
     CHUNK_EMBEDDINGS,
@@ -49,6 +38,7 @@ from assets.keys import (
 )
 from assets.models import Document
 from assets.partitions import documents_partitions
+from assets.upstream import Upstream, UpstreamData, read_upstream
 from resources.errors import ErrorClass
 from resources.neo4j.contribution import Contribution, InvalidContribution
 from resources.neo4j.model import DocumentRow

@@ -11,22 +11,15 @@ import dataclasses
 
 import dagster as dg
 
-from assets.batch import (
-    PartitionError,
-    batch_step,
-    data_version,
-    latest_upstream,
-    not_materialized,
-    per_document,
-    raise_failures,
-    record,
-)
+from assets.batch import batch_step, data_version, record
 from assets.chunking import validate_limits
 from assets.chunks import CHUNKER_VERSION, chunk_document, chunks_metadata
 from assets.documents import INGEST_VERSION, document_metadata, read_document
+from assets.failures import PartitionError, not_materialized, per_document, raise_failures
 from assets.keys import CHUNKS, DOCUMENTS
 from assets.models import Document
 from assets.partitions import documents_partitions
+from assets.upstream import latest_upstream
 from resources.registry import DocumentRegistry
 from resources.storage import AssetStore
 

@@ -8,9 +8,10 @@ import dagster as dg
 import pandas as pd
 
 from assets.automation import chained
-from assets.batch import Upstream, data_version, log_check, record
+from assets.batch import data_version, log_check, record
 from assets.keys import success_rate_key
 from assets.partitions import documents_partitions
+from assets.upstream import Upstream
 from resources.llm import ItemResult
 from resources.llm.metrics import MetricsRecorder
 from resources.llm.resource import metrics_metadata

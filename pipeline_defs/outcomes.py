@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from assets.batch import latest_upstream
 from assets.dagster_compat import check_states
 from assets.keys import GATED, success_rate_key
+from assets.upstream import latest_upstream
 from resources.errors import ErrorClass
 
 STAGE_STATES = ("ok", "gate_failed", "failed", "not_run")

@@ -6,7 +6,7 @@ import time
 import dagster as dg
 import sqlalchemy.exc
 
-from assets.batch import latest_upstream, partition_batches
+from assets.batch import partition_batches
 from assets.dagster_compat import (
     RANGE_END_TAG,
     RANGE_START_TAG,
@@ -17,6 +17,7 @@ from assets.keys import (
     NEO4J_POOL,
 )
 from assets.partitions import documents_partitions
+from assets.upstream import latest_upstream
 from pipeline_defs.definitions import defs
 from pipeline_defs.jobs import CHAIN_JOBS
 from pipeline_defs.outcomes import (

@@ -8,7 +8,6 @@ import os
 
 import dagster as dg
 
-from assets.batch import latest_upstream
 from assets.catalog import ThemeCatalog
 from assets.dagster_compat import CODE_VERSION_TAG, INPUT_VERSION_TAG, check_passed
 from assets.enrichment import enrichment
@@ -22,6 +21,7 @@ from assets.keys import (
     THEME_CATALOG,
     success_rate_key,
 )
+from assets.upstream import latest_upstream
 from pipeline_defs.graph_removal import removed_since
 from pipeline_defs.jobs import CHAIN_JOBS
 from resources.registry import DocumentRegistry

@@ -28,7 +28,7 @@ class ErrorClass(enum.StrEnum):
     NO_TEXT_LAYER = "no_text_layer"  # a PDF of scanned pages: run OCR first
     ENCRYPTED_PDF = "encrypted_pdf"  # needs a password: save an unprotected copy
     MALFORMED_PDF = "malformed_pdf"  # pypdf cannot read it: re-export the PDF
-    # -- any step, for one document (assets/batch.py)
+    # -- any step, for one document (assets/failures.py, assets/upstream.py)
     NOT_MATERIALIZED = "not_materialized"  # an input was never materialized: run it first
     UPSTREAM_CHECK_FAILED = "upstream_check_failed"  # an input's gate failed: fix, re-run it
     UPSTREAM_STALE = "upstream_stale"  # an input is from older chunks: re-materialize it

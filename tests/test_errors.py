@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.batch import PartitionError, raise_failures
+from assets.failures import PartitionError, raise_failures
 from pipeline_defs.run_launch import Interrupted
 from pipeline_defs.slot_wait import SlotWaitTimeout
 from resources.errors import DocgraphError, ErrorClass
