@@ -19,13 +19,19 @@ WAL): a killed process loses nothing committed. Files, schema and locking are
 Dagster's: an instance written by the stock storage reads with this one and the other way
 round, and several processes (webserver, daemon, runs) share the files as before.
 
-Only private hooks are overridden (`SqliteEventLogStorage._connect`,
-`SqliteRunStorage.connect`); tests/test_instance_storage.py pins them to the installed
-Dagster (TESTED_WITH in assets/dagster_compat.py).
+A new run logs one "planned" event per document and asset before it starts (~400 for an
+enrichment run of 100 documents); with DAGSTER_EVENT_BATCH_SIZE set (this storage sets it
+unless the environment does) Dagster hands them over as one batch, which is stored in one
+transaction per database: a run starts ~0.6 s sooner.
+
+Overridden: the private hooks `SqliteEventLogStorage._connect` and
+`SqliteRunStorage.connect`, and `store_event_batch`; tests/test_instance_storage.py pins
+them and the batching to the installed Dagster (TESTED_WITH in assets/dagster_compat.py).
 """
 
 import contextlib
 import os
+import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -50,6 +56,8 @@ from dagster._core.storage.sqlite_storage import (
 )
 
 ENGINES_KEPT = 16  # engines (one open connection each) of the databases used last
+EVENT_BATCH_SIZE_ENV = "DAGSTER_EVENT_BATCH_SIZE"
+EVENT_BATCH_SIZE = 1000  # events per store_event_batch at most (a run of 100 documents: ~400)
 BUSY = dict(timeout=SQLITE_BUSY_TIMEOUT_SECONDS)  # sqlite3.connect's wait for a lock, as Dagster's
 
 _pooled: "weakref.WeakSet[sa.Engine]" = weakref.WeakSet()
@@ -87,6 +95,10 @@ class PooledEventLogStorage(SqliteEventLogStorage):
         # index.db and the runs used last; index.db is used by nearly every call, so it
         # stays (were it pushed out, the next call would only reconnect)
         self._engines: OrderedDict[str, sa.Engine] = OrderedDict()
+        self._batch = threading.local()  # .held: {shard: connection} in store_event_batch
+        # Dagster hands a new run's planned events to store_event_batch only when this is
+        # set (it is read at each event); unset, each is stored on its own (~3 ms apiece)
+        os.environ.setdefault(EVENT_BATCH_SIZE_ENV, str(EVENT_BATCH_SIZE))
         super().__init__(base_dir, inst_data)
 
     @classmethod
@@ -102,19 +114,52 @@ class PooledEventLogStorage(SqliteEventLogStorage):
             self._engines.popitem(last=False)[1].dispose()
         return engine
 
+    def _open(self, shard: str) -> sa.Engine:
+        """The shard's engine, its database created if need be. Called with self._db_lock
+        held."""
+        check.str_param(shard, "shard")
+        engine = self._engine(shard)
+        if shard not in self._initialized_dbs:
+            self._initdb(engine)
+            self._initialized_dbs.add(shard)
+        return engine
+
     @contextlib.contextmanager
     def _connect(self, shard: str) -> Iterator[sa.Connection]:
+        if (held := getattr(self._batch, "held", None)) is not None:  # in store_event_batch
+            yield held[shard]
+            return
         with self._db_lock:
-            check.str_param(shard, "shard")
-            engine = self._engine(shard)
-            if shard not in self._initialized_dbs:
-                self._initdb(engine)
-                self._initialized_dbs.add(shard)
-            with engine.connect() as conn, conn.begin():
+            with self._open(shard).connect() as conn, conn.begin():
                 yield conn
-            if shard != INDEX_SHARD_NAME:  # what the run wrote reaches the file now
-                with engine.connect() as conn:
-                    conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            if shard != INDEX_SHARD_NAME:
+                self._checkpoint(shard)
+
+    def _checkpoint(self, shard: str) -> None:
+        """What the run wrote reaches the file now. Called with self._db_lock held."""
+        with self._engine(shard).connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def store_event_batch(self, events) -> None:
+        """The events of a batch (a new run's planned events, one per document and asset,
+        when DAGSTER_EVENT_BATCH_SIZE is set) in one transaction per database instead of
+        one or two per event: all or none of them are stored (on an error Dagster stores
+        them again one by one)."""
+        shards = sorted({event.run_id for event in events}) + [INDEX_SHARD_NAME]
+        with self._db_lock:
+            with contextlib.ExitStack() as stack:
+                held = {}
+                for shard in shards:
+                    held[shard] = stack.enter_context(self._open(shard).connect())
+                    stack.enter_context(held[shard].begin())
+                self._batch.held = held
+                try:
+                    for event in events:
+                        self.store_event(event)
+                finally:
+                    self._batch.held = None
+            for shard in shards[:-1]:
+                self._checkpoint(shard)
 
     def _close_engines(self) -> None:
         with self._db_lock:

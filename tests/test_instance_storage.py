@@ -1,6 +1,7 @@
 """resources/instance_storage.py: the embedded default's Dagster storage keeps Dagster's
 files, shares them with other processes, and still lets the UI follow a running run."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 
@@ -118,3 +120,70 @@ def test_the_private_hooks_it_overrides_are_still_dagsters():
         assert callable(getattr(SqliteEventLogStorage, name)), name
     assert callable(SqliteRunStorage.connect)
     assert PooledEventLogStorage._connect is not SqliteEventLogStorage._connect  # noqa: SLF001
+
+
+RANGE = dg.StaticPartitionsDefinition([f"p{i}" for i in range(5)])
+
+
+@dg.asset(partitions_def=RANGE)
+def ranged_a() -> None:
+    pass
+
+
+@dg.asset(partitions_def=RANGE, deps=[ranged_a])
+def ranged_b() -> None:
+    pass
+
+
+RANGED_JOB = dg.Definitions(assets=[ranged_a, ranged_b], jobs=[dg.define_asset_job(
+    "ranged", selection=[ranged_a, ranged_b])]).resolve_job_def("ranged")
+RANGE_TAGS = {"dagster/asset_partition_range_start": "p0",
+              "dagster/asset_partition_range_end": "p4"}
+
+
+def index_commits(storage: PooledEventLogStorage) -> list[int]:
+    """A counter of the commits to index.db from now on."""
+    commits = [0]
+    engine = storage._engine("index")  # noqa: SLF001 - the storage under test
+    sa.event.listen(engine, "commit", lambda _conn: commits.__setitem__(0, commits[0] + 1))
+    return commits
+
+
+def planned(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, str]]:
+    return sorted((e.dagster_event.asset_key.to_user_string(), e.dagster_event.partition)
+                  for e in instance.all_logs(
+                      run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED))
+
+
+def test_a_new_runs_planned_events_are_stored_as_one_batch(home: Path):
+    with dg.DagsterInstance.get() as instance:
+        assert int(os.environ["DAGSTER_EVENT_BATCH_SIZE"]) >= 400  # set by the storage
+        commits = index_commits(instance.event_log_storage)
+        run = instance.create_run_for_job(RANGED_JOB, tags=RANGE_TAGS)
+        expected = sorted((a, f"p{i}") for a in ("ranged_a", "ranged_b") for i in range(5))
+        assert planned(instance, run.run_id) == expected
+        assert commits[0] == 1  # 10 events, ~20 commits one by one
+        # the index has them too: the UI's partition status reads it
+        assert instance.event_log_storage.get_latest_storage_id_by_partition(
+            dg.AssetKey("ranged_b"), dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+        ).keys() == {f"p{i}" for i in range(5)}
+
+
+def test_a_batch_that_fails_part_way_stores_none_of_it(home: Path,
+                                                       monkeypatch: pytest.MonkeyPatch):
+    """All or nothing, so that Dagster's fallback (each event again, on its own) writes
+    every event once."""
+    with dg.DagsterInstance.get() as instance:
+        storage = instance.event_log_storage
+        store_event, calls = storage.store_event, []
+
+        def fails_third(event):
+            calls.append(event)
+            if len(calls) == 3:
+                raise RuntimeError("disk full")
+            store_event(event)
+
+        monkeypatch.setattr(storage, "store_event", fails_third)
+        run = instance.create_run_for_job(RANGED_JOB, tags=RANGE_TAGS)
+        assert len(calls) == 3 + 10  # the batch up to the failure, then each on its own
+        assert len(planned(instance, run.run_id)) == 10  # each once: none lost, none twice
