@@ -2,18 +2,20 @@
 
 Tag names Dagster writes and reads on runs and materializations, the type of a check
 evaluation's target materialization, the per-partition check state the UI shows, and the
-latest materialization of many partitions at once.
+latest materialization of many partitions at once, and what a run materialized.
 tests/test_dagster_compat.py pins them to the installed version: an upgrade that moves or
 renames one fails there, not in a run.
 """
 
 import dagster as dg
+import sqlalchemy as sa
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData as TargetMaterialization,
 )
 from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecordStatus as CheckStatus,
 )
+from dagster._core.storage.event_log.schema import SqlEventLogStorageTable as EventLogTable
 
 TESTED_WITH = "1.13.27"  # the Dagster release these names were checked against
 
@@ -26,7 +28,7 @@ INPUT_VERSION_TAG = "dagster/input_data_version/{}"
 INPUT_POINTER_TAG = "dagster/input_event_pointer/{}"
 
 __all__ = ["CheckStatus", "TargetMaterialization", "check_passed", "check_states",
-           "latest_materialization_ids"]
+           "latest_materialization_ids", "materialized_in_run"]
 
 
 def check_states(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey,
@@ -56,3 +58,17 @@ def latest_materialization_ids(instance: dg.DagsterInstance, asset_key: dg.Asset
     never materialized are left out)."""
     return dict(instance.event_log_storage.get_latest_storage_id_by_partition(
         asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(partitions)))
+
+
+def materialized_in_run(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, str]]:
+    """(asset, partition) of every materialization the run logged, from the event log's
+    indexed columns in one query: reading the events themselves deserializes each one's
+    metadata (~0.5 s for a run of 100 documents)."""
+    table = EventLogTable
+    query = sa.select(table.c.asset_key, table.c.partition).where(
+        table.c.run_id == run_id,
+        table.c.dagster_event_type == dg.DagsterEventType.ASSET_MATERIALIZATION.value)
+    with instance.event_log_storage.index_connection() as conn:
+        rows = conn.execute(query).fetchall()
+    return [(dg.AssetKey.from_db_string(key).to_user_string(), partition)
+            for key, partition in rows]

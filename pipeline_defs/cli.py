@@ -154,6 +154,9 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="CRITICAL",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                         help="run logs to show (default: none; the summary reports failures)")
+    parser.add_argument("--no-ingest-ahead", dest="ingest_ahead", action="store_false",
+                        help="ingest every batch in this process, not the later ones in a "
+                        "helper process while this one enriches")
     _slot_wait_option(parser)
 
 
@@ -246,7 +249,8 @@ def _command(args: argparse.Namespace) -> int:
             if unknown:
                 raise SystemExit(f"docgraph: no such document partition: {', '.join(unknown)}")
             keys = args.keys or known
-        outcomes = materialize(instance, keys, args.force, args.batch_size, args.log_level)
+        outcomes = materialize(instance, keys, args.force, args.batch_size, args.log_level,
+                               args.ingest_ahead)
         print_summary(instance, outcomes)
         if line := usage_line(instance, run_launch.launched):
             print(line)

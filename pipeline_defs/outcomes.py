@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from assets.dagster_compat import check_states
+from assets.dagster_compat import check_states, materialized_in_run
 from assets.keys import GATED, success_rate_key
 from assets.upstream import latest_upstream
 from resources.errors import ErrorClass
@@ -39,18 +39,19 @@ class Outcome:
 def materialized_in(instance: dg.DagsterInstance, run_id: str) -> dict[str, set[str]]:
     """{document: assets materialized by the run}: batch steps log them one by one."""
     done: dict[str, set[str]] = {}
-    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
-        event = entry.dagster_event
-        done.setdefault(event.partition, set()).add(event.asset_key.to_user_string())
+    for asset, partition in materialized_in_run(instance, run_id):
+        done.setdefault(partition, set()).add(asset)
     return done
 
 
-def run_failures(result: dg.ExecuteInProcessResult, keys: list[str], assets: list[str]
+def run_failures(instance: dg.DagsterInstance, run_id: str, keys: list[str], assets: list[str]
                  ) -> dict[str, dict[str, StageOutcome]]:
     """{document: {asset: failed outcome}} for the documents of a run that failed: from each
     step's Failure metadata (which names the stage's assets), or, when a step crashed or the
-    run failed before any step ran, the error itself for every asset of the run."""
-    if result.success:
+    run failed before any step ran, the error itself for every asset of the run. Read from
+    the instance, so a run of another process (pipeline_defs/ingest_ahead.py) counts alike."""
+    run = instance.get_run_by_id(run_id)
+    if run is not None and run.status == dg.DagsterRunStatus.SUCCESS:
         return {}
     failures: dict[str, dict[str, StageOutcome]] = {}
 
@@ -59,12 +60,12 @@ def run_failures(result: dg.ExecuteInProcessResult, keys: list[str], assets: lis
             failures.setdefault(key, {}).setdefault(name, StageOutcome("failed", error_class,
                                                                       reason))
 
-    step_failures = result.get_step_failure_events()
+    step_failures = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
     if not step_failures:
         for key in keys:
-            fail(key, assets, ErrorClass.RUN_ERROR, f"run {result.run_id} failed; see its logs")
-    for event in step_failures:
-        data = event.step_failure_data
+            fail(key, assets, ErrorClass.RUN_ERROR, f"run {run_id} failed; see its logs")
+    for entry in step_failures:
+        data = entry.dagster_event.step_failure_data
         user = data.user_failure_data
         if user is not None and "failures" in user.metadata:
             for item in user.metadata["failures"].value:

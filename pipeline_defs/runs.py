@@ -18,7 +18,9 @@ from assets.keys import (
 )
 from assets.partitions import documents_partitions
 from assets.upstream import latest_upstream
+from pipeline_defs import run_launch
 from pipeline_defs.definitions import defs
+from pipeline_defs.ingest_ahead import IngestAhead
 from pipeline_defs.jobs import CHAIN_JOBS
 from pipeline_defs.outcomes import (
     Outcome,
@@ -73,11 +75,13 @@ def ensure_pools(instance: dg.DagsterInstance) -> None:
 def materialize(
     instance: dg.DagsterInstance, keys: list[str], force: bool = False,
     batch_size: int = DOCUMENTS_PER_RUN, log_level: str = "CRITICAL",
+    ingest_ahead: bool = True,
 ) -> list[Outcome]:
     """Run the chain's jobs in-process, in order, over the `keys` that need them, from
     each document's first stale step, batched into ranges like a backfill (a document is
     not given to a job that needs what failed for it), then rebuild the theme catalog if
-    anything changed."""
+    anything changed. With `ingest_ahead`, batches after the first are ingested by a
+    helper process while this one enriches (pipeline_defs/ingest_ahead.py)."""
     jobs = chain_jobs()
     first = {}
     for key in keys:
@@ -94,28 +98,44 @@ def materialize(
     failed: dict[str, dict[str, StageOutcome]] = {}
     needs = {job: {d.asset_key.to_user_string() for k in CHAIN_JOBS[job] for d in SPECS[k].deps}
              for job in jobs}
-    for outer in partition_batches(ordered, todo, batch_size):
-        for index, job in enumerate(jobs):
-            wanted = [k for k in outer
-                      if first[k] <= index and not needs[job] & set(failed.get(k, {}))]
-            for batch in partition_batches(ordered, wanted, batch_size):
-                result = launch(
-                    instance, defs.resolve_job_def(job), raise_on_error=False,
-                    tags={RANGE_START_TAG: batch[0], RANGE_END_TAG: batch[-1]},
-                    run_config=_quiet(log_level),
-                )
-                for key, assets in materialized_in(instance, result.run_id).items():
-                    done.setdefault(key, set()).update(assets)
-                assets = [k.to_user_string() for k in CHAIN_JOBS[job]]
-                for key, stages in run_failures(result, batch, assets).items():
-                    for name, stage in stages.items():
-                        failed.setdefault(key, {}).setdefault(name, stage)
+    run_config = _quiet(log_level)
+    outer_batches = partition_batches(ordered, todo, batch_size)
+    # ingestion is the first job and needs nothing another job makes: known up front
+    later = [batch for outer in outer_batches[1:] for batch in partition_batches(
+        ordered, [k for k in outer if first[k] == 0], batch_size)]
+    ahead = (IngestAhead(instance, later, run_config, run_launch.settings.actor)
+             if ingest_ahead and later and not instance.is_ephemeral else None)
+    try:
+        for number, outer in enumerate(outer_batches):
+            for index, job in enumerate(jobs):
+                wanted = [k for k in outer
+                          if first[k] <= index and not needs[job] & set(failed.get(k, {}))]
+                for batch in partition_batches(ordered, wanted, batch_size):
+                    run_id = ahead.next_run_id() if ahead and number and not index else None
+                    run_id = run_id or launch_batch(instance, job, batch, run_config).run_id
+                    for key, assets in materialized_in(instance, run_id).items():
+                        done.setdefault(key, set()).update(assets)
+                    assets = [k.to_user_string() for k in CHAIN_JOBS[job]]
+                    for key, stages in run_failures(instance, run_id, batch, assets).items():
+                        for name, stage in stages.items():
+                            failed.setdefault(key, {}).setdefault(name, stage)
+    finally:
+        if ahead:
+            ahead.close()
     if todo or catalog_outdated(instance, defs.resources["store"], registry()):
         rebuild_catalog(instance, log_level)
     gates = gate_states(instance, chain, todo)
     return [outcome(key, stage_outcomes(instance, key, chain, done.get(key, set()),
                                         failed.get(key, {}), gates[key]))
             if key in gates else Outcome(key, "up-to-date", {}) for key in keys]
+
+
+def launch_batch(instance: dg.DagsterInstance, job: str, batch: list[str], run_config: dict
+                 ) -> dg.ExecuteInProcessResult:
+    """One run of `job` over the range batch[0]..batch[-1]."""
+    return launch(instance, defs.resolve_job_def(job), raise_on_error=False,
+                  tags={RANGE_START_TAG: batch[0], RANGE_END_TAG: batch[-1]},
+                  run_config=run_config)
 
 
 def rebuild_catalog(instance: dg.DagsterInstance, log_level: str = "CRITICAL") -> None:

@@ -61,3 +61,25 @@ def test_latest_materialization_ids_are_each_partitions_newest(instance):
         p: record.storage_id for p, record in newest.items()}
     assert compat.latest_materialization_ids(instance, key, ["b"]) == {
         "b": newest["b"].storage_id}
+
+
+@dg.asset(partitions_def=dg.StaticPartitionsDefinition(["a", "b", "c"]))
+def probe_a() -> None:
+    pass
+
+
+@dg.asset(partitions_def=dg.StaticPartitionsDefinition(["a", "b", "c"]), deps=[probe_a])
+def probe_b() -> None:
+    pass
+
+
+def test_materialized_in_run_is_what_the_runs_events_say(instance):
+    runs = [dg.materialize([probe_a, probe_b], instance=instance, partition_key=p).run_id
+            for p in ("a", "b")]
+    for run_id in runs:
+        logged = sorted((e.dagster_event.asset_key.to_user_string(), e.dagster_event.partition)
+                        for e in instance.all_logs(
+                            run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION))
+        assert len(logged) == 2
+        assert sorted(compat.materialized_in_run(instance, run_id)) == logged
+    assert compat.materialized_in_run(instance, "no-such-run") == []
