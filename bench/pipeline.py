@@ -2,6 +2,7 @@
 
     python bench/pipeline.py [--docs 200] [--latency-ms 200] [--concurrency 8,32]
                              [--profile-docs 50] [--sim-mode full|cheap] [--json PATH]
+                             [--no-ingest-ahead]
 
 What runs: generated documents (~4 KB each) go through every job the CLI runs, in order,
 in batches of 100 (`pipeline_defs.runs.materialize(instance, keys, force=True)`, in-process
@@ -158,7 +159,8 @@ def child(args: argparse.Namespace) -> dict:
         threading.setprofile(start_thread_profile)
         start_thread_profile()
     cpu0, started = os.times(), time.monotonic()
-    outcomes = runs.materialize(instance, keys, force=True, ingest_ahead=not args.profile)
+    outcomes = runs.materialize(instance, keys, force=True,
+                                ingest_ahead=args.ingest_ahead and not args.profile)
     seconds, cpu1 = time.monotonic() - started, os.times()
     if args.profile:
         threading.setprofile(None)
@@ -205,6 +207,7 @@ def run_pass(folder: Path, concurrency: int, docs: int, args: argparse.Namespace
             out = subprocess.run(
                 [sys.executable, __file__, "--child", "--folder", str(folder),
                  "--docs", str(docs), *(["--profile"] if profile else []),
+                 *([] if args.ingest_ahead else ["--no-ingest-ahead"]),
                  *(["--profile-out", str(args.profile_out / f"pipeline-c{concurrency}.pstats")]
                    if profile and args.profile_out else [])],
                 env=env, cwd=REPO, capture_output=True, text=True)
@@ -273,6 +276,8 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=200)
     parser.add_argument("--concurrency", default="8,32", help="comma-separated")
     parser.add_argument("--profile-docs", type=int, default=50, help="0: no profiled pass")
+    parser.add_argument("--no-ingest-ahead", dest="ingest_ahead", action="store_false",
+                        help="ingest every batch in the chain's process (A/B)")
     parser.add_argument("--sim-mode", choices=("full", "cheap"), default="cheap",
                         help="cheap: SimConfig.cheap_answers (the same answers, less CPU)")
     parser.add_argument("--profile-out", type=Path, help="keep the profiles (pstats) here")
