@@ -3,36 +3,43 @@
 Dagster's dynamic partitions hold only keys. The registry keeps, per key, the path of the
 source file (relative to the project root when inside it, so a moved checkout keeps
 working) and the last size/mtime/sha256 seen, so the inbox sensor hashes a file only when
-it changed. It is a small SQLite file in WAL mode: the sensor, the CLI and runs may open
-it at the same time.
+it changed. By default it is a small SQLite file in WAL mode beside the instance (the
+sensor, the CLI and runs may open it at the same time); with `DOCGRAPH_REGISTRY_URL` (or
+the resource's `url`) set to a PostgreSQL database, e.g. the instance's own, it lives
+there, so that runs on other machines find the documents. One table, the same SQL on
+both (SQLAlchemy Core; `INSERT ... ON CONFLICT` is SQLite's and PostgreSQL's alike).
 """
 
 import contextlib
 import hashlib
+import os
 import re
-import sqlite3
+import threading
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
+import sqlalchemy as sa
 
 from resources.paths import docgraph_home, project_root, resolve
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
 _SLUG_JUNK = re.compile(r"[^a-z0-9.]+")
-_SCHEMA = """
+URL_ENV = "DOCGRAPH_REGISTRY_URL"
+_SCHEMA = sa.text("""
 CREATE TABLE IF NOT EXISTS documents (
     key       TEXT PRIMARY KEY,
     path      TEXT NOT NULL UNIQUE,
     added_at  TEXT NOT NULL,
-    size      INTEGER,
-    mtime_ns  INTEGER,
+    size      BIGINT,
+    mtime_ns  BIGINT,
     sha256    TEXT
 )
-"""
+""")
 
 
 @dataclass(frozen=True)
@@ -70,12 +77,15 @@ def document_key(relative_path: str) -> str:
 class DocumentRegistry(dg.ConfigurableResource):
     """Maps document partition keys to source files.
 
-    `db_path` defaults to `<docgraph home>/registry.sqlite`, `inbox_dir` to `data/inbox`
+    `url` (a PostgreSQL database) defaults to $DOCGRAPH_REGISTRY_URL, and without one the
+    registry is the SQLite file `db_path`, by default `<docgraph home>/registry.sqlite`;
+    `inbox_dir` defaults to `data/inbox`
     in the project, `root` (what keys and stored paths are relative to) to the project
     root (resources.paths.project_root), so neither depends on the working directory.
     """
 
     db_path: str = ""
+    url: str = ""  # a SQLAlchemy URL (postgresql://...); empty: $DOCGRAPH_REGISTRY_URL or db_path
     inbox_dir: str = "data/inbox"
     root: str = ""
 
@@ -98,31 +108,30 @@ class DocumentRegistry(dg.ConfigurableResource):
         path = Path(stored)
         return path if path.is_absolute() else self.root_path() / path
 
+    def database_url(self) -> str:
+        """Where the registry is: `url`, else $DOCGRAPH_REGISTRY_URL, else the SQLite file
+        `db_path` (default <docgraph home>/registry.sqlite)."""
+        if url := self.url or os.environ.get(URL_ENV, ""):
+            return url
+        return f"sqlite:///{resolve(self.db_path, docgraph_home() / 'registry.sqlite')}"
+
     @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db_file = resolve(self.db_path, docgraph_home() / "registry.sqlite")
-        db_file.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(db_file, timeout=30)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(_SCHEMA)
-            with conn:
-                yield conn
-        finally:
-            conn.close()
+    def _db(self) -> Iterator[sa.Connection]:
+        with _engine(self.database_url()).begin() as conn:
+            yield conn
 
     # -- reads -----------------------------------------------------------------------
     def lookup(self, key: str) -> RegisteredDocument | None:
         with self._db() as conn:
-            row = conn.execute(
-                "SELECT key, path, sha256, added_at FROM documents WHERE key = ?", (key,)
-            ).fetchone()
+            row = conn.execute(sa.text(
+                "SELECT key, path, sha256, added_at FROM documents WHERE key = :key"),
+                {"key": key}).fetchone()
         return RegisteredDocument(row[0], self._absolute(row[1]), row[2], row[3]) if row else None
 
     def entries(self) -> list[RegisteredDocument]:
         with self._db() as conn:
-            rows = conn.execute(
-                "SELECT key, path, sha256, added_at FROM documents ORDER BY key").fetchall()
+            rows = conn.execute(sa.text(
+                "SELECT key, path, sha256, added_at FROM documents ORDER BY key")).fetchall()
         return [RegisteredDocument(k, self._absolute(p), s, a) for k, p, s, a in rows]
 
     # -- writes ----------------------------------------------------------------------
@@ -134,28 +143,74 @@ class DocumentRegistry(dg.ConfigurableResource):
                 registered.append(self._upsert(conn, Path(path)))
         return registered
 
-    def _upsert(self, conn: sqlite3.Connection, path: Path) -> RegisteredDocument:
+    def _upsert(self, conn: sa.Connection, path: Path) -> RegisteredDocument:
         relative = self._relative(path)
         key = document_key(relative)
         stat = path.stat()
-        row = conn.execute(
-            "SELECT size, mtime_ns, sha256 FROM documents WHERE key = ?", (key,)
+        row = conn.execute(sa.text(
+            "SELECT size, mtime_ns, sha256 FROM documents WHERE key = :key"), {"key": key}
         ).fetchone()
         if row and row[0] == stat.st_size and row[1] == stat.st_mtime_ns and row[2]:
             return RegisteredDocument(key, path.resolve(), row[2])
         sha = file_sha256(path)
-        conn.execute(
+        conn.execute(sa.text(
             "INSERT INTO documents (key, path, added_at, size, mtime_ns, sha256)"
-            " VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(key) DO UPDATE SET size=excluded.size,"
-            " mtime_ns=excluded.mtime_ns, sha256=excluded.sha256",
-            (key, relative, datetime.now(UTC).isoformat(), stat.st_size, stat.st_mtime_ns, sha),
-        )
+            " VALUES (:key, :path, :added_at, :size, :mtime_ns, :sha256)"
+            " ON CONFLICT (key) DO UPDATE SET size = excluded.size,"
+            " mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256"),
+            {"key": key, "path": relative, "added_at": datetime.now(UTC).isoformat(),
+             "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha})
         return RegisteredDocument(key, path.resolve(), sha)
 
     def remove(self, keys: Iterable[str]) -> None:
         with self._db() as conn:
-            conn.executemany("DELETE FROM documents WHERE key = ?", [(k,) for k in keys])
+            keys = [{"key": k} for k in keys]
+            if keys:
+                conn.execute(sa.text("DELETE FROM documents WHERE key = :key"), keys)
+
+
+_ENGINES_KEPT = 8  # engines (each a pool of connections) of the databases used last
+_engines: "OrderedDict[str, sa.Engine]" = OrderedDict()
+_engines_lock = threading.Lock()
+
+
+def _engine(url: str) -> sa.Engine:
+    with _engines_lock:
+        engine = _engines.pop(url, None) or _new_engine(url)
+        _engines[url] = engine
+        while len(_engines) > _ENGINES_KEPT:
+            _engines.popitem(last=False)[1].dispose()
+        return engine
+
+
+def _new_engine(url: str) -> sa.Engine:
+    """An engine with the table created. PostgreSQL through psycopg2, the driver
+    dagster-postgres uses."""
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg2://" + url.split("://", 1)[1]
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        sa.event.listen(engine, "connect",
+                        lambda dbapi, _record: dbapi.execute("PRAGMA journal_mode=WAL"))
+    else:
+        engine = sa.create_engine(url, pool_pre_ping=True)
+    with engine.begin() as conn:
+        conn.execute(_SCHEMA)
+    return engine
+
+
+def _forget_parents_engines() -> None:
+    """A forked child must not use (or close) its parent's open connections, nor wait
+    for a lock a thread of the parent held at the fork."""
+    global _engines_lock
+    _engines_lock = threading.Lock()
+    for engine in _engines.values():
+        engine.dispose(close=False)
+    _engines.clear()
+
+
+os.register_at_fork(after_in_child=_forget_parents_engines)
 
 
 def supported_files(folder: Path) -> list[Path]:

@@ -4,6 +4,7 @@
 here when pytest runs alone). It is never skipped: no server, no green run.
 """
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -75,25 +76,36 @@ def _admin(url: str, sql: str) -> None:
         conn.close()
 
 
+@contextlib.contextmanager
+def fresh_database(pg_url: str, request, purpose: str = "instance") -> Iterator[str]:
+    """A new, empty database of the real server for this test and purpose (dropped after
+    it): its SQLAlchemy URL (psycopg2: SQLAlchemy 2.1 maps a bare postgresql:// to
+    psycopg 3, and dagster-postgres ships psycopg2)."""
+    test = f"{os.getpid()}:{request.node.nodeid}:{purpose}"
+    name = "dg_" + hashlib.sha256(test.encode()).hexdigest()[:16]
+    _admin(pg_url, f"DROP DATABASE IF EXISTS {name}")
+    _admin(pg_url, f"CREATE DATABASE {name}")
+    try:
+        yield pg_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://") + \
+            f"/{name}"
+    finally:
+        _admin(pg_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
 def pg_instance(pg_url: str, tmp_path: Path, request) -> Iterator[dg.DagsterInstance]:
     """A Dagster instance on a fresh database of the real server, with our dagster.yaml."""
-    name = "dg_" + hashlib.sha256(f"{os.getpid()}:{request.node.nodeid}".encode()).hexdigest()[:16]
-    _admin(pg_url, f"DROP DATABASE IF EXISTS {name}")
-    _admin(pg_url, f"CREATE DATABASE {name}")
-    settings = yaml.safe_load((REPO / "dagster.yaml").read_text())
-    # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; dagster-postgres ships psycopg2.
-    db_url = pg_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://")
-    settings["storage"] = {"postgres": {"postgres_url": f"{db_url}/{name}"}}
-    home = tmp_path / "dagster-home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(yaml.safe_dump(settings))
-    instance = dg.DagsterInstance.from_config(str(home))
-    try:
-        yield instance
-    finally:
-        instance.dispose()
-        _admin(pg_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with fresh_database(pg_url, request) as db_url:
+        settings = yaml.safe_load((REPO / "dagster.yaml").read_text())
+        settings["storage"] = {"postgres": {"postgres_url": db_url}}
+        home = tmp_path / "dagster-home"
+        home.mkdir()
+        (home / "dagster.yaml").write_text(yaml.safe_dump(settings))
+        instance = dg.DagsterInstance.from_config(str(home))
+        try:
+            yield instance
+        finally:
+            instance.dispose()
 
 
 @pytest.fixture

@@ -1,9 +1,12 @@
 """The sample corpus through ingestion_job on a Dagster instance stored in real PostgreSQL."""
 
 import dagster as dg
+import sqlalchemy as sa
 
 from assets.ingest import sha256_text
 from pipeline_defs import cli
+from pipeline_defs.run_owner import PID_TAG
+from resources.registry import URL_ENV
 from tests.conftest import SAMPLE_DIR
 from tests.helpers import materializations, stored_chunks, stored_document
 
@@ -80,3 +83,23 @@ def test_editing_a_file_changes_only_its_own_versions(pg_instance, tmp_path):
     assert len(materializations(pg_instance, "chunks", a.key)) == 2
     assert len(materializations(pg_instance, "chunks", b.key)) == 1
     assert "again" in stored_chunks(a.key)["text"].str.cat()
+
+
+def test_the_registry_lives_in_the_instances_postgres(pg_instance: dg.DagsterInstance,
+                                                      docgraph_home, monkeypatch):
+    """What a worker on another machine needs: the documents in the shared database, not
+    in a file beside one process. Batches of 2 bring in the ingest-ahead helper, another
+    process reading the same registry."""
+    url = pg_instance.run_storage.postgres_url
+    monkeypatch.setenv(URL_ENV, url)
+    docs = cli.add(pg_instance, sorted(SAMPLE_DIR.iterdir())[:3])
+    outcomes = cli.materialize(pg_instance, [d.key for d in docs], batch_size=2)
+
+    assert [o.status for o in outcomes] == ["ok"] * 3, outcomes
+    with sa.create_engine(url).connect() as conn:
+        stored = conn.execute(sa.text("SELECT key, sha256 FROM documents ORDER BY key")).all()
+    assert stored == sorted((d.key, d.sha256) for d in docs)
+    assert not list(docgraph_home.rglob("registry.sqlite"))
+    ingested_by = {r.tags[PID_TAG] for r in pg_instance.get_runs(
+        filters=dg.RunsFilter(job_name="ingestion_job"))}
+    assert len(ingested_by) == 2  # this process and the helper, both from Postgres
