@@ -4,9 +4,10 @@
 batch of partitions in one step write through it directly (see assets/batch.py);
 `DocgraphIOManager` wraps the same store for assets that return a value.
 
-Paths go through universal-pathlib, so `base_path` can be a local folder (the default,
-`<docgraph home>/assets`) or a bucket URL (`s3://…`, `gs://…`) once the matching fsspec
-driver is installed. Local writes go to a temporary file that is renamed into place, so a
+Paths go through universal-pathlib, so `base_path` (else $DOCGRAPH_ASSETS, else
+`<docgraph home>/assets`) can be a local folder, a folder on shared storage that every
+worker mounts, or a bucket URL (`s3://…`, `gs://…`) once the matching fsspec driver is
+installed. Local writes go to a temporary file that is renamed into place, so a
 crashed step never leaves a half-written file behind.
 """
 
@@ -23,6 +24,7 @@ from upath import UPath
 
 from resources.paths import docgraph_home
 
+ASSETS_ENV = "DOCGRAPH_ASSETS"
 UNPARTITIONED = "__all__"
 _LOCAL_PROTOCOLS = ("", "file", "local")
 
@@ -31,7 +33,8 @@ class AssetStore(dg.ConfigurableResource):
     base_path: str = ""
 
     def root(self) -> UPath:
-        return UPath(self.base_path) if self.base_path else UPath(docgraph_home() / "assets")
+        base = self.base_path or os.environ.get(ASSETS_ENV, "")
+        return UPath(base) if base else UPath(docgraph_home() / "assets")
 
     def path(self, asset_key: dg.AssetKey, partition: str, kind: type) -> UPath:
         suffix = ".json" if isinstance(kind, type) and issubclass(kind, BaseModel) else ".parquet"

@@ -45,8 +45,10 @@ def docgraph_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own registry, asset storage and inbox."""
     home = tmp_path / "docgraph-home"
     monkeypatch.setenv("DOCGRAPH_HOME", str(home))
-    # a developer's graph or provider must not leak in: tests that want them set them
-    for variable in ("NEO4J_URI", "OPENAI_BASE_URL"):
+    # a developer's graph, provider or shared stores must not leak in: tests that want
+    # them set them
+    for variable in ("NEO4J_URI", "OPENAI_BASE_URL", "DOCGRAPH_ASSETS",
+                     "DOCGRAPH_REGISTRY_URL"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.chdir(REPO)
     return home

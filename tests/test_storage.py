@@ -3,6 +3,7 @@
 import dagster as dg
 import pandas as pd
 import pytest
+from upath import UPath
 
 from assets.models import Document
 from resources.storage import AssetStore, DocgraphIOManager
@@ -52,3 +53,14 @@ def test_missing_partition_names_asset_and_path(tmp_path):
     store = AssetStore(base_path=str(tmp_path))
     with pytest.raises(dg.Failure, match="chunks partition 'nope'.*materialize it first"):
         store.read(dg.AssetKey("chunks"), "nope", pd.DataFrame)
+
+
+def test_the_base_path_comes_from_the_resource_else_the_environment(tmp_path, monkeypatch,
+                                                                    docgraph_home):
+    monkeypatch.delenv("DOCGRAPH_ASSETS", raising=False)
+    assert AssetStore().root() == UPath(docgraph_home / "assets")
+    monkeypatch.setenv("DOCGRAPH_ASSETS", str(tmp_path / "shared"))
+    written = AssetStore().write(dg.AssetKey("documents"), "k", DOC)
+    assert written.path.startswith(str(tmp_path / "shared"))
+    assert AssetStore().read(dg.AssetKey("documents"), "k", Document) == DOC
+    assert AssetStore(base_path=str(tmp_path / "own")).root() == UPath(tmp_path / "own")
