@@ -1,9 +1,12 @@
 """A durable response cache: re-runs and resumed runs never pay twice.
 
-SQLite in WAL mode, so several step processes can read and write it at once. Keys are
-sha256 of everything that determines the answer (model, prompt version, messages,
-schema, parameters). Only valid responses are stored: a cached bad answer would be
-replayed forever. Swap in another store by implementing get/put.
+A SQLite file in WAL mode by default, so several step processes on one machine can read
+and write it at once; for workers on several machines, a PostgreSQL database
+(LLM_CACHE_PATH=postgresql://…, e.g. the instance's own): `open_cache` picks by the
+setting. Keys are sha256 of everything that determines the answer (model, prompt version,
+messages, schema, parameters). Only valid responses are stored: a cached bad answer would
+be replayed forever. Another store needs only get/put; a store that cannot be reached
+raises one of CACHE_ERRORS, and the engine then asks the provider (a miss, not a failure).
 """
 
 import hashlib
@@ -13,6 +16,12 @@ import threading
 import time
 from pathlib import Path
 from typing import Protocol
+
+import psycopg2
+
+CACHE_ERRORS = (sqlite3.Error, psycopg2.Error)
+_PG_TABLE = ("CREATE TABLE IF NOT EXISTS llm_responses (key TEXT PRIMARY KEY,"
+             " value TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL)")
 
 
 class Cache(Protocol):
@@ -57,3 +66,53 @@ class SQLiteCache:
 
     def __len__(self) -> int:
         return self._conn().execute("SELECT count(*) FROM responses").fetchone()[0]
+
+
+class PostgresCache:
+    """The same table in PostgreSQL; one autocommit connection per thread (the engine
+    calls it from worker threads), made (with the table, if need be) at first use and again
+    after the server dropped it: an unreachable server costs misses, not the run."""
+
+    def __init__(self, url: str):
+        self.url = url.replace("postgresql+psycopg2://", "postgresql://", 1)
+        self._local = threading.local()
+
+    def _connection(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = psycopg2.connect(self.url, connect_timeout=5)
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(_PG_TABLE)
+            self._local.conn = conn  # kept once the table is there
+        return conn
+
+    def _run(self, sql: str, params: tuple = ()) -> tuple | None:
+        conn = self._connection()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchone() if cur.description else None
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            conn.close()  # the next call connects again
+            raise
+
+    def get(self, key: str) -> dict | None:
+        row = self._run("SELECT value FROM llm_responses WHERE key = %s", (key,))
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, value: dict) -> None:
+        self._run("INSERT INTO llm_responses (key, value, created_at) VALUES (%s, %s, %s)"
+                  " ON CONFLICT (key) DO UPDATE SET value = excluded.value,"
+                  " created_at = excluded.created_at",
+                  (key, json.dumps(value, ensure_ascii=False), time.time()))
+
+    def __len__(self) -> int:
+        return self._run("SELECT count(*) FROM llm_responses")[0]
+
+
+def open_cache(location: str) -> Cache:
+    """LLM_CACHE_PATH: a postgresql:// URL, or a SQLite file's path."""
+    if location.startswith(("postgresql://", "postgresql+psycopg2://", "postgres://")):
+        return PostgresCache(location)
+    return SQLiteCache(location)

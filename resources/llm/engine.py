@@ -15,7 +15,6 @@ calls, once this answer is in): they join the same run ahead of the iterator's n
 import asyncio
 import logging
 import random
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 
@@ -25,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from resources.errors import ErrorClass
 from resources.llm.breaker import CircuitBreaker
-from resources.llm.cache import Cache, SQLiteCache, cache_key
+from resources.llm.cache import CACHE_ERRORS, Cache, cache_key, open_cache
 from resources.llm.calls import Batch, CallLoop, FormatRejected, ItemFailed
 from resources.llm.client import make_client
 from resources.llm.feed import Feed
@@ -60,7 +59,7 @@ class LLMEngine(CallLoop):
         self._transport = transport
         path = settings.resolved_cache_path()
         self.cache = cache if cache is not None else (
-            SQLiteCache(path) if use_cache and path else None
+            open_cache(path) if use_cache and path else None
         )
         self.rng = rng or random.Random()
         self.log = logger or log
@@ -273,7 +272,7 @@ class LLMEngine(CallLoop):
             return None
         try:
             return await asyncio.to_thread(self.cache.get, key)
-        except sqlite3.Error as exc:
+        except CACHE_ERRORS as exc:
             self.log.warning("response cache unavailable (%s): asking the provider", exc)
             return None
 
@@ -282,5 +281,5 @@ class LLMEngine(CallLoop):
             return
         try:
             await asyncio.to_thread(self.cache.put, key, value)
-        except sqlite3.Error as exc:
+        except CACHE_ERRORS as exc:
             self.log.warning("response cache unavailable (%s): answer not stored", exc)

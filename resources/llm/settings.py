@@ -11,7 +11,7 @@
 | LLM_MAX_ATTEMPTS | 6 | tries per request for retryable errors |
 | LLM_MAX_REPAIRS | 2 | repair turns for an answer that cannot be parsed or normalised |
 | LLM_MAX_OUTAGE_SECONDS | 300 | how long the circuit breaker holds items |
-| LLM_CACHE_PATH | <docgraph home>/llm-cache.sqlite | response cache ("off" disables it) |
+| LLM_CACHE_PATH | <docgraph home>/llm-cache.sqlite | response cache: a file, postgresql://…, off |
 | LLM_PRICES | built-in table | JSON {model: [usd per 1M input, usd per 1M output]} |
 """
 
