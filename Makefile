@@ -8,7 +8,7 @@ SIM ?= {}
 BENCH_NEO4J := env -u NEO4J_URI DOCGRAPH_NEO4J_DIR=/tmp/docgraph-neo4j-bench \
   DOCGRAPH_NEO4J_PORT=17689 DOCGRAPH_NEO4J_HTTP_PORT=17476
 
-.PHONY: install demo dev test bench simulator lint clean
+.PHONY: install demo dev prod prod-down test bench simulator lint clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,12 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -h 127.0.0.1 -p $${PORT:-3000} -w workspace.yaml
+
+prod: install
+	scripts/prod.sh up
+
+prod-down:
+	scripts/prod.sh down
 
 test: install
 	scripts/test.sh

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# The production topology on this machine: PostgreSQL for the Dagster instance (runs, event
+# logs, schedules), the document registry and the LLM response cache; the daemon with the
+# run queue (parallel runs, run monitoring, automatic run retries); the webserver.
+#
+#   scripts/prod.sh up       start what is not running (PostgreSQL from Debian packages if
+#                            missing); prints the UI's URL and the env file for the CLI
+#   scripts/prod.sh status   exit 0 if everything runs; one line per part
+#   scripts/prod.sh down     stop what up started (daemon and webserver with their runs;
+#                            PostgreSQL only if up started it); nothing is left listening
+#
+# Settings: DOCGRAPH_PROD_DIR (default <project>/.prod: instance home, docgraph home, logs,
+# pids), DOCGRAPH_PROD_DB (database, default docgraph), PORT (webserver, default 3000),
+# DOCGRAPH_MAX_RUNS (runs at once, default 4),
+# DOCGRAPH_RUN_RETRIES (automatic retries of a failed run, default 2), and scripts/postgres.sh's
+# DOCGRAPH_PG_DIR / DOCGRAPH_PG_PORT. Everything listens on 127.0.0.1. Safe to run twice.
+# To use the CLI against it: `set -a; . .prod/env; set +a; .venv/bin/docgraph materialize`.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DIR=${DOCGRAPH_PROD_DIR:-$ROOT/.prod}
+BIN=${DOCGRAPH_BIN:-$ROOT/.venv/bin}
+PORT=${PORT:-3000}
+DB=${DOCGRAPH_PROD_DB:-docgraph}
+
+log() { echo "prod.sh: $*" >&2; }
+
+alive() { [ -f "$DIR/$1.pid" ] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null; }
+
+write_config() {
+  local pg_url=$1
+  mkdir -p "$DIR/dagster" "$DIR/docgraph" "$DIR/logs"
+  cat > "$DIR/env" <<EOF
+DAGSTER_HOME=$DIR/dagster
+DOCGRAPH_HOME=$DIR/docgraph
+DOCGRAPH_PG_URL=$pg_url
+DOCGRAPH_REGISTRY_URL=$pg_url
+LLM_CACHE_PATH=$pg_url
+EOF
+  cat > "$DIR/dagster/dagster.yaml" <<EOF
+# Written by scripts/prod.sh: the production instance (edit the script, not this file).
+storage:
+  postgres:
+    postgres_url:
+      env: DOCGRAPH_PG_URL
+concurrency:
+  runs:
+    max_concurrent_runs: ${DOCGRAPH_MAX_RUNS:-4}
+  pools:
+    default_limit: 2
+    granularity: op
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  poll_interval_seconds: 30
+  free_slots_after_run_end_seconds: 60
+run_retries:
+  enabled: true
+  max_retries: ${DOCGRAPH_RUN_RETRIES:-2}
+telemetry:
+  enabled: false
+nux:
+  enabled: false
+EOF
+}
+
+ensure_database() {  # the cluster's URL -> the docgraph database's URL
+  "$BIN/python" - "$1" "$DB" <<'EOF'
+import sys
+import psycopg2
+url, name = sys.argv[1], sys.argv[2]
+conn = psycopg2.connect(url)
+conn.autocommit = True
+with conn.cursor() as cur:
+    cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+    if cur.fetchone() is None:
+        cur.execute(f"CREATE DATABASE {name}")
+# psycopg2, the driver dagster-postgres ships (SQLAlchemy maps a bare postgresql:// to psycopg 3)
+print(url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://", 1) + "/" + name)
+EOF
+}
+
+start_server() {  # name, command...: in its own session, so that down stops its children too
+  local name=$1; shift
+  if alive "$name"; then log "$name already running (pid $(cat "$DIR/$name.pid"))"; return; fi
+  (set -a; . "$DIR/env"; set +a; cd "$ROOT"
+   exec setsid "$@" >"$DIR/logs/$name.log" 2>&1 < /dev/null) &
+  echo $! > "$DIR/$name.pid"
+  log "$name started (pid $!, log $DIR/logs/$name.log)"
+}
+
+wait_ready() {
+  for _ in $(seq 1 120); do
+    if "$BIN/python" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)" \
+        "http://127.0.0.1:$PORT/server_info" 2>/dev/null; then
+      return 0
+    fi
+    alive webserver || { tail -n 30 "$DIR/logs/webserver.log" >&2; log "the webserver died"; exit 1; }
+    sleep 1
+  done
+  log "the webserver did not answer on 127.0.0.1:$PORT in 120 s"; exit 1
+}
+
+up() {
+  mkdir -p "$DIR"
+  if ! "$ROOT/scripts/postgres.sh" status >/dev/null 2>&1; then
+    "$ROOT/scripts/postgres.sh" start >/dev/null
+    touch "$DIR/started-postgres"
+  fi
+  write_config "$(ensure_database "$("$ROOT/scripts/postgres.sh" url)")"
+  start_server daemon "$BIN/dagster-daemon" run -w workspace.yaml
+  start_server webserver "$BIN/dagster-webserver" -h 127.0.0.1 -p "$PORT" -w workspace.yaml
+  wait_ready
+  log "UI on http://127.0.0.1:$PORT; for the CLI: set -a; . $DIR/env; set +a"
+}
+
+stop_server() {
+  local name=$1
+  alive "$name" || { rm -f "$DIR/$name.pid"; return 0; }
+  local pid; pid=$(cat "$DIR/$name.pid")
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
+  for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  rm -f "$DIR/$name.pid"
+  log "$name stopped"
+}
+
+down() {
+  stop_server webserver
+  stop_server daemon
+  if [ -f "$DIR/started-postgres" ]; then
+    "$ROOT/scripts/postgres.sh" stop
+    rm -f "$DIR/started-postgres"
+  fi
+}
+
+status() {
+  local ok=0
+  if "$ROOT/scripts/postgres.sh" status >/dev/null 2>&1; then echo "postgres: running"; else echo "postgres: stopped"; ok=1; fi
+  for name in daemon webserver; do
+    if alive "$name"; then echo "$name: running (pid $(cat "$DIR/$name.pid"))"; else echo "$name: stopped"; ok=1; fi
+  done
+  return $ok
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 up|status|down" >&2; exit 2 ;;
+esac
