@@ -190,7 +190,7 @@ def _new_engine(url: str) -> sa.Engine:
         url = "postgresql+psycopg2://" + url.split("://", 1)[1]
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = sa.create_engine(url, connect_args=dict(timeout=30, check_same_thread=False))
         sa.event.listen(engine, "connect",
                         lambda dbapi, _record: dbapi.execute("PRAGMA journal_mode=WAL"))
     else:
