@@ -42,7 +42,7 @@ class IngestAhead:
 
     def __init__(self, instance: dg.DagsterInstance, batches: list[list[str]],
                  run_config: dict, actor: str):
-        self._instance = instance
+        self._instance, self._actor = instance, actor
         read, write = os.pipe()
         path = os.pathsep.join(filter(None, [str(_PROJECT), os.environ.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
@@ -72,7 +72,7 @@ class IngestAhead:
             code = self._process.wait(STOP_SECONDS)
             print(f"docgraph: the ingest-ahead process ended (exit code {code}); ingesting "
                   "the remaining batches here", flush=True)
-            if line := recover(self._instance, "docgraph").line():
+            if line := recover(self._instance, self._actor).line():
                 print(line, flush=True)
         return None
 

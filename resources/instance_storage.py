@@ -32,7 +32,6 @@ them and the batching to the installed Dagster (TESTED_WITH in assets/dagster_co
 import contextlib
 import os
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 
@@ -55,22 +54,12 @@ from dagster._core.storage.sqlite_storage import (
     _schedule_directory,
 )
 
+from resources.engines import kept
+
 ENGINES_KEPT = 16  # engines (one open connection each) of the databases used last
 EVENT_BATCH_SIZE_ENV = "DAGSTER_EVENT_BATCH_SIZE"
 EVENT_BATCH_SIZE = 1000  # events per store_event_batch at most (a run of 100 documents: ~400)
 BUSY = dict(timeout=SQLITE_BUSY_TIMEOUT_SECONDS)  # sqlite3.connect's wait for a lock, as Dagster's
-
-_pooled: "weakref.WeakSet[sa.Engine]" = weakref.WeakSet()
-
-
-def _forget_parents_connections() -> None:
-    """A forked child must not use its parent's open SQLite connections."""
-    for engine in list(_pooled):
-        engine.dispose(close=False)
-
-
-os.register_at_fork(after_in_child=_forget_parents_connections)
-
 
 def pooled_engine(conn_string: str, **connect_args) -> sa.Engine:
     """An engine that keeps one SQLite connection open and opens more when threads need
@@ -78,8 +67,7 @@ def pooled_engine(conn_string: str, **connect_args) -> sa.Engine:
     engine = sa.create_engine(conn_string, pool_size=1, max_overflow=-1,
                               connect_args={"check_same_thread": False, **connect_args})
     sa.event.listen(engine, "connect", _sync_at_checkpoints)
-    _pooled.add(engine)
-    return engine
+    return kept(engine)
 
 
 def _sync_at_checkpoints(connection, _record) -> None:

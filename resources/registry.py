@@ -11,12 +11,11 @@ both (SQLAlchemy Core; `INSERT ... ON CONFLICT` is SQLite's and PostgreSQL's ali
 """
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
-import threading
 import unicodedata
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from pathlib import Path
 import dagster as dg
 import sqlalchemy as sa
 
+from resources.engines import kept, sqlalchemy_url
 from resources.paths import docgraph_home, project_root, resolve
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
@@ -169,48 +169,20 @@ class DocumentRegistry(dg.ConfigurableResource):
                 conn.execute(sa.text("DELETE FROM documents WHERE key = :key"), keys)
 
 
-_ENGINES_KEPT = 8  # engines (each a pool of connections) of the databases used last
-_engines: "OrderedDict[str, sa.Engine]" = OrderedDict()
-_engines_lock = threading.Lock()
-
-
+@functools.lru_cache(maxsize=8)  # the databases used last; the others' engines close
 def _engine(url: str) -> sa.Engine:
-    with _engines_lock:
-        engine = _engines.pop(url, None) or _new_engine(url)
-        _engines[url] = engine
-        while len(_engines) > _ENGINES_KEPT:
-            _engines.popitem(last=False)[1].dispose()
-        return engine
-
-
-def _new_engine(url: str) -> sa.Engine:
-    """An engine with the table created. PostgreSQL through psycopg2, the driver
-    dagster-postgres uses."""
-    if url.startswith(("postgresql://", "postgres://")):
-        url = "postgresql+psycopg2://" + url.split("://", 1)[1]
+    """An engine (a pool of connections) with the table created."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args=dict(timeout=30, check_same_thread=False))
         sa.event.listen(engine, "connect",
                         lambda dbapi, _record: dbapi.execute("PRAGMA journal_mode=WAL"))
     else:
-        engine = sa.create_engine(url, pool_pre_ping=True)
-    with engine.begin() as conn:
+        engine = sa.create_engine(sqlalchemy_url(url), pool_pre_ping=True)
+    # PostgreSQL: another thread or process may create it at the same moment
+    with contextlib.suppress(sa.exc.IntegrityError), engine.begin() as conn:
         conn.execute(_SCHEMA)
-    return engine
-
-
-def _forget_parents_engines() -> None:
-    """A forked child must not use (or close) its parent's open connections, nor wait
-    for a lock a thread of the parent held at the fork."""
-    global _engines_lock
-    _engines_lock = threading.Lock()
-    for engine in _engines.values():
-        engine.dispose(close=False)
-    _engines.clear()
-
-
-os.register_at_fork(after_in_child=_forget_parents_engines)
+    return kept(engine)
 
 
 def supported_files(folder: Path) -> list[Path]:

@@ -65,9 +65,10 @@ EOF
 }
 
 ensure_database() {  # the cluster's URL -> the docgraph database's URL
-  "$BIN/python" - "$1" "$DB" <<'EOF'
+  PYTHONPATH=$ROOT "$BIN/python" - "$1" "$DB" <<'EOF'
 import sys
 import psycopg2
+from resources.engines import sqlalchemy_url
 url, name = sys.argv[1], sys.argv[2]
 conn = psycopg2.connect(url)
 conn.autocommit = True
@@ -75,8 +76,7 @@ with conn.cursor() as cur:
     cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
     if cur.fetchone() is None:
         cur.execute(f"CREATE DATABASE {name}")
-# psycopg2, the driver dagster-postgres ships (SQLAlchemy maps a bare postgresql:// to psycopg 3)
-print(url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://", 1) + "/" + name)
+print(sqlalchemy_url(url.rsplit("/", 1)[0] + "/" + name))
 EOF
 }
 

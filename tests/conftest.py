@@ -17,6 +17,7 @@ import psycopg2
 import pytest
 import yaml
 
+from resources.engines import sqlalchemy_url
 from resources.neo4j import Neo4jSettings, delete_all, drop_schema
 from resources.neo4j.exclusive import exclusive_use
 
@@ -81,15 +82,13 @@ def _admin(url: str, sql: str) -> None:
 @contextlib.contextmanager
 def fresh_database(pg_url: str, request, purpose: str = "instance") -> Iterator[str]:
     """A new, empty database of the real server for this test and purpose (dropped after
-    it): its SQLAlchemy URL (psycopg2: SQLAlchemy 2.1 maps a bare postgresql:// to
-    psycopg 3, and dagster-postgres ships psycopg2)."""
+    it): its SQLAlchemy URL."""
     test = f"{os.getpid()}:{request.node.nodeid}:{purpose}"
     name = "dg_" + hashlib.sha256(test.encode()).hexdigest()[:16]
     _admin(pg_url, f"DROP DATABASE IF EXISTS {name}")
     _admin(pg_url, f"CREATE DATABASE {name}")
     try:
-        yield pg_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://") + \
-            f"/{name}"
+        yield sqlalchemy_url(f"{pg_url.rsplit('/', 1)[0]}/{name}")
     finally:
         _admin(pg_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 

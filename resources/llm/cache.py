@@ -9,6 +9,7 @@ be replayed forever. Another store needs only get/put; a store that cannot be re
 raises one of CACHE_ERRORS, and the engine then asks the provider (a miss, not a failure).
 """
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Protocol
 
 import psycopg2
+
+from resources.engines import is_postgres, libpq_url
 
 CACHE_ERRORS = (sqlite3.Error, psycopg2.Error)
 _PG_TABLE = ("CREATE TABLE IF NOT EXISTS llm_responses (key TEXT PRIMARY KEY,"
@@ -74,7 +77,7 @@ class PostgresCache:
     after the server dropped it: an unreachable server costs misses, not the run."""
 
     def __init__(self, url: str):
-        self.url = url.replace("postgresql+psycopg2://", "postgresql://", 1)
+        self.url = libpq_url(url)
         self._local = threading.local()
 
     def _connection(self):
@@ -82,7 +85,8 @@ class PostgresCache:
         if conn is None or conn.closed:
             conn = psycopg2.connect(self.url, connect_timeout=5)
             conn.autocommit = True
-            with conn.cursor() as cur:
+            # another thread or process may create it at the same moment
+            with conn.cursor() as cur, contextlib.suppress(psycopg2.errors.UniqueViolation):
                 cur.execute(_PG_TABLE)
             self._local.conn = conn  # kept once the table is there
         return conn
@@ -113,6 +117,6 @@ class PostgresCache:
 
 def open_cache(location: str) -> Cache:
     """LLM_CACHE_PATH: a postgresql:// URL, or a SQLite file's path."""
-    if location.startswith(("postgresql://", "postgresql+psycopg2://", "postgres://")):
+    if is_postgres(location):
         return PostgresCache(location)
     return SQLiteCache(location)
