@@ -68,8 +68,9 @@ def plan_changes(new: dict[str, Contribution | None], held: dict[str, Held]) -> 
                            "title": c.document.title} for c in written),
                          key=lambda d: d["key"]),
         chunks=sorted((row for c in written for row in c.chunks), key=lambda r: r["id"]),
-        entities=_merged_entities(written),
-        relationships=sorted((row for c in written for row in c.relationships),
+        entities=_merged_entities(written, held),
+        relationships=sorted((row for c in written for row in c.relationships
+                              if relationship_id(row) not in held[c.document.key].relationships),
                              key=relationship_id),
         stale_relationships=sorted(stale["relationships"],
                                    key=lambda r: (relationship_id(r), r["document_key"])),
@@ -96,23 +97,30 @@ def _check_chunks_are_their_own(written: list[Contribution]) -> None:
                                           f"{other!r} and {contribution.document.key!r}")
 
 
-def _merged_entities(written: list[Contribution]) -> list[dict]:
-    given: dict[str, list[dict]] = defaultdict(list)
+def _merged_entities(written: list[Contribution], held: dict[str, Held]) -> list[dict]:
+    given: dict[str, list[tuple[dict, Held]]] = defaultdict(list)
     for contribution in written:
         for entity in contribution.entities:
-            given[entity["key"]].append(entity)
+            given[entity["key"]].append((entity, held[contribution.document.key]))
     rows = []
     for key in sorted(given):
-        rows_of_key = given[key]
+        rows_of_key = [e for e, _ in given[key]]
+        mentions: dict[str, list[dict]] = {"new_mentions": [], "held_mentions": []}
+        for entity, current in given[key]:
+            for chunk in entity["chunk_ids"]:
+                # One the document held is merged (its spelling may change); a new one is
+                # created: only its document's writer writes a mention from its chunk.
+                mentions["held_mentions" if (chunk, key) in current.mentions
+                         else "new_mentions"].append(
+                    {"chunk_id": chunk, "name": entity["name"], "type": entity["type"],
+                     "aliases": entity["aliases"]})
         rows.append({
             "key": key,
             "name": min(e["name"] for e in rows_of_key),
             "type": min((e["type"] for e in rows_of_key), key=TYPE_RANK.__getitem__),
             "aliases": sorted({a for e in rows_of_key for a in (*e["aliases"], e["name"])}),
-            "mentions": sorted(
-                ({"chunk_id": chunk, "name": e["name"], "type": e["type"],
-                  "aliases": e["aliases"]} for e in rows_of_key for chunk in e["chunk_ids"]),
-                key=lambda m: m["chunk_id"]),
+            **{kind: sorted(rows, key=lambda m: m["chunk_id"])
+               for kind, rows in mentions.items()},
         })
     return rows
 
@@ -142,4 +150,4 @@ def _stale(current: Held, new: Contribution | None, stale: dict[str, list]) -> N
 
 def mention_count(entity_rows: list[dict]) -> int:
     """The mentions a batch of entity rows writes (what the statement must report)."""
-    return sum(len(row["mentions"]) for row in entity_rows)
+    return sum(len(row["new_mentions"]) + len(row["held_mentions"]) for row in entity_rows)

@@ -110,14 +110,25 @@ CALL (e, row, old_name) {{
 }}
 SET e.aliases = aliases
 WITH e, row
-UNWIND row.mentions AS mention
-MATCH (c:Chunk {{id: mention.chunk_id}})
-MERGE (c)-[m:MENTIONS]->(e)
-// Unchanged mentions (a re-run) are not rewritten: a quarter of a rewrite's entity step.
-FOREACH (_ IN CASE WHEN m.name IS NULL OR m.name <> mention.name OR m.type <> mention.type
-                    OR m.aliases <> mention.aliases THEN [1] ELSE [] END |
-  SET m.name = mention.name, m.type = mention.type, m.aliases = mention.aliases)
-RETURN count(*) AS written
+// A mention the document did not hold is created (nothing to match); one it held keeps
+// its relationship, rewritten only if its spelling changed (a re-run rewrites nothing).
+CALL (e, row) {{
+  UNWIND row.new_mentions AS mention
+  MATCH (c:Chunk {{id: mention.chunk_id}})
+  CREATE (c)-[:MENTIONS {{name: mention.name, type: mention.type,
+                          aliases: mention.aliases}}]->(e)
+  RETURN count(*) AS created
+}}
+CALL (e, row) {{
+  UNWIND row.held_mentions AS mention
+  MATCH (c:Chunk {{id: mention.chunk_id}})
+  MERGE (c)-[m:MENTIONS]->(e)
+  FOREACH (_ IN CASE WHEN m.name IS NULL OR m.name <> mention.name OR m.type <> mention.type
+                      OR m.aliases <> mention.aliases THEN [1] ELSE [] END |
+    SET m.name = mention.name, m.type = mention.type, m.aliases = mention.aliases)
+  RETURN count(*) AS kept
+}}
+RETURN sum(created + kept) AS written
 """
 
 # After a document's mentions are gone, what the entities it mentioned still are, from the
@@ -154,20 +165,19 @@ SET e.aliases = aliases
 RETURN count(*) AS refreshed
 """
 
-# A relationship is (source, type, target, chunk_id); the chunk implies the document. The
-# MERGE pattern names chunk_id only: with document_key in it, Neo4j 5.26 plans the MERGE
-# as a scan of the document_key index (every relationship of the type, per row: quadratic)
-# instead of expanding between the two bound nodes. The type is dynamic (`$(…)`, Neo4j
-# 5.26), a fifth faster than one FOREACH branch per type (bench on 50,000 rows), and held
-# to the allowlist here too: a row outside it is not written, so the batch's count check
-# (store.py) rolls the batch back.
-MERGE_RELATIONSHIPS = f"""
+# A relationship is (source, type, target, chunk_id); the chunk implies the document, so
+# only its document's writer ever writes it, and a relationship the document did not hold
+# before the write is created, not merged (no search among a hub entity's relationships;
+# one it held is left as it is: it has no other property). The type is dynamic (`$(…)`,
+# Neo4j 5.26), a fifth faster than one FOREACH branch per type (bench on 50,000 rows), and
+# held to the allowlist here too: a row outside it is not written, so the batch's count
+# check (store.py) rolls the batch back.
+CREATE_RELATIONSHIPS = f"""
 UNWIND $rows AS row
 WITH row WHERE row.type IN [{", ".join(f"'{r}'" for r in RELATION_TYPES)}]
 MATCH (s:Entity {{key: row.source_key}})
 MATCH (t:Entity {{key: row.target_key}})
-MERGE (s)-[r:$(row.type) {{chunk_id: row.chunk_id}}]->(t)
-ON CREATE SET r.document_key = row.document_key
+CREATE (s)-[:$(row.type) {{chunk_id: row.chunk_id, document_key: row.document_key}}]->(t)
 RETURN count(*) AS written
 """
 

@@ -124,7 +124,7 @@ class GraphWriter:
             write("chunks", cypher.UPSERT_CHUNKS, plan.chunks, expect=len)
             write("entities", cypher.UPSERT_ENTITIES_WITH_MENTIONS, plan.entities,
                   expect=mention_count, type_rank=TYPE_RANK)
-            write("relationships", cypher.MERGE_RELATIONSHIPS, plan.relationships, expect=len)
+            write("relationships", cypher.CREATE_RELATIONSHIPS, plan.relationships, expect=len)
             write("stale_relationships", cypher.DELETE_RELATIONSHIPS, plan.stale_relationships)
             write("stale_mentions", cypher.DELETE_MENTIONS, plan.stale_mentions)
             write("stale_chunks", cypher.DELETE_CHUNKS, plan.stale_chunks)
