@@ -143,6 +143,10 @@ class EnrichmentStream:
             f"{metrics.succeeded} ok, {metrics.failed} failed {metrics.failed_by_class}, "
             f"{metrics.cache_hits} cached, {metrics.http_calls} HTTP calls, peak concurrency "
             f"{metrics.peak_concurrency}, {metrics.wall_seconds:.1f} s")
+        if metrics.budget_fallback_calls:
+            self.context.log.warning(
+                f"enrichment: {metrics.budget_fallback_calls} LLM calls were paced on an equal "
+                "share of the budget: the shared budget (LLM_BUDGET_URL) could not be reached")
         return self.failures
 
     # -- the stream ------------------------------------------------------------------------

@@ -65,7 +65,8 @@ def document_metrics(results: list[ItemResult], provider: str, model: str,
         recorder.add(result)
     snapshot = recorder.snapshot(provider=provider, model=model, peak=0, limit=0, wall=seconds)
     metadata = metrics_metadata(snapshot)
-    del metadata["peak_concurrency"]  # a property of the step's stream, logged by the step
+    for stream_wide in ("peak_concurrency", "budget_fallback_calls"):
+        del metadata[stream_wide]  # properties of the step's stream, logged by the step
     return metadata
 
 

@@ -36,6 +36,7 @@ DOCGRAPH_HOME=$DIR/docgraph
 DOCGRAPH_PG_URL=$pg_url
 DOCGRAPH_REGISTRY_URL=$pg_url
 LLM_CACHE_PATH=$pg_url
+LLM_BUDGET_URL=$pg_url
 EOF
   cat > "$DIR/dagster/dagster.yaml" <<EOF
 # Written by scripts/prod.sh: the production instance (edit the script, not this file).

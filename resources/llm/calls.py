@@ -83,9 +83,14 @@ class CallLoop:
             settled = False
             try:
                 async with batch.gate.slot():
-                    wait = self.throttle.reserve(estimate, time.monotonic())
-                    if wait > 0:
-                        await asyncio.sleep(wait)
+                    wait = await self.throttle.reserve(estimate, time.monotonic())
+                    try:
+                        if wait > 0:
+                            await asyncio.sleep(wait)
+                    except asyncio.CancelledError:  # never sent: the budget gets it back
+                        self.throttle.release(estimate, time.monotonic())
+                        raise
+                    self.throttle.sent(estimate)
                     call.http_calls += 1
                     sent = time.monotonic()
                     try:

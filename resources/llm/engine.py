@@ -33,8 +33,8 @@ from resources.llm.items import ChatItem, EmbedItem, ItemAccount, ItemResult
 from resources.llm.limits import AIMDLimit, ConcurrencyGate
 from resources.llm.metrics import BatchMetrics
 from resources.llm.settings import LLMSettings
+from resources.llm.shared_budget import throttle_for
 from resources.llm.structured import answer_text, parse, repair_turn, response_format, short
-from resources.llm.throttle import Throttle
 from resources.tokenizer import get_tokenizer
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class LLMEngine(CallLoop):
             cooldown=settings.breaker_cooldown_seconds,
             max_cooldown=max(settings.breaker_cooldown_seconds, settings.backoff_cap_seconds),
         )
-        self.throttle = Throttle(settings, self.rng, time.monotonic())
+        self.throttle = throttle_for(settings, self.rng, time.monotonic())
         # per model: the response_format that works (shared by a step's engines)
         self.formats = FormatModes(self.log, learned_formats)
         self._client: openai.AsyncOpenAI | None = None
@@ -96,6 +96,7 @@ class LLMEngine(CallLoop):
         return self._client
 
     async def aclose(self) -> None:
+        self.throttle.close()
         if self._client is not None:
             await self._client.close()
             self._client, self._loop = None, None
@@ -127,6 +128,7 @@ class LLMEngine(CallLoop):
         batch.gate.cap = lambda: self.throttle.useful_concurrency(batch.latency)
         feed: Feed[ChatItem | EmbedItem] = Feed(items)
         started = time.monotonic()
+        fallbacks_before = self.throttle.fallback_calls
 
         async def worker() -> None:
             while (item := await feed.take()) is not None:
@@ -144,6 +146,7 @@ class LLMEngine(CallLoop):
             peak=batch.gate.peak,
             limit=batch.gate.limit(),
             wall=time.monotonic() - started,
+            budget_fallback_calls=self.throttle.fallback_calls - fallbacks_before,
         )
 
     async def run_all(self, items: Iterable[ChatItem | EmbedItem], concurrency: int | None = None

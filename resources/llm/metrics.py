@@ -41,6 +41,8 @@ class BatchMetrics(BaseModel):
     normalised: dict[str, int] = {}  # values brought into the schema, per field
     format_rejected: int = 0  # 400s to a response_format (included in http_calls)
     response_format_modes: dict[str, int] = {}  # items answered per response_format mode
+    # calls paced on an equal share because the shared budget could not be reached
+    budget_fallback_calls: int = 0
 
     @model_validator(mode="after")
     def _accounts(self) -> "BatchMetrics":
@@ -109,7 +111,7 @@ class MetricsRecorder:
             self.cost_usd = None if result.cost_usd is None else self.cost_usd + result.cost_usd
 
     def snapshot(self, *, provider: str, model: str, peak: int, limit: int,
-                 wall: float) -> BatchMetrics:
+                 wall: float, budget_fallback_calls: int = 0) -> BatchMetrics:
         lat = sorted(self.latencies)
 
         def pct(q: float) -> float | None:
@@ -143,4 +145,5 @@ class MetricsRecorder:
             normalised=dict(sorted(self.normalised.items())),
             format_rejected=self.format_rejected,
             response_format_modes=dict(sorted(self.modes.items())),
+            budget_fallback_calls=budget_fallback_calls,
         )

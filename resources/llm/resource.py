@@ -77,4 +77,6 @@ def metrics_metadata(metrics: BatchMetrics) -> dict[str, dg.MetadataValue]:
         # 400s to a response_format the server does not take, and the modes that answered
         "structured_fallbacks": dg.MetadataValue.int(metrics.format_rejected),
         "response_format_mode": dg.MetadataValue.json(metrics.response_format_modes),
+        # calls paced on an equal share while the shared LLM budget could not be reached
+        "budget_fallback_calls": dg.MetadataValue.int(metrics.budget_fallback_calls),
     }

@@ -11,6 +11,8 @@
 | LLM_MAX_ATTEMPTS | 6 | tries per request for retryable errors |
 | LLM_MAX_REPAIRS | 2 | repair turns for an answer that cannot be parsed or normalised |
 | LLM_MAX_OUTAGE_SECONDS | 300 | how long the circuit breaker holds items |
+| LLM_BUDGET_URL | (unset: per process) | postgresql://…: one RPM/TPM budget for all processes |
+| LLM_BUDGET_FALLBACK_SHARE | 4 | processes assumed if that database was never reached |
 | LLM_CACHE_PATH | <docgraph home>/llm-cache.sqlite | response cache: a file, postgresql://…, off |
 | LLM_PRICES | built-in table | JSON {model: [usd per 1M input, usd per 1M output]} |
 """
@@ -47,6 +49,8 @@ _ENV = {
     "max_repairs": "LLM_MAX_REPAIRS",
     "max_outage_seconds": "LLM_MAX_OUTAGE_SECONDS",
     "cache_path": "LLM_CACHE_PATH",
+    "budget_url": "LLM_BUDGET_URL",
+    "budget_fallback_share": "LLM_BUDGET_FALLBACK_SHARE",
 }
 
 
@@ -75,6 +79,8 @@ class LLMSettings(BaseModel):
     max_outage_seconds: float = Field(300.0, ge=0)
     expected_completion_tokens: int = Field(256, ge=1)  # TPM estimate before usage is known
     cache_path: str | None = ""  # "" -> default location, None -> no cache
+    budget_url: str | None = None  # None -> the budget is this process's (throttle.py)
+    budget_fallback_share: int = Field(4, ge=1)
     prices: dict[str, tuple[float, float]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
 
     @property

@@ -1,18 +1,31 @@
-"""The engine's shared pacing: RPM/TPM budgets, the server's x-ratelimit-* headers, and
-the hold a header-less 429 puts on every caller."""
+"""The engine's pacing: RPM/TPM budgets, the server's x-ratelimit-* headers, and the hold a
+header-less 429 puts on every caller.
+
+`Budget` is the state and its rules (pure: every method takes `now`). `Throttle` keeps one
+in this process; `SharedThrottle` (resources/llm/shared_budget.py) keeps it in PostgreSQL
+for every process of a deployment and applies the same rules to it. The engine calls
+`reserve` (awaited: it may ask the database) and then `sent`, and, without waiting,
+`settle`, `follow` and `hold`.
+"""
 
 import math
 import random
+from dataclasses import dataclass
 
 from resources.llm.limits import TokenBucket, parse_reset
 from resources.llm.settings import LLMSettings
 
 
-def _bucket(per_minute: float | None, burst: float, now: float) -> TokenBucket | None:
+def bucket(per_minute: float | None, burst: float, now: float) -> TokenBucket | None:
     if not per_minute:
         return None
     rate = per_minute / 60
     return TokenBucket(rate, max(1.0, rate * burst), now)
+
+
+def token_burst(settings: LLMSettings) -> float:
+    # Token costs are lumpy (one prompt may be thousands): allow a 10 s burst of tokens.
+    return max(settings.burst_seconds, 10.0)
 
 
 def _number(value: str | None) -> float | None:
@@ -28,18 +41,73 @@ def has_ratelimit_headers(headers) -> bool:
     )
 
 
+@dataclass
+class Budget:
+    """The request and token buckets, and the hold: nobody sends before `hold_until`, and
+    the waiters spread over the following `hold_spread` seconds rather than all returning
+    at once."""
+
+    rpm: TokenBucket | None
+    tpm: TokenBucket | None
+    hold_until: float = 0.0
+    hold_spread: float = 0.0
+
+    def reserve(self, estimate: float, now: float, rng: random.Random) -> float:
+        """Seconds to wait before sending a request of `estimate` tokens (debited now)."""
+        held = self.hold_until - now
+        waits = [held + self.hold_spread * rng.random() if held > 0 else 0.0]
+        if self.rpm is not None:
+            waits.append(self.rpm.reserve(1, now))
+        if self.tpm is not None:
+            waits.append(self.tpm.reserve(estimate, now))
+        return max(waits)
+
+    def release(self, estimate: float, now: float) -> None:
+        """Give back a reservation that will not be sent."""
+        if self.rpm is not None:
+            self.rpm.settle(1, 0, now)
+        if self.tpm is not None:
+            self.tpm.settle(estimate, 0, now)
+
+    def settle(self, estimate: float, actual: float, now: float) -> None:
+        if self.tpm is not None:
+            self.tpm.settle(estimate, actual, now)
+
+    def hold(self, seconds: float, now: float) -> None:
+        self.hold_until = max(self.hold_until, now + seconds)
+        self.hold_spread = seconds
+
+    def follow(self, headers, now: float, burst_seconds: float) -> None:
+        """Adopt and follow x-ratelimit-* headers; ignore ones that don't parse."""
+        if not headers:
+            return
+        for name, unit in (("rpm", "requests"), ("tpm", "tokens")):
+            remaining = _number(headers.get(f"x-ratelimit-remaining-{unit}"))
+            if remaining is None:
+                continue
+            current = getattr(self, name)
+            if current is None:  # the server tells us its limit: adopt it
+                current = bucket(_number(headers.get(f"x-ratelimit-limit-{unit}")),
+                                 burst_seconds, now)
+                if current is None or current.rate <= 0:
+                    continue
+                setattr(self, name, current)
+            current.sync(remaining, parse_reset(headers.get(f"x-ratelimit-reset-{unit}")), now)
+
+
 class Throttle:
+    """The budget of this process alone."""
+
     def __init__(self, settings: LLMSettings, rng: random.Random, now: float):
         self.settings = settings
         self.rng = rng
-        self.rpm = _bucket(settings.rpm, settings.burst_seconds, now)
-        # Token costs are lumpy (one prompt may be thousands): allow a 10 s burst of tokens.
-        self.tpm = _bucket(settings.tpm, max(settings.burst_seconds, 10.0), now)
-        # A 429 without x-ratelimit-* headers says "everyone wait": nobody sends before
-        # hold_until, and the waiters spread over the following hold_spread seconds
-        # rather than all returning at once.
-        self.hold_until = 0.0
-        self.hold_spread = 0.0
+        self.fallback_calls = 0  # reservations paced on an equal share (SharedThrottle)
+        self.budget = Budget(bucket(settings.rpm, settings.burst_seconds, now),
+                             bucket(settings.tpm, token_burst(settings), now))
+
+    @property
+    def rpm(self) -> TokenBucket | None:
+        return self.budget.rpm
 
     def too_big(self, estimate: int) -> str | None:
         """Why a request can never be sent: larger than a minute's token budget."""
@@ -48,40 +116,26 @@ class Throttle:
                     f"LLM_TPM={self.settings.tpm:.0f} allows in a minute")
         return None
 
-    def reserve(self, estimate: int, now: float) -> float:
-        """Seconds to wait before sending a request of `estimate` tokens."""
-        held = self.hold_until - now
-        waits = [held + self.hold_spread * self.rng.random() if held > 0 else 0.0]
-        if self.rpm is not None:
-            waits.append(self.rpm.reserve(1, now))
-        if self.tpm is not None:
-            waits.append(self.tpm.reserve(estimate, now))
-        return max(waits)
+    async def reserve(self, estimate: int, now: float) -> float:
+        return self.budget.reserve(estimate, now, self.rng)
+
+    def sent(self, estimate: int) -> None:
+        """The reservation's wait is over and the request is on its way."""
+
+    def release(self, estimate: int, now: float) -> None:
+        self.budget.release(estimate, now)
 
     def settle(self, estimate: int, actual: int, now: float) -> None:
-        if self.tpm is not None:
-            self.tpm.settle(estimate, actual, now)
+        self.budget.settle(estimate, actual, now)
 
     def hold(self, seconds: float, now: float) -> None:
-        self.hold_until = max(self.hold_until, now + seconds)
-        self.hold_spread = seconds
+        self.budget.hold(seconds, now)
 
     def follow(self, headers, now: float) -> None:
-        """Adopt and follow x-ratelimit-* headers; ignore ones that don't parse."""
-        if not headers:
-            return
-        for name, unit in (("rpm", "requests"), ("tpm", "tokens")):
-            remaining = _number(headers.get(f"x-ratelimit-remaining-{unit}"))
-            if remaining is None:
-                continue
-            bucket = getattr(self, name)
-            if bucket is None:  # the server tells us its limit: adopt it
-                limit = _number(headers.get(f"x-ratelimit-limit-{unit}"))
-                if not limit or limit <= 0:
-                    continue
-                bucket = _bucket(limit, self.settings.burst_seconds, now)
-                setattr(self, name, bucket)
-            bucket.sync(remaining, parse_reset(headers.get(f"x-ratelimit-reset-{unit}")), now)
+        self.budget.follow(headers, now, self.settings.burst_seconds)
+
+    def close(self) -> None:
+        """Nothing to give back here; a SharedThrottle leaves its budget."""
 
     def useful_concurrency(self, latency: float | None) -> int | None:
         """Little's law: with the RPM budget binding, rate x latency requests in flight
