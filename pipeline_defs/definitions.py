@@ -1,3 +1,5 @@
+import os
+
 import dagster as dg
 
 from assets.catalog import theme_catalog
@@ -14,6 +16,21 @@ from resources.storage import AssetStore, DocgraphIOManager
 
 store = AssetStore()
 
+
+def executor() -> dg.ExecutorDefinition:
+    """In-process: the steps of a run share one process, so the embedded SQLite instance
+    never sees concurrent writers from one run (README, "Design"). With
+    DOCGRAPH_CELERY_BROKER (`make prod`: a PostgreSQL instance), each step runs on a Celery
+    worker; Dagster's pools still gate the steps (the executor claims their slots)."""
+    broker = os.environ.get("DOCGRAPH_CELERY_BROKER")
+    if not broker:
+        return dg.in_process_executor
+    from dagster_celery import celery_executor
+
+    return celery_executor.configured(
+        {"broker": f"{broker}/0", "backend": f"{broker}/1"}, name="celery")
+
+
 defs = dg.Definitions(
     assets=[ingestion, enrichment, neo4j_graph, theme_catalog],
     jobs=[ingestion_job, enrichment_job, graph_job, catalog_job],
@@ -26,7 +43,5 @@ defs = dg.Definitions(
         "llm": LLMResource(),
         "neo4j_db": Neo4jResource(),
     },
-    # In-process: the steps of a run share one process, so the embedded SQLite instance
-    # never sees concurrent writers from one run (README, "Design").
-    executor=dg.in_process_executor,
+    executor=executor(),
 )

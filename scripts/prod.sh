@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # The production topology on this machine: PostgreSQL for the Dagster instance (runs, event
-# logs, schedules), the document registry and the LLM response cache; the daemon with the
-# run queue (parallel runs, run monitoring, automatic run retries); the webserver.
+# logs, schedules), the document registry, the LLM response cache and the shared LLM budget;
+# the daemon with the run queue (parallel runs, run monitoring, automatic run retries); the
+# webserver; a Redis broker and N Celery workers (dagster-celery) that run the steps.
 #
-#   scripts/prod.sh up       start what is not running (PostgreSQL from Debian packages if
-#                            missing); prints the UI's URL and the env file for the CLI
+#   scripts/prod.sh up       start what is not running (PostgreSQL and Redis from Debian
+#                            packages if missing); prints the UI's URL and the CLI's env file
 #   scripts/prod.sh status   exit 0 if everything runs; one line per part
-#   scripts/prod.sh down     stop what up started (daemon and webserver with their runs;
-#                            PostgreSQL only if up started it); nothing is left listening
+#   scripts/prod.sh down     stop what up started (workers, daemon and webserver with their
+#                            runs; PostgreSQL and Redis only if up started them); nothing is
+#                            left listening
 #
 # Settings: DOCGRAPH_PROD_DIR (default <project>/.prod: instance home, docgraph home, logs,
-# pids), DOCGRAPH_PROD_DB (database, default docgraph), PORT (webserver, default 3000),
-# DOCGRAPH_MAX_RUNS (runs at once, default 4),
-# DOCGRAPH_RUN_RETRIES (automatic retries of a failed run, default 2), and scripts/postgres.sh's
-# DOCGRAPH_PG_DIR / DOCGRAPH_PG_PORT. Everything listens on 127.0.0.1. Safe to run twice.
+# pids, one working directory per worker), DOCGRAPH_PROD_DB (database, default docgraph),
+# PORT (webserver, default 3000), DOCGRAPH_MAX_RUNS (runs at once, default 4),
+# DOCGRAPH_RUN_RETRIES (automatic retries of a failed run, default 2),
+# DOCGRAPH_CELERY_WORKERS (default 2), and scripts/postgres.sh's DOCGRAPH_PG_DIR /
+# DOCGRAPH_PG_PORT and scripts/redis.sh's DOCGRAPH_REDIS_DIR / DOCGRAPH_REDIS_PORT.
+# Everything listens on 127.0.0.1. Safe to run twice.
 # To use the CLI against it: `set -a; . .prod/env; set +a; .venv/bin/docgraph materialize`.
 set -euo pipefail
 
@@ -22,14 +26,15 @@ DIR=${DOCGRAPH_PROD_DIR:-$ROOT/.prod}
 BIN=${DOCGRAPH_BIN:-$ROOT/.venv/bin}
 PORT=${PORT:-3000}
 DB=${DOCGRAPH_PROD_DB:-docgraph}
+WORKERS=${DOCGRAPH_CELERY_WORKERS:-2}
 
 log() { echo "prod.sh: $*" >&2; }
 
 alive() { [ -f "$DIR/$1.pid" ] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null; }
 
 write_config() {
-  local pg_url=$1
-  mkdir -p "$DIR/dagster" "$DIR/docgraph" "$DIR/logs"
+  local pg_url=$1 broker=$2
+  mkdir -p "$DIR/dagster" "$DIR/docgraph" "$DIR/logs" "$DIR/celery"
   cat > "$DIR/env" <<EOF
 DAGSTER_HOME=$DIR/dagster
 DOCGRAPH_HOME=$DIR/docgraph
@@ -37,6 +42,14 @@ DOCGRAPH_PG_URL=$pg_url
 DOCGRAPH_REGISTRY_URL=$pg_url
 LLM_CACHE_PATH=$pg_url
 LLM_BUDGET_URL=$pg_url
+DOCGRAPH_CELERY_BROKER=$broker
+EOF
+  # What every Celery worker reads (dagster_celery.app imports it): the broker and where
+  # results go; the only configuration the workers share besides the env file.
+  cat > "$DIR/celery/dagster_celery_config.py" <<EOF
+# Written by scripts/prod.sh.
+broker_url = "$broker/0"
+result_backend = "$broker/1"
 EOF
   cat > "$DIR/dagster/dagster.yaml" <<EOF
 # Written by scripts/prod.sh: the production instance (edit the script, not this file).
@@ -81,10 +94,10 @@ print(sqlalchemy_url(url.rsplit("/", 1)[0] + "/" + name))
 EOF
 }
 
-start_server() {  # name, command...: in its own session, so that down stops its children too
-  local name=$1; shift
+start_server() {  # name, directory, command...: in its own session, so that down stops its
+  local name=$1 cwd=$2; shift 2  # children too
   if alive "$name"; then log "$name already running (pid $(cat "$DIR/$name.pid"))"; return; fi
-  (set -a; . "$DIR/env"; set +a; cd "$ROOT"
+  (set -a; . "$DIR/env"; set +a; mkdir -p "$cwd"; cd "$cwd"
    exec setsid "$@" >"$DIR/logs/$name.log" 2>&1 < /dev/null) &
   echo $! > "$DIR/$name.pid"
   log "$name started (pid $!, log $DIR/logs/$name.log)"
@@ -108,9 +121,24 @@ up() {
     "$ROOT/scripts/postgres.sh" start >/dev/null
     touch "$DIR/started-postgres"
   fi
-  write_config "$(ensure_database "$("$ROOT/scripts/postgres.sh" url)")"
-  start_server daemon "$BIN/dagster-daemon" run -w workspace.yaml
-  start_server webserver "$BIN/dagster-webserver" -h 127.0.0.1 -p "$PORT" -w workspace.yaml
+  if ! "$ROOT/scripts/redis.sh" status >/dev/null 2>&1; then
+    "$ROOT/scripts/redis.sh" start >/dev/null
+    touch "$DIR/started-redis"
+  fi
+  write_config "$(ensure_database "$("$ROOT/scripts/postgres.sh" url)")" \
+    "$("$ROOT/scripts/redis.sh" status)"
+  # Each worker in a working directory of its own: it shares only the env file and the
+  # broker's configuration with the rest; one step at a time (a step is a batch of
+  # documents with its own concurrency inside).
+  local i
+  for i in $(seq 1 "$WORKERS"); do
+    start_server "worker-$i" "$DIR/workers/$i" env PYTHONPATH="$DIR/celery" \
+      "$BIN/celery" -A dagster_celery.app worker -n "docgraph-$i@%h" -Q dagster \
+      --concurrency 1 --prefetch-multiplier 1 --loglevel INFO
+  done
+  start_server daemon "$ROOT" "$BIN/dagster-daemon" run -w workspace.yaml
+  start_server webserver "$ROOT" "$BIN/dagster-webserver" -h 127.0.0.1 -p "$PORT" \
+    -w workspace.yaml
   wait_ready
   log "UI on http://127.0.0.1:$PORT; for the CLI: set -a; . $DIR/env; set +a"
 }
@@ -126,9 +154,20 @@ stop_server() {
   log "$name stopped"
 }
 
+workers() {  # the workers up started, by their pid files
+  local pid
+  for pid in "$DIR"/worker-*.pid; do [ -f "$pid" ] && basename "$pid" .pid; done
+}
+
 down() {
   stop_server webserver
   stop_server daemon
+  local name
+  for name in $(workers); do stop_server "$name"; done
+  if [ -f "$DIR/started-redis" ]; then
+    "$ROOT/scripts/redis.sh" stop
+    rm -f "$DIR/started-redis"
+  fi
   if [ -f "$DIR/started-postgres" ]; then
     "$ROOT/scripts/postgres.sh" stop
     rm -f "$DIR/started-postgres"
@@ -138,7 +177,9 @@ down() {
 status() {
   local ok=0
   if "$ROOT/scripts/postgres.sh" status >/dev/null 2>&1; then echo "postgres: running"; else echo "postgres: stopped"; ok=1; fi
-  for name in daemon webserver; do
+  if "$ROOT/scripts/redis.sh" status >/dev/null 2>&1; then echo "redis: running"; else echo "redis: stopped"; ok=1; fi
+  local name
+  for name in daemon webserver $(workers); do
     if alive "$name"; then echo "$name: running (pid $(cat "$DIR/$name.pid"))"; else echo "$name: stopped"; ok=1; fi
   done
   return $ok
