@@ -15,8 +15,10 @@
 # pids, one working directory per worker), DOCGRAPH_PROD_DB (database, default docgraph),
 # PORT (webserver, default 3000), DOCGRAPH_MAX_RUNS (runs at once, default 4),
 # DOCGRAPH_RUN_RETRIES (automatic retries of a failed run, default 2),
-# DOCGRAPH_CELERY_WORKERS (default 2), and scripts/postgres.sh's DOCGRAPH_PG_DIR /
-# DOCGRAPH_PG_PORT and scripts/redis.sh's DOCGRAPH_REDIS_DIR / DOCGRAPH_REDIS_PORT.
+# DOCGRAPH_CELERY_WORKERS (default 2), DOCGRAPH_CELERY_VISIBILITY_SECONDS (after how long a
+# step whose worker died is handed to another, default 1800), scripts/postgres.sh's
+# DOCGRAPH_PG_DIR / DOCGRAPH_PG_PORT and scripts/redis.sh's DOCGRAPH_REDIS_DIR /
+# DOCGRAPH_REDIS_PORT.
 # Everything listens on 127.0.0.1. Safe to run twice.
 # To use the CLI against it: `set -a; . .prod/env; set +a; .venv/bin/docgraph materialize`.
 set -euo pipefail
@@ -45,11 +47,19 @@ LLM_BUDGET_URL=$pg_url
 DOCGRAPH_CELERY_BROKER=$broker
 EOF
   # What every Celery worker reads (dagster_celery.app imports it): the broker and where
-  # results go; the only configuration the workers share besides the env file.
+  # results go; the only configuration the workers share besides the env file. A step is
+  # acknowledged when it ends, not when it starts: if its worker dies (kill -9), the
+  # worker's parent requeues it at once, or, if the whole worker died, the broker hands it
+  # to another worker once the visibility timeout has passed (longer than any step: a
+  # step still running then would be handed out twice).
   cat > "$DIR/celery/dagster_celery_config.py" <<EOF
 # Written by scripts/prod.sh.
 broker_url = "$broker/0"
 result_backend = "$broker/1"
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+broker_transport_options = {"visibility_timeout": ${DOCGRAPH_CELERY_VISIBILITY_SECONDS:-1800}}
 EOF
   cat > "$DIR/dagster/dagster.yaml" <<EOF
 # Written by scripts/prod.sh: the production instance (edit the script, not this file).

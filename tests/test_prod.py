@@ -1,11 +1,14 @@
 """scripts/prod.sh: the production topology comes up (PostgreSQL instance with the run
 queue, daemon, webserver, Redis and two Celery workers in working directories of their own;
-registry, response cache and LLM budget in PostgreSQL), twice without harm, takes a file
-from the inbox and a backfill launched as the UI launches one through the daemon, each step
-on a Celery worker, and goes down leaving nothing listening."""
+registry, response cache and LLM budget in PostgreSQL), twice without harm; takes a file
+from the inbox and a backfill launched as the UI launches one, each step on a Celery
+worker, through to Neo4j, though the worker running an enrichment step is killed with -9;
+and goes down leaving nothing listening. One topology for all of it: bringing it up and
+waiting for the daemon's sensors is most of the time."""
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -15,7 +18,11 @@ import dagster as dg
 import requests
 import sqlalchemy as sa
 
+from bench.backfill import celery_workers, launch_backfill
 from pipeline_defs.intervals import INTERVAL_VARIABLE
+from resources.neo4j import duplicate_keys
+from simulator.server import SimulatorServer
+from simulator.simulator import SimConfig
 from tests.conftest import REPO, _admin, instance_at
 from tests.daemon import SENSOR_INTERVAL_SECONDS, free_port
 
@@ -36,46 +43,56 @@ def _env_file(prod_dir: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in (prod_dir / "env").read_text().splitlines())
 
 
-LAUNCH_BACKFILL = """
-mutation($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-  }
-}"""
+def _running_step(instance: dg.DagsterInstance, step: str) -> str | None:
+    """The Celery worker running `step` now: its engine event is there, its end is not."""
+    for run in instance.get_runs(filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.STARTED])):
+        worker, ended = None, False
+        for record in instance.all_logs(run.run_id):
+            event = record.dagster_event
+            if event is None or event.step_key != step:
+                continue
+            data = event.event_specific_data
+            if event.event_type == dg.DagsterEventType.ENGINE_EVENT and data and data.metadata \
+                    and "Celery worker" in data.metadata:
+                worker = data.metadata["Celery worker"].value
+            ended |= event.event_type in (dg.DagsterEventType.STEP_SUCCESS,
+                                          dg.DagsterEventType.STEP_FAILURE)
+        if worker and not ended:
+            return worker
+    return None
 
 
-def _launch_backfill(port: int, partitions: list[str]) -> str:
-    """A backfill of the ingestion assets, as the UI's "Materialize selected" launches it."""
-    answer = requests.post(f"http://127.0.0.1:{port}/graphql", timeout=30, json={
-        "query": LAUNCH_BACKFILL, "variables": {"params": {
-            "assetSelection": [{"path": ["documents"]}, {"path": ["chunks"]}],
-            "partitionNames": partitions}}}).json()
-    launched = answer["data"]["launchPartitionBackfill"]
-    assert launched["__typename"] == "LaunchBackfillSuccess", launched
-    return launched["backfillId"]
+def _kill_a_worker_mid_enrichment(instance: dg.DagsterInstance, sim: SimulatorServer,
+                                  prod_dir: Path) -> int:
+    """Wait for an enrichment step with some of its calls answered, kill -9 its worker's
+    whole process group; the group's pid."""
+    deadline = time.monotonic() + 240
+    while (victim := _running_step(instance, "enrichment")) is None:
+        assert time.monotonic() < deadline, "no enrichment step started"
+        time.sleep(0.2)
+    started_at = sim.stats()["requests"]
+    while sim.stats()["requests"] < started_at + 10:  # some answered (and cached), not all
+        assert time.monotonic() < deadline, "the enrichment step made no call"
+        time.sleep(0.05)
+    number = victim.split("@")[0].rsplit("-", 1)[1]
+    leader = int((prod_dir / f"worker-{number}.pid").read_text())
+    os.killpg(leader, signal.SIGKILL)
+    return leader
 
 
-def _celery_workers(instance: dg.DagsterInstance) -> dict[str, set[str]]:
-    """{step key: the Celery workers that ran it}, from the runs' engine events."""
-    ran: dict[str, set[str]] = {}
-    for run in instance.get_runs():
-        for event in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
-            data = event.dagster_event.event_specific_data
-            worker = data.metadata.get("Celery worker") if data and data.metadata else None
-            if worker is not None:
-                ran.setdefault(event.step_key, set()).add(worker.value)
-    return ran
-
-
-def test_up_twice_a_document_through_the_daemon_then_down(tmp_path, pg_url, request):
+def test_up_twice_through_the_daemon_and_a_killed_worker_then_down(tmp_path, pg_url,
+                                                                    chain_graph):
     prod_dir, port, root = tmp_path / "prod", free_port(), tmp_path / "root"
     inbox = root / "data" / "inbox"
     inbox.mkdir(parents=True)
+    shutil.copytree(REPO / "data" / "sample", root / "corpus")
     database = f"dg_prod_{os.getpid()}"
+    sim = SimulatorServer(SimConfig(latency_ms=150, cheap_answers=True)).__enter__()
     env = dict(os.environ, DOCGRAPH_PROD_DIR=str(prod_dir), PORT=str(port),
                DOCGRAPH_PROD_DB=database, DOCGRAPH_ROOT=str(root),
+               OPENAI_BASE_URL=sim.base_url, OPENAI_API_KEY="test", LLM_MAX_CONCURRENCY="4",
+               DOCGRAPH_CELERY_VISIBILITY_SECONDS="10",
                **{INTERVAL_VARIABLE: str(SENSOR_INTERVAL_SECONDS)})
     try:
         up = _prod("up", env)
@@ -107,50 +124,56 @@ def test_up_twice_a_document_through_the_daemon_then_down(tmp_path, pg_url, requ
                     instance.get_daemon_heartbeats()):
                 assert time.monotonic() < deadline, instance.get_daemon_heartbeats().keys()
                 time.sleep(1)
-            # a file in the inbox: the sensor registers it (in PostgreSQL), the queue runs
-            # ingestion, automation the enrichment, each run reading the shared registry
+
+            # a file in the inbox (the sensor registers it in PostgreSQL, the queue runs
+            # it), and a backfill of the sample corpus launched through the webserver as
+            # the UI does, in two halves so that two ingestion runs are queued at once
             (inbox / "note.md").write_text("# Note\n\nPriya Raman closed ticket 42 for Acme.")
-            deadline = time.monotonic() + 240
-            while not instance.get_materialized_partitions(dg.AssetKey("chunk_metadata")):
+            added = subprocess.run([str(REPO / ".venv" / "bin" / "docgraph"), "add",
+                                    str(root / "corpus")], env={**env, **settings}, cwd=root,
+                                   capture_output=True, text=True, timeout=120)
+            assert added.returncode == 0, added.stderr
+            corpus = sorted(instance.get_dynamic_partitions("documents"))
+            assert len(corpus) >= 4
+            for half in (corpus[::2], corpus[1::2]):
+                launch_backfill(port, half)
+            leader = _kill_a_worker_mid_enrichment(instance, sim, prod_dir)
+
+            def registered() -> set[str]:  # the corpus, and the note once the sensor saw it
+                return set(instance.get_dynamic_partitions("documents"))
+
+            final = ("chunks", "chunk_metadata", "document_themes", "neo4j_graph")
+            deadline = time.monotonic() + 400
+            while len(registered()) <= len(corpus) or not all(
+                    registered() <= instance.get_materialized_partitions(dg.AssetKey(a))
+                    for a in final):
                 assert time.monotonic() < deadline, (prod_dir / "logs" / "daemon.log"
                                                      ).read_text()[-3000:]
                 time.sleep(2)
             with sa.create_engine(settings["DOCGRAPH_PG_URL"]).connect() as conn:
-                assert conn.execute(sa.text("SELECT path FROM documents")).scalars().all() \
-                    == ["data/inbox/note.md"]
+                assert "data/inbox/note.md" in conn.execute(
+                    sa.text("SELECT path FROM documents")).scalars().all()
             assert not list(prod_dir.rglob("registry.sqlite"))
             assert not list(prod_dir.rglob("llm-cache.sqlite"))
-
-            # a backfill of the sample corpus, launched through the webserver as the UI
-            # does, in two halves so that two ingestion runs are queued at once
-            corpus = root / "corpus"
-            shutil.copytree(REPO / "data" / "sample", corpus)
-            added = subprocess.run([str(REPO / ".venv" / "bin" / "docgraph"), "add",
-                                    str(corpus)], env={**env, **settings}, cwd=root,
-                                   capture_output=True, text=True, timeout=120)
-            assert added.returncode == 0, added.stderr
-            keys = sorted(set(instance.get_dynamic_partitions("documents"))
-                          - set(instance.get_materialized_partitions(dg.AssetKey("chunks"))))
-            assert len(keys) >= 4
-            for half in (keys[::2], keys[1::2]):
-                _launch_backfill(port, half)
-            deadline = time.monotonic() + 300
-            while not set(keys) <= instance.get_materialized_partitions(
-                    dg.AssetKey("chunk_metadata")):
-                assert time.monotonic() < deadline, (prod_dir / "logs" / "daemon.log"
-                                                     ).read_text()[-3000:]
-                time.sleep(2)
-            for key in keys:  # every partition's outcome, as the UI reads it
-                for asset in ("chunks", "chunk_metadata", "document_themes"):
-                    assert key in instance.get_materialized_partitions(dg.AssetKey(asset))
-            ran = _celery_workers(instance)
-            assert {"ingestion", "enrichment"} <= set(ran), ran
+            ran = celery_workers(instance)
+            assert {"ingestion", "enrichment", "neo4j_graph"} <= set(ran), ran
             assert len(set().union(*ran.values())) == 2, ran  # both workers took steps
+            assert not Path(f"/proc/{leader}").exists()
+            # the killed step ran again elsewhere: no item lost (every document through
+            # Neo4j, whose materialization is recorded only once its read-back check
+            # passed), nothing there twice, and what the dead worker had been answered
+            # came from the response cache
+            assert duplicate_keys(chain_graph) == 0
+            cached = sum(r.asset_materialization.metadata["cache_hits"].value
+                         for r in instance.fetch_materializations(dg.AssetRecordsFilter(
+                             asset_key=dg.AssetKey("chunk_metadata")), limit=1000).records)
+            assert cached > 0
             instance.dispose()
         finally:
             del os.environ["DOCGRAPH_PG_URL"]
     finally:
         down = _prod("down", env)
+        sim.__exit__()
     assert down.returncode == 0, down.stderr
     assert not _listening(port)
     for pid in pids.values():

@@ -1,0 +1,266 @@
+"""A backfill through the production topology (issue 11's benchmark; report only).
+
+    python bench/backfill.py [--docs 1000] [--workers 2] [--rpm 6000] [--max-runs 4]
+                             [--latency-ms 200] [--kb 2] [--no-graph] [--json PATH]
+
+Brings `scripts/prod.sh` up in a throwaway directory (PostgreSQL database
+docgraph_bench_backfill, emptied first; the daemon with `--max-runs` runs at once; the
+webserver; Redis and `--workers` Celery workers), generates `--docs` documents (~`--kb` KB
+each), registers them with `docgraph add`, and launches one backfill of the ingestion
+assets over all of them through the webserver's GraphQL, as the UI's "Materialize" does;
+automation takes each document on through enrichment, the graph and the catalog. The LLM is
+our simulator in its own process, enforcing `--rpm` (its cheap answer mode, `--latency-ms`
+± a quarter), with LLM_RPM = `--rpm` shared by every run through LLM_BUDGET_URL, unless
+OPENAI_BASE_URL is set (then that endpoint, with LLM_RPM as given). The graph goes to
+NEO4J_URI, else to the benchmarks' own Neo4j (scripts/neo4j.sh, emptied first), unless
+`--no-graph`.
+
+Reported: documents, materialized (every stage; with the graph, neo4j_graph too), seconds
+from the launch to the last materialization, documents/s, LLM calls/s over the whole
+backfill and sustained over the middle of the simulator's arrivals, calls per document,
+429s, Dagster overhead per document (the runs' wall time outside their steps, summed, ÷
+documents: launching run processes, handing steps to workers, recording), run launch
+latency (queued -> started, median and max), lost documents (registered, never
+materialized nor failed) and the Celery workers that ran steps.
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.chunking import make_document  # noqa: E402
+from bench.simulator_process import SimulatorProcess  # noqa: E402
+
+DATABASE = "docgraph_bench_backfill"
+STAGES = ("chunks", "chunk_metadata", "chunk_embeddings", "graph_extraction", "document_themes")
+QUIET_SECONDS = 120  # longer than the automation sensor's interval
+BENCH_NEO4J = {"DOCGRAPH_NEO4J_DIR": "/tmp/docgraph-neo4j-bench", "DOCGRAPH_NEO4J_PORT": "17689",
+               "DOCGRAPH_NEO4J_HTTP_PORT": "17476"}
+
+LAUNCH_BACKFILL = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}"""
+
+
+def launch_backfill(port: int, partitions: list[str]) -> str:
+    """A backfill of the ingestion assets, as the UI's "Materialize selected" launches it."""
+    import requests
+
+    answer = requests.post(f"http://127.0.0.1:{port}/graphql", timeout=60, json={
+        "query": LAUNCH_BACKFILL, "variables": {"params": {
+            "assetSelection": [{"path": ["documents"]}, {"path": ["chunks"]}],
+            "partitionNames": partitions}}}).json()
+    launched = answer["data"]["launchPartitionBackfill"]
+    if launched["__typename"] != "LaunchBackfillSuccess":
+        raise RuntimeError(f"the backfill was not launched: {launched}")
+    return launched["backfillId"]
+
+
+def celery_workers(instance) -> dict[str, set[str]]:
+    """{step key: the Celery workers that ran it}, from the runs' engine events."""
+    import dagster as dg
+
+    ran: dict[str, set[str]] = {}
+    for run in instance.get_runs():
+        for event in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+            data = event.dagster_event.event_specific_data
+            worker = data.metadata.get("Celery worker") if data and data.metadata else None
+            if worker is not None:
+                ran.setdefault(event.step_key, set()).add(worker.value)
+    return ran
+
+
+def prod(command: str, env: dict) -> None:
+    done = subprocess.run([str(REPO / "scripts" / "prod.sh"), command], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"prod.sh {command} failed: {done.stderr[-3000:]}")
+
+
+def fresh_database() -> None:
+    import psycopg2
+
+    url = subprocess.run([str(REPO / "scripts" / "postgres.sh"), "start"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+    conn.close()
+
+
+def materialized(instance, keys: list[str], assets: tuple[str, ...]) -> set[str]:
+    """The documents every one of `assets` materialized."""
+    import dagster as dg
+
+    done = set(keys)
+    for asset in assets:
+        done &= instance.get_materialized_partitions(dg.AssetKey(asset))
+    return done
+
+
+def run_stats(instance) -> dict:
+    """Run launch latency and the runs' wall time outside their steps."""
+    latencies, outside = [], 0.0
+    for record in instance.get_run_records():
+        stats = instance.get_run_stats(record.dagster_run.run_id)
+        if stats.start_time is None or stats.end_time is None:
+            continue
+        latencies.append(stats.start_time - record.create_timestamp.timestamp())
+        steps = instance.get_run_step_stats(record.dagster_run.run_id)
+        inside = sum((s.end_time or stats.end_time) - (s.start_time or stats.start_time)
+                     for s in steps if s.start_time)
+        outside += max(0.0, (stats.end_time - stats.start_time) - inside)
+    return {"runs": len(latencies), "outside_steps_seconds": outside,
+            "launch_latency_median_s": round(statistics.median(latencies), 2) if latencies
+            else None,
+            "launch_latency_max_s": round(max(latencies), 2) if latencies else None}
+
+
+def measure(args: argparse.Namespace) -> dict:
+    import dagster as dg
+
+    work = Path(tempfile.mkdtemp(prefix="docgraph-bench-backfill-"))
+    root, folder = work / "root", work / "root" / "docs"
+    folder.mkdir(parents=True)
+    rng = random.Random(5)
+    for i in range(args.docs):
+        (folder / f"doc-{i:05d}.md").write_text(make_document(rng, args.kb * 1000))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, DOCGRAPH_PROD_DIR=str(work / "prod"), PORT=str(port),
+               DOCGRAPH_PROD_DB=DATABASE, DOCGRAPH_ROOT=str(root),
+               DOCGRAPH_CELERY_WORKERS=str(args.workers), DOCGRAPH_MAX_RUNS=str(args.max_runs))
+    simulator = None
+    if not os.environ.get("OPENAI_BASE_URL"):
+        simulator = SimulatorProcess({"rpm": args.rpm, "latency_ms": args.latency_ms,
+                                      "latency_jitter_ms": args.latency_ms / 4,
+                                      "cheap_answers": True}).__enter__()
+        env.update(OPENAI_BASE_URL=simulator.base_url, OPENAI_API_KEY="bench",
+                   LLM_RPM=str(args.rpm))
+    neo4j_started = False
+    assets = STAGES
+    if not args.no_graph:
+        assets = (*STAGES, "neo4j_graph")
+        if not env.get("NEO4J_URI"):
+            script = [str(REPO / "scripts" / "neo4j.sh")]
+            neo4j_env = {**env, **BENCH_NEO4J}
+            neo4j_started = subprocess.run(script + ["status"], env=neo4j_env,
+                                           capture_output=True).returncode != 0
+            env["NEO4J_URI"] = subprocess.run(script + ["start"], env=neo4j_env, check=True,
+                                              capture_output=True, text=True).stdout.strip()
+        _empty_graph(env["NEO4J_URI"], env.get("NEO4J_PASSWORD", "docgraph-local"))
+    fresh_database()
+    try:
+        prod("up", env)
+        settings = dict(line.split("=", 1)
+                        for line in (work / "prod" / "env").read_text().splitlines())
+        os.environ.update(settings)
+        instance = dg.DagsterInstance.get()
+        added = subprocess.run([str(REPO / ".venv" / "bin" / "docgraph"), "add", str(folder)],
+                               env={**env, **settings}, capture_output=True, text=True)
+        if added.returncode != 0:
+            raise RuntimeError(added.stderr[-2000:])
+        keys = sorted(instance.get_dynamic_partitions("documents"))
+        started = time.time()
+        launch_backfill(port, keys)
+        deadline = time.monotonic() + args.timeout
+        quiet_since = None  # nothing running or queued since (automation may still ask)
+        while time.monotonic() < deadline:
+            done = materialized(instance, keys, assets)
+            if len(done) == len(keys):
+                break
+            quiet_since = (quiet_since or time.monotonic()) if _settled(instance) else None
+            if quiet_since and time.monotonic() - quiet_since > QUIET_SECONDS:
+                break
+            time.sleep(5)
+        last = max(r.timestamp for r in instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(assets[-1])), limit=1).records)
+        seconds = last - started
+        sim = simulator.call("/sim/stats") if simulator else None
+        runs = run_stats(instance)
+        workers = set().union(*celery_workers(instance).values())
+        instance.dispose()
+    finally:
+        prod("down", env)
+        if simulator:
+            simulator.__exit__()
+        if neo4j_started:
+            subprocess.run([str(REPO / "scripts" / "neo4j.sh"), "stop"], env={**env, **BENCH_NEO4J})
+        shutil.rmtree(work, ignore_errors=True)
+    row = {"documents": len(keys), "materialized": len(done), "seconds": round(seconds, 1),
+           "documents_per_s": round(len(done) / seconds, 2), "lost": len(keys) - len(done),
+           "workers": len(workers), "runs": runs["runs"],
+           "dagster_overhead_ms_per_document": round(
+               1000 * runs["outside_steps_seconds"] / len(keys), 1),
+           "run_launch_latency_median_s": runs["launch_latency_median_s"],
+           "run_launch_latency_max_s": runs["launch_latency_max_s"]}
+    if sim:
+        arrivals = sorted(sim["arrivals"])
+        cut = len(arrivals) // 10
+        window = arrivals[cut:len(arrivals) - cut]
+        span = window[-1] - window[0] if len(window) > 1 else 0
+        row.update(llm_calls=sim["requests"], calls_per_s=round(sim["requests"] / seconds, 1),
+                   sustained_calls_per_s=round((len(window) - 1) / span, 1) if span else None,
+                   calls_per_document=round(sim["requests"] / len(keys), 1),
+                   rate_limited=sim["by_status"].get("429", 0))
+    return row
+
+
+def _settled(instance) -> bool:
+    """No run queued or in progress, and the backfill done."""
+    import dagster as dg
+
+    active = instance.get_runs(filters=dg.RunsFilter(statuses=[
+        dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]), limit=1)
+    return not active and all(b.status.value != "REQUESTED" for b in instance.get_backfills())
+
+
+def _empty_graph(uri: str, password: str) -> None:
+    from resources.neo4j import Neo4jSettings, delete_all
+
+    with Neo4jSettings.from_env(uri=uri, password=password).driver() as driver:
+        delete_all(driver)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--docs", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rpm", type=float, default=6000)
+    parser.add_argument("--max-runs", type=int, default=4)
+    parser.add_argument("--latency-ms", type=float, default=200)
+    parser.add_argument("--kb", type=int, default=2)
+    parser.add_argument("--no-graph", action="store_true")
+    parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    row = measure(args)
+    print(" ".join(f"{k}={v}" for k, v in row.items()))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"benchmark": "backfill", "rpm": args.rpm,
+                                         "rows": [row]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
