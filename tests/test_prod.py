@@ -127,7 +127,8 @@ def test_up_twice_through_the_daemon_and_a_killed_worker_then_down(tmp_path, pg_
 
             # a file in the inbox (the sensor registers it in PostgreSQL, the queue runs
             # it), and a backfill of the sample corpus launched through the webserver as
-            # the UI does, in two halves so that two ingestion runs are queued at once
+            # the UI does, in two halves (ranges: a run each) so that two ingestion runs are
+            # queued at once
             (inbox / "note.md").write_text("# Note\n\nPriya Raman closed ticket 42 for Acme.")
             added = subprocess.run([str(REPO / ".venv" / "bin" / "docgraph"), "add",
                                     str(root / "corpus")], env={**env, **settings}, cwd=root,
@@ -135,7 +136,7 @@ def test_up_twice_through_the_daemon_and_a_killed_worker_then_down(tmp_path, pg_
             assert added.returncode == 0, added.stderr
             corpus = sorted(instance.get_dynamic_partitions("documents"))
             assert len(corpus) >= 4
-            for half in (corpus[::2], corpus[1::2]):
+            for half in (corpus[:len(corpus) // 2], corpus[len(corpus) // 2:]):
                 launch_backfill(port, half)
             leader = _kill_a_worker_mid_enrichment(instance, sim, prod_dir)
 
