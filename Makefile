@@ -53,6 +53,9 @@ bench: install
 	# their own Neo4j (they empty the database): never the one `make demo` leaves running
 	$(BENCH_NEO4J) $(BIN)/python bench/neo4j_write.py --json bench/out/neo4j_write.json
 	$(BENCH_NEO4J) $(BIN)/python bench/graph_step.py --json bench/out/graph_step.json
+	$(BIN)/python bench/shared_budget.py --json bench/out/shared_budget.json
+	# brings `make prod`'s topology up in a throwaway directory (~15 min for 1,000 documents)
+	$(BENCH_NEO4J) $(BIN)/python bench/backfill.py --json bench/out/backfill.json
 
 simulator: install
 	$(BIN)/python -m simulator.server --port $${PORT:-8765} --config '$(SIM)'

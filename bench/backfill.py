@@ -94,16 +94,21 @@ def prod(command: str, env: dict) -> None:
         raise RuntimeError(f"prod.sh {command} failed: {done.stderr[-3000:]}")
 
 
-def fresh_database() -> None:
+def fresh_database() -> bool:
+    """Drop the benchmark's database (prod.sh creates it again); True if this started the
+    PostgreSQL server (and must stop it)."""
     import psycopg2
 
-    url = subprocess.run([str(REPO / "scripts" / "postgres.sh"), "start"], capture_output=True,
-                         text=True, check=True).stdout.strip()
+    script = str(REPO / "scripts" / "postgres.sh")
+    was_running = subprocess.run([script, "status"], capture_output=True).returncode == 0
+    url = subprocess.run([script, "start"], capture_output=True, text=True,
+                         check=True).stdout.strip()
     conn = psycopg2.connect(url)
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
     conn.close()
+    return not was_running
 
 
 def materialized(instance, keys: list[str], assets: tuple[str, ...]) -> set[str]:
@@ -168,7 +173,7 @@ def measure(args: argparse.Namespace) -> dict:
             env["NEO4J_URI"] = subprocess.run(script + ["start"], env=neo4j_env, check=True,
                                               capture_output=True, text=True).stdout.strip()
         _empty_graph(env["NEO4J_URI"], env.get("NEO4J_PASSWORD", "docgraph-local"))
-    fresh_database()
+    postgres_started = fresh_database()
     try:
         prod("up", env)
         settings = dict(line.split("=", 1)
@@ -205,6 +210,8 @@ def measure(args: argparse.Namespace) -> dict:
             simulator.__exit__()
         if neo4j_started:
             subprocess.run([str(REPO / "scripts" / "neo4j.sh"), "stop"], env={**env, **BENCH_NEO4J})
+        if postgres_started:
+            subprocess.run([str(REPO / "scripts" / "postgres.sh"), "stop"])
         shutil.rmtree(work, ignore_errors=True)
     row = {"documents": len(keys), "materialized": len(done), "seconds": round(seconds, 1),
            "documents_per_s": round(len(done) / seconds, 2), "lost": len(keys) - len(done),
