@@ -73,6 +73,13 @@ def launch_backfill(port: int, partitions: list[str]) -> str:
     return launched["backfillId"]
 
 
+def celery_worker(event) -> str | None:
+    """The worker an event log entry says took its step (dagster-celery's engine event)."""
+    data = event.dagster_event.event_specific_data if event.dagster_event else None
+    worker = data.metadata.get("Celery worker") if getattr(data, "metadata", None) else None
+    return worker.value if worker is not None else None
+
+
 def celery_workers(instance) -> dict[str, set[str]]:
     """{step key: the Celery workers that ran it}, from the runs' engine events."""
     import dagster as dg
@@ -80,10 +87,8 @@ def celery_workers(instance) -> dict[str, set[str]]:
     ran: dict[str, set[str]] = {}
     for run in instance.get_runs():
         for event in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
-            data = event.dagster_event.event_specific_data
-            worker = data.metadata.get("Celery worker") if data and data.metadata else None
-            if worker is not None:
-                ran.setdefault(event.step_key, set()).add(worker.value)
+            if worker := celery_worker(event):
+                ran.setdefault(event.step_key, set()).add(worker)
     return ran
 
 

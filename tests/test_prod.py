@@ -18,7 +18,7 @@ import dagster as dg
 import requests
 import sqlalchemy as sa
 
-from bench.backfill import celery_workers, launch_backfill
+from bench.backfill import celery_worker, celery_workers, launch_backfill
 from pipeline_defs.intervals import INTERVAL_VARIABLE
 from resources.neo4j import duplicate_keys
 from simulator.server import SimulatorServer
@@ -49,15 +49,11 @@ def _running_step(instance: dg.DagsterInstance, step: str) -> str | None:
             statuses=[dg.DagsterRunStatus.STARTED])):
         worker, ended = None, False
         for record in instance.all_logs(run.run_id):
-            event = record.dagster_event
-            if event is None or event.step_key != step:
+            if record.step_key != step:
                 continue
-            data = event.event_specific_data
-            if event.event_type == dg.DagsterEventType.ENGINE_EVENT and data and data.metadata \
-                    and "Celery worker" in data.metadata:
-                worker = data.metadata["Celery worker"].value
-            ended |= event.event_type in (dg.DagsterEventType.STEP_SUCCESS,
-                                          dg.DagsterEventType.STEP_FAILURE)
+            worker = celery_worker(record) or worker
+            ended |= record.dagster_event_type in (dg.DagsterEventType.STEP_SUCCESS,
+                                                   dg.DagsterEventType.STEP_FAILURE)
         if worker and not ended:
             return worker
     return None

@@ -2,11 +2,11 @@
 
 With LLM_BUDGET_URL=postgresql://… (scripts/prod.sh sets it to the instance's database),
 every engine of every run, step and worker that talks to the same provider with the same
-models spends one budget: a row of `docgraph_llm_budget` holding the request and token
-buckets and the hold of a header-less 429. Each operation (reserve before a call; settle
-with the usage the answer reports; follow x-ratelimit-* headers; hold) locks the row, applies
-the rules of throttle.Budget to it on the database's clock, and writes it back, in one
-short transaction: the same rules as one process alone, shared.
+models spends one budget: a row of `docgraph_llm_budget` (resources/llm/budget_store.py)
+holding the request and token buckets and the hold of a header-less 429. Each operation
+(reserve before a call; settle with the usage the answer reports; follow x-ratelimit-*
+headers; hold) locks the row, applies the rules of throttle.Budget to it on the database's
+clock, and writes it back, in one short transaction: the same rules as one process alone, shared.
 
 Reservations debit at once and queue the callers in order (a level below zero is the
 queue). A process that dies with reservations still queued would leave them spent, so
@@ -32,186 +32,21 @@ hold, and none gives a dead process's reservations back.
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import psycopg2
-import psycopg2.errors
 
-from resources.engines import is_postgres, libpq_url
-from resources.llm.limits import TokenBucket
+from resources.engines import is_postgres
+from resources.llm.budget_store import LEASE_SECONDS, UNREACHABLE, BudgetStore, budget_key
 from resources.llm.settings import LLMSettings
-from resources.llm.throttle import Budget, Throttle, bucket, token_burst
+from resources.llm.throttle import Budget, Throttle, has_ratelimit_headers
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-LEASE_SECONDS = 10.0
-_UNREACHABLE = (psycopg2.OperationalError, psycopg2.InterfaceError)
-_COLUMNS = ("request_rate", "request_capacity", "request_level",
-            "token_rate", "token_capacity", "token_level", "updated", "hold_until",
-            "hold_spread")
-_TABLES = (
-    "CREATE TABLE IF NOT EXISTS docgraph_llm_budget (budget TEXT PRIMARY KEY,"
-    " request_rate DOUBLE PRECISION, request_capacity DOUBLE PRECISION,"
-    " request_level DOUBLE PRECISION, token_rate DOUBLE PRECISION,"
-    " token_capacity DOUBLE PRECISION, token_level DOUBLE PRECISION,"
-    " updated DOUBLE PRECISION NOT NULL, hold_until DOUBLE PRECISION NOT NULL,"
-    " hold_spread DOUBLE PRECISION NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS docgraph_llm_holders (holder TEXT PRIMARY KEY,"
-    " budget TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL,"
-    " queued_requests DOUBLE PRECISION NOT NULL, queued_tokens DOUBLE PRECISION NOT NULL)",
-)
-_NOW = "extract(epoch from clock_timestamp())::float8"
-
-
-def budget_key(settings: LLMSettings) -> str:
-    """One budget per provider and models: engines that share both share it."""
-    return f"{settings.provider} chat={settings.chat_model} embed={settings.embed_model}"
-
-
-def _state(row: tuple) -> Budget:
-    """The row as a Budget (its buckets at the row's `updated` time)."""
-    rr, rc, rl, tr, tc, tl, updated, hold_until, hold_spread = row
-
-    def restored(rate, capacity, level) -> TokenBucket | None:
-        if rate is None:
-            return None
-        restored_bucket = TokenBucket(rate, capacity, updated)
-        restored_bucket.level = level
-        return restored_bucket
-
-    return Budget(restored(rr, rc, rl), restored(tr, tc, tl), hold_until, hold_spread)
-
-
-def _row(budget: Budget, now: float) -> tuple:
-    values = []
-    for current in (budget.rpm, budget.tpm):
-        if current is not None:
-            current._refill(now)  # every bucket at the one `updated` time of the row
-        values += [None, None, None] if current is None else [
-            current.rate, current.capacity, current.level]
-    return (*values, now, budget.hold_until, budget.hold_spread)
-
-
-class BudgetStore:
-    """The budget's row and this engine's lease, on one connection (used by one thread)."""
-
-    def __init__(self, url: str, key: str, settings: LLMSettings,
-                 lease_seconds: float = LEASE_SECONDS):
-        self.url = libpq_url(url)
-        self.key = key
-        self.settings = settings
-        self.lease_seconds = lease_seconds
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._conn = None
-
-    def _connection(self):
-        if self._conn is None or self._conn.closed:
-            conn = psycopg2.connect(self.url, connect_timeout=5)
-            try:
-                conn.autocommit = True
-                with conn.cursor() as cur:
-                    for statement in _TABLES:  # another engine may create them at once
-                        with contextlib.suppress(psycopg2.errors.UniqueViolation):
-                            cur.execute(statement)
-                    self._join(cur)
-                conn.autocommit = False
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-        return self._conn
-
-    def _join(self, cur) -> None:
-        """The budget's row (this engine's configured limits win over the row's: the
-        newest configuration applies), and this engine's lease."""
-        cur.execute(f"SELECT {_NOW}")
-        [(now,)] = cur.fetchall()
-        fresh = Budget(bucket(self.settings.rpm, self.settings.burst_seconds, now),
-                       bucket(self.settings.tpm, token_burst(self.settings), now))
-        row = _row(fresh, now)
-        cur.execute(
-            f"INSERT INTO docgraph_llm_budget (budget, {', '.join(_COLUMNS)})"
-            f" VALUES (%s, {', '.join(['%s'] * len(_COLUMNS))}) ON CONFLICT (budget) DO UPDATE"
-            " SET request_rate = coalesce(excluded.request_rate, docgraph_llm_budget.request_rate),"
-            " request_capacity = coalesce(excluded.request_capacity,"
-            "   docgraph_llm_budget.request_capacity),"
-            " token_rate = coalesce(excluded.token_rate, docgraph_llm_budget.token_rate),"
-            " token_capacity = coalesce(excluded.token_capacity,"
-            "   docgraph_llm_budget.token_capacity),"
-            " request_level = coalesce(docgraph_llm_budget.request_level, excluded.request_level),"
-            " token_level = coalesce(docgraph_llm_budget.token_level, excluded.token_level)",
-            (self.key, *row))
-        cur.execute("INSERT INTO docgraph_llm_holders VALUES (%s, %s, %s, 0, 0)"
-                    " ON CONFLICT (holder) DO NOTHING",
-                    (self.holder, self.key, now + self.lease_seconds))
-
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[tuple[Budget, float]]:
-        """The budget as it is now (row locked), written back when the block ends."""
-        conn = self._connection()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f"SELECT {', '.join(_COLUMNS)}, {_NOW} FROM docgraph_llm_budget"
-                            " WHERE budget = %s FOR UPDATE", (self.key,))
-                *row, now = cur.fetchone()
-                budget = _state(tuple(row))
-                yield budget, now
-                cur.execute(f"UPDATE docgraph_llm_budget SET"
-                            f" {', '.join(f'{c} = %s' for c in _COLUMNS)} WHERE budget = %s",
-                            (*_row(budget, now), self.key))
-            conn.commit()
-        except _UNREACHABLE:
-            conn.close()  # the next operation connects again
-            raise
-        except BaseException:
-            if not conn.closed:
-                conn.rollback()
-            raise
-
-    def renew(self, queued_requests: float, queued_tokens: float) -> int:
-        """Renew this engine's lease with what it has queued; give the queued
-        reservations of expired leases back to the budget. The engines holding a lease."""
-        with self.locked() as (budget, now), self._conn.cursor() as cur:
-            cur.execute("UPDATE docgraph_llm_holders SET expires = %s,"
-                        " queued_requests = %s, queued_tokens = %s WHERE holder = %s",
-                        (now + self.lease_seconds, queued_requests, queued_tokens, self.holder))
-            if cur.rowcount == 0:  # given up for dead (a long pause): take a new one
-                cur.execute("INSERT INTO docgraph_llm_holders VALUES (%s, %s, %s, %s, %s)",
-                            (self.holder, self.key, now + self.lease_seconds, queued_requests,
-                             queued_tokens))
-            cur.execute("DELETE FROM docgraph_llm_holders WHERE budget = %s AND expires < %s"
-                        " RETURNING holder, queued_requests, queued_tokens", (self.key, now))
-            for holder, requests, tokens in cur.fetchall():
-                log.info("LLM budget: gave back %.0f requests and %.0f tokens queued by "
-                         "%s, whose lease expired", requests, tokens, holder)
-                _give_back(budget, requests, tokens, now)
-            cur.execute("SELECT count(*) FROM docgraph_llm_holders WHERE budget = %s",
-                        (self.key,))
-            return cur.fetchone()[0]
-
-    def leave(self, queued_requests: float, queued_tokens: float) -> None:
-        """Give back what is still queued and end the lease."""
-        with self.locked() as (budget, now):
-            _give_back(budget, queued_requests, queued_tokens, now)
-            with self._conn.cursor() as cur:
-                cur.execute("DELETE FROM docgraph_llm_holders WHERE holder = %s", (self.holder,))
-        self._conn.close()
-
-
-def _give_back(budget: Budget, requests: float, tokens: float, now: float) -> None:
-    if budget.rpm is not None and requests:
-        budget.rpm.settle(requests, 0, now)
-    if budget.tpm is not None and tokens:
-        budget.tpm.settle(tokens, 0, now)
-
 
 class SharedThrottle(Throttle):
     """Throttle whose budget is the deployment's (BudgetStore), with a local equal share
@@ -224,7 +59,6 @@ class SharedThrottle(Throttle):
         self.store = BudgetStore(settings.budget_url, budget_key(settings), settings,
                                  lease_seconds)
         self.fallback_share = settings.budget_fallback_share
-        self.lease_seconds = lease_seconds
         self.queued = [0.0, 0.0]  # requests and tokens reserved, not yet sent
         self._local: Budget | None = None  # the equal share, while the database is away
         self._holders: int | None = None
@@ -248,31 +82,26 @@ class SharedThrottle(Throttle):
             try:
                 with self.store.locked() as (budget, now):
                     return operation(budget, now)
-            except _UNREACHABLE as exc:
+            except UNREACHABLE as exc:
                 if attempt:
                     self._fall_back(exc)
         return fallback()
 
     def _fall_back(self, exc: Exception) -> None:
         share = self._holders or self.fallback_share
-        now = time.monotonic()
-        self._local = Budget(
-            bucket(self.settings.rpm and self.settings.rpm / share, self.settings.burst_seconds,
-                   now),
-            bucket(self.settings.tpm and self.settings.tpm / share, token_burst(self.settings),
-                   now))
+        self._local = Budget.configured(self.settings, time.monotonic(), share)
         log.warning("LLM budget: the shared budget at %s cannot be reached (%s): this engine "
                     "paces itself on 1/%d of LLM_RPM=%s, LLM_TPM=%s until it can",
                     self.store.url.split("@")[-1], str(exc).strip().splitlines()[0], share,
                     self.settings.rpm, self.settings.tpm)
 
     def _renew_leases(self, pool: ThreadPoolExecutor, stop: threading.Event) -> None:
-        while not stop.wait(self.lease_seconds / 3):
+        while not stop.wait(self.store.lease_seconds / 3):
             if self._local is not None and not self._reachable():
                 continue  # probed from here: the budget thread never waits on a dead server
             try:
                 pool.submit(self._renew).result()
-            except (_UNREACHABLE, RuntimeError):  # RuntimeError: the pool was shut down
+            except (UNREACHABLE, RuntimeError):  # RuntimeError: the pool was shut down
                 continue
             except Exception:  # noqa: BLE001 - the lease thread must outlive a surprise
                 log.exception("LLM budget: renewing the lease failed")
@@ -281,7 +110,7 @@ class SharedThrottle(Throttle):
         try:
             psycopg2.connect(self.store.url, connect_timeout=5).close()
             return True
-        except _UNREACHABLE:
+        except UNREACHABLE:
             return False
 
     def _renew(self) -> None:  # in the budget thread
@@ -315,7 +144,7 @@ class SharedThrottle(Throttle):
 
     def release(self, estimate: int, now: float) -> None:
         self.sent(estimate)
-        self._submit(lambda budget, at: budget.release(estimate, at))
+        self._submit(lambda budget, at: budget.release(1, estimate, at))
 
     def settle(self, estimate: int, actual: int, now: float) -> None:
         if self.budget.tpm is not None:  # configured, or adopted from headers
@@ -326,7 +155,7 @@ class SharedThrottle(Throttle):
 
     def follow(self, headers, now: float) -> None:
         super().follow(headers, now)  # the local view: useful concurrency, adopted limits
-        if headers:
+        if has_ratelimit_headers(headers):  # nothing to share otherwise: no transaction
             burst = self.settings.burst_seconds
             self._submit(lambda budget, at: budget.follow(headers, at, burst))
 

@@ -23,11 +23,6 @@ def bucket(per_minute: float | None, burst: float, now: float) -> TokenBucket | 
     return TokenBucket(rate, max(1.0, rate * burst), now)
 
 
-def token_burst(settings: LLMSettings) -> float:
-    # Token costs are lumpy (one prompt may be thousands): allow a 10 s burst of tokens.
-    return max(settings.burst_seconds, 10.0)
-
-
 def _number(value: str | None) -> float | None:
     try:
         return float(value) if value is not None else None
@@ -52,6 +47,16 @@ class Budget:
     hold_until: float = 0.0
     hold_spread: float = 0.0
 
+    @classmethod
+    def configured(cls, settings: LLMSettings, now: float, share: int = 1) -> "Budget":
+        """Full buckets of LLM_RPM / LLM_TPM (divided by `share`: one process's part)."""
+        def per_process(per_minute: float | None) -> float | None:
+            return per_minute and per_minute / share
+
+        # Token costs are lumpy (one prompt may be thousands): allow a 10 s burst of tokens.
+        return cls(bucket(per_process(settings.rpm), settings.burst_seconds, now),
+                   bucket(per_process(settings.tpm), max(settings.burst_seconds, 10.0), now))
+
     def reserve(self, estimate: float, now: float, rng: random.Random) -> float:
         """Seconds to wait before sending a request of `estimate` tokens (debited now)."""
         held = self.hold_until - now
@@ -62,12 +67,12 @@ class Budget:
             waits.append(self.tpm.reserve(estimate, now))
         return max(waits)
 
-    def release(self, estimate: float, now: float) -> None:
-        """Give back a reservation that will not be sent."""
+    def release(self, requests: float, tokens: float, now: float) -> None:
+        """Give back reservations that will not be sent."""
         if self.rpm is not None:
-            self.rpm.settle(1, 0, now)
+            self.rpm.settle(requests, 0, now)
         if self.tpm is not None:
-            self.tpm.settle(estimate, 0, now)
+            self.tpm.settle(tokens, 0, now)
 
     def settle(self, estimate: float, actual: float, now: float) -> None:
         if self.tpm is not None:
@@ -102,8 +107,7 @@ class Throttle:
         self.settings = settings
         self.rng = rng
         self.fallback_calls = 0  # reservations paced on an equal share (SharedThrottle)
-        self.budget = Budget(bucket(settings.rpm, settings.burst_seconds, now),
-                             bucket(settings.tpm, token_burst(settings), now))
+        self.budget = Budget.configured(settings, now)
 
     @property
     def rpm(self) -> TokenBucket | None:
@@ -123,7 +127,7 @@ class Throttle:
         """The reservation's wait is over and the request is on its way."""
 
     def release(self, estimate: int, now: float) -> None:
-        self.budget.release(estimate, now)
+        self.budget.release(1, estimate, now)
 
     def settle(self, estimate: int, actual: int, now: float) -> None:
         self.budget.settle(estimate, actual, now)

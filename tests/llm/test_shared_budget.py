@@ -17,8 +17,9 @@ import psycopg2
 import pytest
 
 from bench.shared_budget import measure
+from resources.llm.budget_store import budget_key
 from resources.llm.settings import LLMSettings
-from resources.llm.shared_budget import SharedThrottle, budget_key, throttle_for
+from resources.llm.shared_budget import SharedThrottle, throttle_for
 from resources.llm.throttle import Throttle
 from tests.conftest import fresh_database
 
