@@ -15,6 +15,7 @@ import functools
 import hashlib
 import os
 import re
+import threading
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -169,20 +170,38 @@ class DocumentRegistry(dg.ConfigurableResource):
                 conn.execute(sa.text("DELETE FROM documents WHERE key = :key"), keys)
 
 
-@functools.lru_cache(maxsize=8)  # the databases used last; the others' engines close
+_ENGINE_LOCK = threading.Lock()
+
+
 def _engine(url: str) -> sa.Engine:
-    """An engine (a pool of connections) with the table created."""
+    """An engine (a pool of connections) with the table created: one per database, made
+    by one thread (threads registering at once would otherwise each create the schema and
+    switch SQLite's journal, which fails, "database is locked", rather than waits)."""
+    with _ENGINE_LOCK:
+        return _new_engine(url)
+
+
+@functools.lru_cache(maxsize=8)  # the databases used last; the others' engines close
+def _new_engine(url: str) -> sa.Engine:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args=dict(timeout=30, check_same_thread=False))
-        sa.event.listen(engine, "connect",
-                        lambda dbapi, _record: dbapi.execute("PRAGMA journal_mode=WAL"))
+        sa.event.listen(engine, "connect", _sqlite_connected)
+        # A transaction that reads and then writes (register's upsert) cannot wait for
+        # another writer: SQLite refuses its upgrade at once, "database is locked", busy
+        # timeout or not. Taking the write lock at BEGIN makes it wait its turn instead.
+        sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
     else:
         engine = sa.create_engine(sqlalchemy_url(url), pool_pre_ping=True)
     # PostgreSQL: another thread or process may create it at the same moment
     with contextlib.suppress(sa.exc.IntegrityError), engine.begin() as conn:
         conn.execute(_SCHEMA)
     return kept(engine)
+
+
+def _sqlite_connected(dbapi_connection, _record) -> None:
+    dbapi_connection.isolation_level = None  # the driver's own BEGIN off: ours is IMMEDIATE
+    dbapi_connection.execute("PRAGMA journal_mode=WAL")
 
 
 def supported_files(folder: Path) -> list[Path]:
