@@ -9,7 +9,8 @@ the `AssetStore` and log one `AssetMaterialization` per partition that succeeded
 own metadata and data version, and its checks tied to that materialization. Partitions
 that failed are reported together in one `Failure` raised after the batch
 (assets/failures.py): the run fails, they show as failed in the UI, and every other
-partition of the batch keeps its materialization. What a step reads is in
+partition of the batch keeps its materialization. A partition that a run launched after
+this one has taken over is left to it (`Takeovers`). What a step reads is in
 assets/upstream.py.
 """
 
@@ -17,6 +18,7 @@ import contextlib
 import functools
 import gc
 import hashlib
+import time
 from collections.abc import Callable, Iterator
 
 import dagster as dg
@@ -27,7 +29,9 @@ from assets.dagster_compat import (
     INPUT_POINTER_TAG,
     INPUT_VERSION_TAG,
     USER_VERSION_TAG,
+    CheckStatus,
     TargetMaterialization,
+    checks_planned_after,
 )
 from assets.keys import DOCUMENTS_PER_RUN
 from assets.upstream import Upstream, latest_upstream
@@ -68,6 +72,50 @@ def heap_frozen() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+class Takeovers:
+    """The partitions of a step's assets that a run planned after this one has taken over.
+
+    Dagster judges a partition's check by the check execution of the run that planned it
+    last. A run that records a partition after a newer run planned the same check (a step
+    run again once its dead worker's task came back, a run still going when automation or
+    a user launched another for the same document) logs an evaluation Dagster does not
+    count: the UI and the gates would read the partition as never checked, for good. So
+    the last planner records a partition and an older run leaves it to that run, if it
+    has evaluated it already or is still going to (not finished). Read at most once a
+    second: launching a run takes seconds.
+    """
+
+    REFRESH_SECONDS = 1.0
+
+    def __init__(self, context: dg.AssetExecutionContext):
+        self.context = context
+        self.read_at = -self.REFRESH_SECONDS
+        self.taken: dict[tuple[dg.AssetKey, str], str] = {}
+
+    def leave(self, asset_key: dg.AssetKey, partition: str) -> bool:
+        """Whether this run leaves the partition to a newer run (and says so)."""
+        if time.monotonic() - self.read_at >= self.REFRESH_SECONDS:
+            self._read()
+        newer = self.taken.get((asset_key, partition))
+        if newer:
+            self.context.log.info(
+                f"{asset_key.to_user_string()} {partition}: left to run {newer}, launched "
+                "after this one for the same document (Dagster counts the checks of the "
+                "run that planned them last)")
+        return newer is not None
+
+    def _read(self) -> None:
+        instance, run_id = self.context.instance, self.context.run.run_id
+        rows = checks_planned_after(instance, run_id,
+                                    list(self.context.selected_asset_check_keys))
+        planned = [run for *_, run, status in rows if status == CheckStatus.PLANNED]
+        going = {run.run_id for run in instance.get_runs(dg.RunsFilter(run_ids=planned))
+                 if not run.is_finished} if planned else set()
+        self.taken = {(asset_key, partition): run for asset_key, partition, run, status in rows
+                      if status != CheckStatus.PLANNED or run in going}
+        self.read_at = time.monotonic()
 
 
 def data_version(*parts: str) -> str:

@@ -1,8 +1,9 @@
 """What docgraph uses of Dagster that Dagster does not export, in one place.
 
 Tag names Dagster writes and reads on runs and materializations, the type of a check
-evaluation's target materialization, the per-partition check state the UI shows, and the
-latest materialization of many partitions at once, and what a run materialized.
+evaluation's target materialization, the per-partition check state the UI shows, the
+check executions other runs planned after a run, the latest materialization of many
+partitions at once, and what a run materialized.
 tests/test_dagster_compat.py pins them to the installed version: an upgrade that moves or
 renames one fails there, not in a run.
 """
@@ -15,6 +16,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecordStatus as CheckStatus,
 )
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable as ChecksTable
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable as EventLogTable
 
 TESTED_WITH = "1.13.27"  # the Dagster release these names were checked against
@@ -28,7 +30,7 @@ INPUT_VERSION_TAG = "dagster/input_data_version/{}"
 INPUT_POINTER_TAG = "dagster/input_event_pointer/{}"
 
 __all__ = ["CheckStatus", "TargetMaterialization", "check_passed", "check_states",
-           "latest_materialization_ids", "materialized_in_run"]
+           "checks_planned_after", "latest_materialization_ids", "materialized_in_run"]
 
 
 def check_states(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey,
@@ -50,6 +52,33 @@ def check_states(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey,
 def check_passed(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey,
                  partition: str) -> bool | None:
     return check_states(instance, check_key, [partition])[partition]
+
+
+def checks_planned_after(instance: dg.DagsterInstance, run_id: str,
+                         check_keys: list[dg.AssetCheckKey]
+                         ) -> list[tuple[dg.AssetKey, str, str, CheckStatus]]:
+    """(asset, partition, run id, status) of every execution of `check_keys` that another
+    run planned after `run_id` planned its own. Dagster keeps one row per run, check and
+    partition, created when the run is planned, and takes a partition's row with the
+    highest id as its check's state (`get_asset_check_partition_info`). Both queries use
+    indexes: the run's first row by (asset, check, run), the later rows by id."""
+    table = ChecksTable
+    with instance.event_log_storage.index_connection() as conn:
+        first = conn.execute(sa.select(sa.func.min(table.c.id)).where(sa.or_(*(
+            sa.and_(table.c.asset_key == key.asset_key.to_string(),
+                    table.c.check_name == key.name, table.c.run_id == run_id)
+            for key in check_keys)))).scalar()
+        if first is None:  # the run planned none of them
+            return []
+        rows = conn.execute(sa.select(
+            table.c.asset_key, table.c.check_name, table.c.partition, table.c.run_id,
+            table.c.execution_status).where(
+                table.c.id > first, table.c.run_id != run_id,
+                table.c.asset_key.in_({k.asset_key.to_string() for k in check_keys}))
+        ).fetchall()
+    wanted = {(key.asset_key.to_string(), key.name) for key in check_keys}
+    return [(dg.AssetKey.from_db_string(asset), partition, other, CheckStatus(status))
+            for asset, name, partition, other, status in rows if (asset, name) in wanted]
 
 
 def latest_materialization_ids(instance: dg.DagsterInstance, asset_key: dg.AssetKey,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 import pandas as pd
 
-from assets.batch import batch_step, check_outputs
+from assets.batch import Takeovers, batch_step, check_outputs
 from assets.embeddings import (
     CHUNK_EMBEDDINGS_CHECKS,
     CHUNK_EMBEDDINGS_SPEC,
@@ -110,6 +110,7 @@ class DocumentWork:
     theme_inputs: dict[dg.AssetKey, pd.DataFrame] = field(default_factory=dict)
     themes_held: bool = False  # an input of its themes is missing or failed its gate
     themes: tuple = ()  # (candidates, citations) once extracted
+    left: set[dg.AssetKey] = field(default_factory=set)  # to a newer run (Takeovers)
 
 
 class EnrichmentStream:
@@ -125,6 +126,7 @@ class EnrichmentStream:
         self.failures: list[PartitionError] = []
         self.recorder = ThreadPoolExecutor(1, thread_name_prefix="docgraph-recorder")
         self.recordings: list[Future] = []
+        self.takeovers = Takeovers(context)
 
     def run(self, keys: list[str]) -> list[PartitionError]:
         async def go():
@@ -271,7 +273,9 @@ class EnrichmentStream:
     def _record(self, doc: DocumentWork, asset_key: dg.AssetKey, rows: pd.DataFrame,
                 results: list[ItemResult], description: dict, **checks) -> None:
         """Store and record one document's asset with its checks (record_llm_asset), on
-        the recorder thread (in order: an asset's inputs are recorded before it)."""
+        the recorder thread (in order: an asset's inputs are recorded before it), unless a
+        newer run has taken it over, or an input computed here (its themes then wait for
+        automation to request them from the newer run's inputs)."""
         metadata = {**document_metrics(results, self.settings.provider,
                                        self.settings.chat_model,
                                        time.monotonic() - doc.started), **description}
@@ -280,6 +284,13 @@ class EnrichmentStream:
 
         def write() -> None:
             with per_document(self.context, self.registry, doc.key, self.failures):
+                if left := sorted(k.to_user_string() for k in doc.left & set(inputs)):
+                    self.context.log.info(
+                        f"{asset_key.to_user_string()} {doc.key}: not recorded, it was computed "
+                        f"from the {', '.join(left)} that a newer run records")
+                if left or self.takeovers.leave(asset_key, doc.key):
+                    doc.left.add(asset_key)
+                    return
                 doc.upstream[asset_key] = record_llm_asset(
                     self.context, self.store, SPECS[asset_key], doc.key, rows, metadata,
                     tuple(doc.upstream[k] for k in inputs), threshold, **checks)

@@ -54,11 +54,14 @@ def per_document(context: dg.AssetExecutionContext, registry, key: str,
                                        ErrorClass.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
 
 
-def gate_failure(registry, key: str, name: str) -> PartitionError:
+def gate_failure(registry, key: str, name: str, evaluated: bool = True) -> PartitionError:
+    """`evaluated`: Dagster holds a failed evaluation of the latest materialization, rather
+    than none (a run stopped between the two, say)."""
+    why = ("did not pass for this document (its failed items are in that check's metadata)"
+           if evaluated else f"has not judged this document's latest {name}")
     return PartitionError(
         key, document_path(registry, key), ErrorClass.UPSTREAM_CHECK_FAILED,
-        f"{name}_success_rate did not pass for this document (its failed items are in that "
-        f"check's metadata): re-materialize {name} for this document first")
+        f"{name}_success_rate {why}: re-materialize {name} for this document first")
 
 
 def raise_failures(failures: list[PartitionError], attempted: int) -> None:

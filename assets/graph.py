@@ -25,7 +25,7 @@ import neo4j.exceptions
 import pandas as pd
 
 from assets.automation import chained
-from assets.batch import batch_step, check_outputs, data_version, log_check, record
+from assets.batch import Takeovers, batch_step, check_outputs, data_version, log_check, record
 from assets.failures import PartitionError, document_path, raise_failures
 from assets.graph_rows import document_graph
 from assets.keys import (
@@ -209,20 +209,21 @@ def neo4j_graph(context: dg.AssetExecutionContext, config: GraphConfig,
             f"cannot reach Neo4j at {uri}: start one with "
             f"`scripts/neo4j.sh start` or set NEO4J_URI ({exc})") from exc
     writer = neo4j_db.writer()
+    takeovers = Takeovers(context)
     # Neo4j writes one group while this thread reads and resolves the next: the server and
     # Python each keep a core busy. Groups are recorded in order, here, once written.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="neo4j-write") as writes:
         written: list[tuple[dict[str, _Prepared], Future]] = []
         for start in range(0, len(keys), config.documents_per_write):
-            group = _prepare_group(context, writer, store, registry,
-                                   keys[start:start + config.documents_per_write], uri,
-                                   failures)
+            group = _prepare_group(context, writer, store, registry, [
+                key for key in keys[start:start + config.documents_per_write]
+                if not takeovers.leave(NEO4J_GRAPH, key)], uri, failures)
             written.append((group, writes.submit(_write_group, context, writer, group,
                                                  config, uri)))
             if len(written) > 1:  # the one before is written or nearly: record it
-                _record_group(context, store, *written.pop(0), failures)
+                _record_group(context, store, *written.pop(0), takeovers, failures)
         for group, outcome in written:
-            _record_group(context, store, group, outcome, failures)
+            _record_group(context, store, group, outcome, takeovers, failures)
     yield from check_outputs(context)
     raise_failures([dataclasses.replace(f, assets=(NEO4J_GRAPH.to_user_string(),))
                     for f in failures], len(keys))
@@ -244,14 +245,16 @@ def _prepare_group(context: dg.AssetExecutionContext, writer: GraphWriter, store
 
 
 def _record_group(context: dg.AssetExecutionContext, store: AssetStore,
-                  group: dict[str, _Prepared], outcome: Future,
+                  group: dict[str, _Prepared], outcome: Future, takeovers: Takeovers,
                   failures: list[PartitionError]) -> None:
     """Record a group's documents once its write is done (or add why they failed):
-    group by group, so losing the server later loses no finished record."""
+    group by group, so losing the server later loses no finished record. A document a
+    newer run took over meanwhile is left to it (it writes the document again)."""
     outcomes, write_failures = outcome.result()
     failures += write_failures
     for key, (stats, check) in outcomes.items():
-        _record(context, store, key, group[key], stats, check, failures)
+        if not takeovers.leave(NEO4J_GRAPH, key):
+            _record(context, store, key, group[key], stats, check, failures)
 
 
 def _record(context: dg.AssetExecutionContext, store: AssetStore, key: str,

@@ -91,7 +91,8 @@ def read_upstream(
                 errors.append(not_materialized(registry, key, name))
                 break
             if asset_key in gates and not gates[asset_key][key]:
-                errors.append(gate_failure(registry, key, name))
+                errors.append(gate_failure(registry, key, name,
+                                           evaluated=gates[asset_key][key] is False))
                 break
             frames[asset_key] = store.read(asset_key, key, pd.DataFrame)
             provenance.append(upstream)
