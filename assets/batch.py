@@ -32,9 +32,10 @@ from assets.dagster_compat import (
     CheckStatus,
     TargetMaterialization,
     checks_planned_after,
+    latest_materialization_row,
 )
 from assets.keys import DOCUMENTS_PER_RUN
-from assets.upstream import Upstream, latest_upstream
+from assets.upstream import Upstream
 from resources.storage import AssetStore
 
 
@@ -136,27 +137,29 @@ def record(
     """Store one partition's value and log its materialization with the provenance tags
     Dagster writes for an output (code version, data version, the upstream versions it was
     computed from), so staleness in the UI works per partition as for any asset. Returns
-    the materialization as logged (log_event writes it at once), for the checks that
-    judge it and the assets computed from it."""
+    the materialization as logged (log_event writes it at once; its storage id read back
+    from the event log's index), for the checks that judge it and the assets computed
+    from it."""
     path = store.write(asset_key, partition, value)
     tags = {DATA_VERSION_TAG: version, CODE_VERSION_TAG: code_version, USER_VERSION_TAG: "true"}
     for up in filter(None, upstream):
         name = up.asset_key.to_user_string()
         tags[INPUT_VERSION_TAG.format(name)] = up.version
         tags[INPUT_POINTER_TAG.format(name)] = str(up.storage_id)
-    context.log_event(
-        dg.AssetMaterialization(
-            asset_key=asset_key,
-            partition=partition,
-            metadata={**metadata, "path": dg.MetadataValue.path(str(path))},
-            tags=tags,
-        )
+    event = dg.AssetMaterialization(
+        asset_key=asset_key,
+        partition=partition,
+        metadata={**metadata, "path": dg.MetadataValue.path(str(path))},
+        tags=tags,
     )
-    logged = latest_upstream(context.instance, asset_key, partition)
-    if logged is None or logged.run_id != context.run.run_id:
+    context.log_event(event)
+    logged = latest_materialization_row(context.instance, asset_key, partition)
+    if logged is None or logged[1] != context.run.run_id:
         raise RuntimeError(f"the materialization of {asset_key.to_user_string()} "
                            f"{partition} was not written to the instance")
-    return logged
+    storage_id, run_id, timestamp = logged
+    return Upstream(asset_key, version, storage_id, run_id, timestamp,
+                    {k: v.value for k, v in event.metadata.items()}, tags)
 
 
 def log_check(context: dg.AssetExecutionContext, evaluation: dg.AssetCheckEvaluation,

@@ -2,11 +2,13 @@
 
 Tag names Dagster writes and reads on runs and materializations, the type of a check
 evaluation's target materialization, the per-partition check state the UI shows, the
-check executions other runs planned after a run, the latest materialization of many
-partitions at once, and what a run materialized.
+check executions other runs planned after a run, the latest materialization of a
+partition and of many partitions at once, and what a run materialized.
 tests/test_dagster_compat.py pins them to the installed version: an upgrade that moves or
 renames one fails there, not in a run.
 """
+
+from datetime import UTC
 
 import dagster as dg
 import sqlalchemy as sa
@@ -30,7 +32,8 @@ INPUT_VERSION_TAG = "dagster/input_data_version/{}"
 INPUT_POINTER_TAG = "dagster/input_event_pointer/{}"
 
 __all__ = ["CheckStatus", "TargetMaterialization", "check_passed", "check_states",
-           "checks_planned_after", "latest_materialization_ids", "materialized_in_run"]
+           "checks_planned_after", "latest_materialization_ids", "latest_materialization_row",
+           "materialized_in_run"]
 
 
 def check_states(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey,
@@ -87,6 +90,23 @@ def latest_materialization_ids(instance: dg.DagsterInstance, asset_key: dg.Asset
     never materialized are left out)."""
     return dict(instance.event_log_storage.get_latest_storage_id_by_partition(
         asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(partitions)))
+
+
+def latest_materialization_row(instance: dg.DagsterInstance, asset_key: dg.AssetKey,
+                               partition: str) -> tuple[int, str, float] | None:
+    """(storage id, run id, timestamp) of the partition's latest materialization, from the
+    event log's indexed columns (`idx_events_by_asset_partition`), without reading the
+    event itself: what a step needs of the materialization it has just logged."""
+    table = EventLogTable
+    query = sa.select(table.c.id, table.c.run_id, table.c.timestamp).where(
+        table.c.asset_key == asset_key.to_string(),
+        table.c.dagster_event_type == dg.DagsterEventType.ASSET_MATERIALIZATION.value,
+        table.c.partition == partition).order_by(table.c.id.desc()).limit(1)
+    with instance.event_log_storage.index_connection() as conn:
+        row = conn.execute(query).fetchone()
+    if row is None:
+        return None
+    return row.id, row.run_id, row.timestamp.replace(tzinfo=UTC).timestamp()
 
 
 def materialized_in_run(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, str]]:

@@ -54,7 +54,7 @@ from assets.llm_assets import (
     GateConfig,
     document_metrics,
     record_llm_asset,
-    success_rate_check,
+    success_rate,
 )
 from assets.metadata import (
     CHUNK_METADATA_CHECKS,
@@ -249,7 +249,7 @@ class EnrichmentStream:
         if DOCUMENT_THEMES not in self.selected or doc.themes_held:
             return
         threshold = getattr(self.config, asset_key.to_user_string()).success_threshold
-        if not success_rate_check(asset_key, doc.key, rows, threshold).passed:
+        if success_rate(rows) < threshold:
             doc.themes_held = True
             self._fail(gate_failure(self.registry, doc.key, asset_key.to_user_string()))
             return

@@ -29,6 +29,11 @@ class GateConfig(dg.Config):
     success_threshold: float = 0.99  # below it the <asset>_success_rate check fails
 
 
+def success_rate(frame: pd.DataFrame) -> float:
+    """Rows without an `error_class` over all rows (1.0 for none)."""
+    return 1 - int(frame["error_class"].notna().sum()) / len(frame) if len(frame) else 1.0
+
+
 def success_rate_check(
     asset_key: dg.AssetKey, partition: str, frame: pd.DataFrame, threshold: float,
     id_column: str = "chunk_id",
@@ -36,7 +41,7 @@ def success_rate_check(
     """`<asset>_success_rate` for one partition: rows without an `error_class` over all
     rows (one row per item), with the failed item ids and classes in its metadata."""
     failed = frame[frame["error_class"].notna()].sort_values(id_column)
-    rate = 1 - len(failed) / len(frame) if len(frame) else 1.0
+    rate = success_rate(frame)
     return dg.AssetCheckEvaluation(
         asset_key=asset_key,
         check_name=success_rate_key(asset_key).name,

@@ -83,3 +83,17 @@ def test_materialized_in_run_is_what_the_runs_events_say(instance):
         assert len(logged) == 2
         assert sorted(compat.materialized_in_run(instance, run_id)) == logged
     assert compat.materialized_in_run(instance, "no-such-run") == []
+
+
+def test_latest_materialization_row_is_the_latest_record_read_from_the_index(instance):
+    key = dg.AssetKey("chunks")
+    assert compat.latest_materialization_row(instance, key, "a") is None
+    for partition in ("a", "b", "a"):
+        instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=partition))
+    for partition in ("a", "b"):
+        [record] = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
+        storage_id, run_id, timestamp = compat.latest_materialization_row(
+            instance, key, partition)
+        assert (storage_id, run_id) == (record.storage_id, record.run_id)
+        assert abs(timestamp - record.timestamp) < 1e-3
