@@ -2,11 +2,13 @@
 
     python bench/pipeline.py [--docs 200] [--latency-ms 200] [--concurrency 8,32]
                              [--profile-docs 50] [--sim-mode full|cheap] [--json PATH]
-                             [--no-ingest-ahead]
+                             [--no-ingest-ahead] [--processes 1,2]
 
 What runs: generated documents (~4 KB each) go through every job the CLI runs, in order,
 in batches of 100 (`pipeline_defs.runs.materialize(instance, keys, force=True)`, in-process
-like a backfill), so the bench does not depend on how the jobs are split into steps. Each
+like a backfill; `--processes 2`: `materialize(…, processes=2)`, the batches dealt to
+this process and a helper, each with half the concurrency), so the bench does not depend
+on how the jobs are split into steps. Each
 pass is a fresh process with a throwaway SQLite instance (a temporary DAGSTER_HOME with the
 project's dagster.yaml), no NEO4J_URI (graph off), and the LLM set only through the
 environment: OPENAI_BASE_URL = the simulator, LLM_CACHE_PATH=off, LLM_MAX_CONCURRENCY = the
@@ -22,8 +24,9 @@ Per concurrency, two passes:
      CPU clock (time.thread_time) in every thread, all of it in one process (no
      ingest-ahead helper, which the profile would not see). Profiling slows the chain, so
      it only gives the *split*; the per-call total is the unprofiled pass's CPU (user +
-     system, all threads, and its child processes: the ingest-ahead helper, Dagster's
-     compute-log tails) ÷ LLM calls, and each part is total × its profile share.
+     system, all threads, and its child processes: the ingest-ahead helper, the chain
+     helper with --processes 2, Dagster's compute-log tails) ÷ LLM calls, and each part
+     is total × its profile share.
 
 Parts, by the file a function's self time is spent in: engine (resources/llm/), sdk
 (openai, httpx, httpcore, anyio, h11, ssl, sockets, selectors, asyncio: the I/O stack),
@@ -33,12 +36,13 @@ C functions, json, the tokenizer and the rest of the standard library are charge
 callers (json.loads under openai is sdk, under dagster's serdes dagster).
 
 dagster_overhead_ms_per_document = (chain wall time − time during which at least one LLM
-engine stream, `LLMEngine.run`, was running) ÷ documents: the wall time per document in
-which the provider was idle because the chain was doing something else (run launch and
-teardown, slot checks, ingestion and chunking, reading and writing asset files, recording
-materializations and checks, the theme catalog). It is an upper bound on what Dagster costs
-in wall time. dagster_cpu_ms_per_document is the Dagster part of the client's CPU ÷
-documents (whenever it ran, during the streams too, where it competes with the engine).
+engine stream, `LLMEngine.run`, was running in any of the chain's processes) ÷ documents:
+the wall time per document in which the provider was idle because the chain was doing
+something else (run launch and teardown, slot checks, ingestion and chunking, reading and
+writing asset files, recording materializations and checks, the theme catalog). It is an
+upper bound on what Dagster costs in wall time. dagster_cpu_ms_per_document is the Dagster
+part of the client's CPU ÷ documents (whenever it ran, during the streams too, where it
+competes with the engine).
 
 Simulator cost: its process's utime + stime (/proc/<pid>/stat) over the pass ÷ requests,
 and its cores used. The full heuristics cost ~3.6 ms of CPU per request: at concurrency
@@ -127,11 +131,9 @@ def split_profile(stats: pstats.Stats) -> dict[str, float]:
 
 
 # -- one pass, in its own process ------------------------------------------------------------
-def child(args: argparse.Namespace) -> dict:
-    """One chain over `args.docs` documents; prints its measurements as JSON."""
-    import dagster as dg
-
-    from pipeline_defs import cli, runs
+def timed_streams() -> list[tuple[float, float]]:
+    """From now on, when each LLM engine stream of this process ran (CLOCK_MONOTONIC,
+    one clock for every process of the machine)."""
     from resources.llm.engine import LLMEngine
 
     streams: list[tuple[float, float]] = []
@@ -145,6 +147,30 @@ def child(args: argparse.Namespace) -> dict:
             streams.append((started, time.monotonic()))
 
     LLMEngine.run = timed_run
+    return streams
+
+
+def chain_helper(fd: int) -> int:
+    """The chain helper of `--processes` > 1, its streams timed (into $BENCH_STREAMS)."""
+    from pipeline_defs import chain_processes
+
+    streams = timed_streams()
+    try:
+        return chain_processes._helper(fd)
+    finally:
+        Path(os.environ["BENCH_STREAMS"]).write_text(json.dumps(streams))
+
+
+def child(args: argparse.Namespace) -> dict:
+    """One chain over `args.docs` documents; prints its measurements as JSON."""
+    import dagster as dg
+
+    from pipeline_defs import chain_processes, cli, runs
+
+    streams = timed_streams()
+    helper_streams = Path(tempfile.mkdtemp(prefix="docgraph-bench-streams-")) / "helper.json"
+    os.environ["BENCH_STREAMS"] = str(helper_streams)
+    chain_processes.HELPER = [sys.executable, __file__, "--chain-helper"]
     profiles: list[cProfile.Profile] = []
 
     def start_thread_profile(*_):
@@ -160,7 +186,8 @@ def child(args: argparse.Namespace) -> dict:
         start_thread_profile()
     cpu0, started = os.times(), time.monotonic()
     outcomes = runs.materialize(instance, keys, force=True,
-                                ingest_ahead=args.ingest_ahead and not args.profile)
+                                ingest_ahead=args.ingest_ahead and not args.profile,
+                                processes=1 if args.profile else args.processes)
     seconds, cpu1 = time.monotonic() - started, os.times()
     if args.profile:
         threading.setprofile(None)
@@ -169,6 +196,9 @@ def child(args: argparse.Namespace) -> dict:
     not_ok = [o for o in outcomes if o.status != "ok"]
     if not_ok:
         raise SystemExit(f"bench: {len(not_ok)} documents not ok, e.g. {not_ok[0]}")
+    if helper_streams.exists():
+        streams += [tuple(s) for s in json.loads(helper_streams.read_text())]
+    shutil.rmtree(helper_streams.parent, ignore_errors=True)
     busy, end = 0.0, 0.0  # the union of the stream intervals
     for a, b in sorted(streams):
         busy += max(0.0, b - max(a, end))
@@ -191,8 +221,8 @@ def _cpu(times: os.times_result) -> float:
 
 
 # -- a pass: the simulator's process and the chain's ---------------------------------------
-def run_pass(folder: Path, concurrency: int, docs: int, args: argparse.Namespace,
-             profile: bool) -> dict:
+def run_pass(folder: Path, concurrency: int, processes: int, docs: int,
+             args: argparse.Namespace, profile: bool) -> dict:
     config = {"latency_ms": args.latency_ms, "latency_jitter_ms": args.latency_ms / 4,
               "cheap_answers": args.sim_mode == "cheap"}
     home = Path(tempfile.mkdtemp(prefix="docgraph-bench-"))
@@ -206,7 +236,8 @@ def run_pass(folder: Path, concurrency: int, docs: int, args: argparse.Namespace
             sim_cpu0, wall0 = sim.cpu_seconds(), time.monotonic()
             out = subprocess.run(
                 [sys.executable, __file__, "--child", "--folder", str(folder),
-                 "--docs", str(docs), *(["--profile"] if profile else []),
+                 "--docs", str(docs), "--processes", str(processes),
+                 *(["--profile"] if profile else []),
                  *([] if args.ingest_ahead else ["--no-ingest-ahead"]),
                  *(["--profile-out", str(args.profile_out / f"pipeline-c{concurrency}.pstats")]
                    if profile and args.profile_out else [])],
@@ -226,7 +257,8 @@ def run_pass(folder: Path, concurrency: int, docs: int, args: argparse.Namespace
     return result
 
 
-def row(concurrency: int, timed: dict, profiled: dict | None, latency_ms: float) -> dict:
+def row(concurrency: int, processes: int, timed: dict, profiled: dict | None,
+        latency_ms: float) -> dict:
     docs, seconds, calls = timed["docs"], timed["seconds"], timed["llm_calls"]
     ideal = concurrency / (latency_ms / 1000)
     total_ms = 1000 * timed["client_cpu_seconds"] / calls
@@ -234,7 +266,8 @@ def row(concurrency: int, timed: dict, profiled: dict | None, latency_ms: float)
     shares = {p: split[p] / sum(split.values()) for p in PARTS} if split else {}
     cpu = {p: round(total_ms * shares[p], 2) for p in shares}
     return {
-        "concurrency": concurrency, "docs": docs, "seconds": round(seconds, 1),
+        "concurrency": concurrency, "processes": processes, "docs": docs,
+        "seconds": round(seconds, 1),
         "docs_per_s": round(docs / seconds, 2), "llm_calls": calls,
         "calls_per_s": round(calls / seconds, 1),
         "efficiency": round(calls / seconds / ideal, 3),
@@ -257,12 +290,13 @@ def row(concurrency: int, timed: dict, profiled: dict | None, latency_ms: float)
 
 
 def print_table(rows: list[dict]) -> None:
-    head = ("conc", "docs", "seconds", "docs/s", "LLM calls", "calls/s", "eff",
+    head = ("conc", "procs", "docs", "seconds", "docs/s", "LLM calls", "calls/s", "eff",
             "dagster ms/doc", "CPU ms/call", *PARTS, "sim ms/req", "sim cores")
     print("  ".join(f"{h:>{max(len(h), 6)}}" for h in head))
     for r in rows:
         cpu = r["cpu_ms_per_call"]
-        cells = (r["concurrency"], r["docs"], r["seconds"], r["docs_per_s"], r["llm_calls"],
+        cells = (r["concurrency"], r["processes"], r["docs"], r["seconds"], r["docs_per_s"],
+                 r["llm_calls"],
                  r["calls_per_s"], r["efficiency"], r["dagster_overhead_ms_per_document"],
                  cpu["total"], *(cpu.get(p, "-") for p in PARTS),
                  r["sim_cpu_ms_per_request"], r["sim_cores"])
@@ -278,17 +312,23 @@ def main() -> None:
     parser.add_argument("--profile-docs", type=int, default=50, help="0: no profiled pass")
     parser.add_argument("--no-ingest-ahead", dest="ingest_ahead", action="store_false",
                         help="ingest every batch in the chain's process (A/B)")
+    parser.add_argument("--processes", default="1,2",
+                        help="comma-separated: chain processes (materialize's processes=)")
     parser.add_argument("--sim-mode", choices=("full", "cheap"), default="cheap",
                         help="cheap: SimConfig.cheap_answers (the same answers, less CPU)")
     parser.add_argument("--profile-out", type=Path, help="keep the profiles (pstats) here")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--chain-helper", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.profile_out and not args.child:
         args.profile_out.mkdir(parents=True, exist_ok=True)
+    if args.chain_helper is not None:
+        sys.exit(chain_helper(args.chain_helper))
     if args.child:
+        args.processes = int(args.processes)
         print(json.dumps(child(args)))
         return
 
@@ -299,12 +339,13 @@ def main() -> None:
             (folder / f"report-{i:04d}.md").write_text(make_document(rng, args.kb * 1000))
         rows = []
         for c in map(int, args.concurrency.split(",")):
-            timed = run_pass(folder, c, args.docs, args, profile=False)
-            profiled = run_pass(folder, c, args.profile_docs, args, profile=True) \
-                if args.profile_docs else None
-            rows.append(row(c, timed, profiled, args.latency_ms))
-            print_table(rows[-1:])
-            sys.stdout.flush()
+            for n in map(int, args.processes.split(",")):
+                timed = run_pass(folder, c, n, args.docs, args, profile=False)
+                profiled = run_pass(folder, c, 1, args.profile_docs, args, profile=True) \
+                    if args.profile_docs else None
+                rows.append(row(c, n, timed, profiled, args.latency_ms))
+                print_table(rows[-1:])
+                sys.stdout.flush()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print()

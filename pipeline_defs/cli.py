@@ -157,7 +157,17 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-ingest-ahead", dest="ingest_ahead", action="store_false",
                         help="ingest every batch in this process, not the later ones in a "
                         "helper process while this one enriches")
+    parser.add_argument("--processes", type=_positive, default=1,
+                        help="run the chain in N processes at once, each with 1/N of the "
+                        "LLM concurrency and rates (default 1; 2 uses a second core at "
+                        "high LLM_MAX_CONCURRENCY)")
     _slot_wait_option(parser)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a whole number of at least 1: {text}")
+    return int(text)
 
 
 def _slot_wait_option(parser: argparse.ArgumentParser) -> None:
@@ -250,7 +260,7 @@ def _command(args: argparse.Namespace) -> int:
                 raise SystemExit(f"docgraph: no such document partition: {', '.join(unknown)}")
             keys = args.keys or known
         outcomes = materialize(instance, keys, args.force, args.batch_size, args.log_level,
-                               args.ingest_ahead)
+                               args.ingest_ahead, args.processes)
         print_summary(instance, outcomes)
         if line := usage_line(instance, run_launch.launched):
             print(line)

@@ -19,6 +19,7 @@ from assets.keys import (
 from assets.partitions import documents_partitions
 from assets.upstream import latest_upstream
 from pipeline_defs import run_launch
+from pipeline_defs.chain_processes import ChainHelpers, deal, llm_share, outcome_from_json
 from pipeline_defs.definitions import defs
 from pipeline_defs.ingest_ahead import IngestAhead
 from pipeline_defs.jobs import CHAIN_JOBS
@@ -39,6 +40,7 @@ from pipeline_defs.staleness import (
     chain_jobs,
     stale_stage,
 )
+from resources.llm.resource import LLMResource
 from resources.registry import DocumentRegistry
 
 
@@ -75,13 +77,51 @@ def ensure_pools(instance: dg.DagsterInstance) -> None:
 def materialize(
     instance: dg.DagsterInstance, keys: list[str], force: bool = False,
     batch_size: int = DOCUMENTS_PER_RUN, log_level: str = "CRITICAL",
-    ingest_ahead: bool = True,
+    ingest_ahead: bool = True, processes: int = 1,
+) -> list[Outcome]:
+    """The chain over `keys` (`chain`), then the theme catalog if anything changed. With
+    `processes` > 1 the documents' batches are dealt to that many processes at once
+    (pipeline_defs/chain_processes.py)."""
+    ensure_pools(instance)
+    options = dict(force=force, batch_size=batch_size, log_level=log_level,
+                   ingest_ahead=ingest_ahead)
+    wanted = set(keys)
+    shares = deal([k for k in instance.get_dynamic_partitions(documents_partitions.name)
+                   if k in wanted], batch_size, processes)
+    if processes == 1 or len(shares) < 2 or instance.is_ephemeral:
+        outcomes = chain(instance, keys, **options)
+    else:
+        helpers = ChainHelpers(instance, shares[1:], processes, options,
+                               run_launch.settings.actor)
+        try:
+            outcomes = chain(instance, shares[0], llm=llm_share(processes), **options)
+            results = helpers.results()
+        finally:
+            helpers.close()
+        for share, answer in results:
+            if answer is None:  # its helper died: run them here
+                outcomes += chain(instance, share, **options)
+            else:
+                outcomes += [outcome_from_json(o) for o in answer["outcomes"]]
+                run_launch.launched.extend(answer["runs"])
+    if (any(o.status != "up-to-date" for o in outcomes)
+            or catalog_outdated(instance, defs.resources["store"], registry())):
+        rebuild_catalog(instance, log_level)
+    by_key = {o.key: o for o in outcomes}
+    return [by_key[key] for key in keys]
+
+
+def chain(
+    instance: dg.DagsterInstance, keys: list[str], force: bool = False,
+    batch_size: int = DOCUMENTS_PER_RUN, log_level: str = "CRITICAL",
+    ingest_ahead: bool = True, llm: LLMResource | None = None,
 ) -> list[Outcome]:
     """Run the chain's jobs in-process, in order, over the `keys` that need them, from
     each document's first stale step, batched into ranges like a backfill (a document is
-    not given to a job that needs what failed for it), then rebuild the theme catalog if
-    anything changed. With `ingest_ahead`, batches after the first are ingested by a
-    helper process while this one enriches (pipeline_defs/ingest_ahead.py)."""
+    not given to a job that needs what failed for it); each document's outcome. With
+    `ingest_ahead`, batches after the first are ingested by a helper process while this
+    one enriches (pipeline_defs/ingest_ahead.py). `llm`: this process's share of the LLM
+    limits, if it has one."""
     jobs = chain_jobs()
     first = {}
     for key in keys:
@@ -89,8 +129,7 @@ def materialize(
         if stale:
             first[key] = jobs.index(stale[0])
     todo = list(first)
-    ensure_pools(instance)
-    chain = [k.to_user_string() for k in chain_assets()]
+    chain_names = [k.to_user_string() for k in chain_assets()]
     ordered = instance.get_dynamic_partitions(documents_partitions.name)
     # the steps before a document's first stale one are current: they count as done
     done: dict[str, set[str]] = {key: {a.to_user_string() for job in jobs[:index]
@@ -99,6 +138,7 @@ def materialize(
     needs = {job: {d.asset_key.to_user_string() for k in CHAIN_JOBS[job] for d in SPECS[k].deps}
              for job in jobs}
     run_config = _quiet(log_level)
+    resources = {"llm": llm} if llm else {}
     outer_batches = partition_batches(ordered, todo, batch_size)
     # ingestion is the first job and needs nothing another job makes: known up front
     later = [batch for outer in outer_batches[1:] for batch in partition_batches(
@@ -112,7 +152,8 @@ def materialize(
                           if first[k] <= index and not needs[job] & set(failed.get(k, {}))]
                 for batch in partition_batches(ordered, wanted, batch_size):
                     run_id = ahead.next_run_id() if ahead and number and not index else None
-                    run_id = run_id or launch_batch(instance, job, batch, run_config).run_id
+                    run_id = run_id or launch_batch(instance, job, batch, run_config,
+                                                    resources).run_id
                     for key, assets in materialized_in(instance, run_id).items():
                         done.setdefault(key, set()).update(assets)
                     assets = [k.to_user_string() for k in CHAIN_JOBS[job]]
@@ -122,20 +163,19 @@ def materialize(
     finally:
         if ahead:
             ahead.close()
-    if todo or catalog_outdated(instance, defs.resources["store"], registry()):
-        rebuild_catalog(instance, log_level)
-    gates = gate_states(instance, chain, todo)
-    return [outcome(key, stage_outcomes(instance, key, chain, done.get(key, set()),
+    gates = gate_states(instance, chain_names, todo)
+    return [outcome(key, stage_outcomes(instance, key, chain_names, done.get(key, set()),
                                         failed.get(key, {}), gates[key]))
             if key in gates else Outcome(key, "up-to-date", {}) for key in keys]
 
 
-def launch_batch(instance: dg.DagsterInstance, job: str, batch: list[str], run_config: dict
-                 ) -> dg.ExecuteInProcessResult:
-    """One run of `job` over the range batch[0]..batch[-1]."""
+def launch_batch(instance: dg.DagsterInstance, job: str, batch: list[str], run_config: dict,
+                 resources: dict | None = None) -> dg.ExecuteInProcessResult:
+    """One run of `job` over the range batch[0]..batch[-1] (`resources` replace the
+    definitions' own)."""
     return launch(instance, defs.resolve_job_def(job), raise_on_error=False,
                   tags={RANGE_START_TAG: batch[0], RANGE_END_TAG: batch[-1]},
-                  run_config=run_config)
+                  run_config=run_config, resources=resources or None)
 
 
 def rebuild_catalog(instance: dg.DagsterInstance, log_level: str = "CRITICAL") -> None:

@@ -74,8 +74,8 @@ PARENT = textwrap.dedent("""
     import subprocess, sys, time
     child = subprocess.Popen([sys.executable, "-c", (
         "import os, sys, time\\n"
-        "from pipeline_defs.ingest_ahead import _die_with_parent\\n"
-        f"_die_with_parent({__import__('os').getpid()})\\n"
+        "from pipeline_defs.helper_process import die_with_parent\\n"
+        f"die_with_parent({__import__('os').getpid()})\\n"
         "print('ready', flush=True)\\n"
         "time.sleep(60)\\n")], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "ready"
