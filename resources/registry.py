@@ -117,8 +117,8 @@ class DocumentRegistry(dg.ConfigurableResource):
         return f"sqlite:///{resolve(self.db_path, docgraph_home() / 'registry.sqlite')}"
 
     @contextlib.contextmanager
-    def _db(self) -> Iterator[sa.Connection]:
-        with _engine(self.database_url()).begin() as conn:
+    def _db(self, write: bool = False) -> Iterator[sa.Connection]:
+        with _transaction(_engine(self.database_url()), write) as conn:
             yield conn
 
     # -- reads -----------------------------------------------------------------------
@@ -137,34 +137,37 @@ class DocumentRegistry(dg.ConfigurableResource):
 
     # -- writes ----------------------------------------------------------------------
     def register(self, paths: Iterable[Path]) -> list[RegisteredDocument]:
-        """Register files (idempotent); refresh the stored hash of any that changed."""
-        registered = []
+        """Register files (idempotent); refresh the stored hash of any that changed. The
+        files are hashed between a read and a short write, not inside a transaction."""
+        files = [(path, self._relative(path), path.stat()) for path in map(Path, paths)]
+        keys = [document_key(relative) for _, relative, _ in files]
+        known = {}
         with self._db() as conn:
-            for path in paths:
-                registered.append(self._upsert(conn, Path(path)))
+            for start in range(0, len(keys), 500):  # below SQLite's bound-variable limit
+                known.update((row[0], row[1:]) for row in conn.execute(sa.text(
+                    "SELECT key, size, mtime_ns, sha256 FROM documents WHERE key IN :keys"
+                ).bindparams(sa.bindparam("keys", expanding=True)),
+                    {"keys": keys[start:start + 500]}))
+        registered, changed = [], []
+        for (path, relative, stat), key in zip(files, keys, strict=True):
+            size, mtime_ns, sha = known.get(key, (None, None, None))
+            if not (size == stat.st_size and mtime_ns == stat.st_mtime_ns and sha):
+                sha = file_sha256(path)
+                changed.append({"key": key, "path": relative, "size": stat.st_size,
+                                "added_at": datetime.now(UTC).isoformat(),
+                                "mtime_ns": stat.st_mtime_ns, "sha256": sha})
+            registered.append(RegisteredDocument(key, path.resolve(), sha))
+        if changed:
+            with self._db(write=True) as conn:
+                conn.execute(sa.text(
+                    "INSERT INTO documents (key, path, added_at, size, mtime_ns, sha256)"
+                    " VALUES (:key, :path, :added_at, :size, :mtime_ns, :sha256)"
+                    " ON CONFLICT (key) DO UPDATE SET size = excluded.size,"
+                    " mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256"), changed)
         return registered
 
-    def _upsert(self, conn: sa.Connection, path: Path) -> RegisteredDocument:
-        relative = self._relative(path)
-        key = document_key(relative)
-        stat = path.stat()
-        row = conn.execute(sa.text(
-            "SELECT size, mtime_ns, sha256 FROM documents WHERE key = :key"), {"key": key}
-        ).fetchone()
-        if row and row[0] == stat.st_size and row[1] == stat.st_mtime_ns and row[2]:
-            return RegisteredDocument(key, path.resolve(), row[2])
-        sha = file_sha256(path)
-        conn.execute(sa.text(
-            "INSERT INTO documents (key, path, added_at, size, mtime_ns, sha256)"
-            " VALUES (:key, :path, :added_at, :size, :mtime_ns, :sha256)"
-            " ON CONFLICT (key) DO UPDATE SET size = excluded.size,"
-            " mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256"),
-            {"key": key, "path": relative, "added_at": datetime.now(UTC).isoformat(),
-             "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha})
-        return RegisteredDocument(key, path.resolve(), sha)
-
     def remove(self, keys: Iterable[str]) -> None:
-        with self._db() as conn:
+        with self._db(write=True) as conn:
             keys = [{"key": k} for k in keys]
             if keys:
                 conn.execute(sa.text("DELETE FROM documents WHERE key = :key"), keys)
@@ -187,16 +190,26 @@ def _new_engine(url: str) -> sa.Engine:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args=dict(timeout=30, check_same_thread=False))
         sa.event.listen(engine, "connect", _sqlite_connected)
-        # A transaction that reads and then writes (register's upsert) cannot wait for
-        # another writer: SQLite refuses its upgrade at once, "database is locked", busy
-        # timeout or not. Taking the write lock at BEGIN makes it wait its turn instead.
-        sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        # A deferred transaction that writes cannot wait for another writer: SQLite may
+        # refuse it at once, "database is locked", busy timeout or not. A writing
+        # transaction takes the write lock at BEGIN, and waits its turn there instead.
+        sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(
+            "BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN"))
     else:
         engine = sa.create_engine(sqlalchemy_url(url), pool_pre_ping=True)
     # PostgreSQL: another thread or process may create it at the same moment
-    with contextlib.suppress(sa.exc.IntegrityError), engine.begin() as conn:
+    with contextlib.suppress(sa.exc.IntegrityError), _transaction(engine, write=True) as conn:
         conn.execute(_SCHEMA)
     return kept(engine)
+
+
+_WRITE = "docgraph_write"  # execution option: this transaction writes
+
+
+@contextlib.contextmanager
+def _transaction(engine: sa.Engine, write: bool) -> Iterator[sa.Connection]:
+    with engine.connect() as conn, conn.execution_options(**{_WRITE: write}).begin():
+        yield conn
 
 
 def _sqlite_connected(dbapi_connection, _record) -> None:
