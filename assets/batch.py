@@ -110,7 +110,8 @@ class Takeovers:
     def _read(self) -> None:
         instance, run_id = self.context.instance, self.context.run.run_id
         rows = checks_planned_after(instance, run_id,
-                                    list(self.context.selected_asset_check_keys))
+                                    list(self.context.selected_asset_check_keys),
+                                    list(self.context.partition_keys))
         planned = [run for *_, run, status in rows if status == CheckStatus.PLANNED]
         going = {run.run_id for run in instance.get_runs(dg.RunsFilter(run_ids=planned))
                  if not run.is_finished} if planned else set()
@@ -153,11 +154,12 @@ def record(
         tags=tags,
     )
     context.log_event(event)
-    logged = latest_materialization_row(context.instance, asset_key, partition)
-    if logged is None or logged[1] != context.run.run_id:
+    run_id = context.run.run_id
+    logged = latest_materialization_row(context.instance, asset_key, partition, run_id)
+    if logged is None:
         raise RuntimeError(f"the materialization of {asset_key.to_user_string()} "
                            f"{partition} was not written to the instance")
-    storage_id, run_id, timestamp = logged
+    storage_id, timestamp = logged
     return Upstream(asset_key, version, storage_id, run_id, timestamp,
                     {k: v.value for k, v in event.metadata.items()}, tags)
 

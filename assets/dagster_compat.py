@@ -58,13 +58,16 @@ def check_passed(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey,
 
 
 def checks_planned_after(instance: dg.DagsterInstance, run_id: str,
-                         check_keys: list[dg.AssetCheckKey]
+                         check_keys: list[dg.AssetCheckKey], partitions: list[str]
                          ) -> list[tuple[dg.AssetKey, str, str, CheckStatus]]:
-    """(asset, partition, run id, status) of every execution of `check_keys` that another
-    run planned after `run_id` planned its own. Dagster keeps one row per run, check and
-    partition, created when the run is planned, and takes a partition's row with the
-    highest id as its check's state (`get_asset_check_partition_info`). Both queries use
-    indexes: the run's first row by (asset, check, run), the later rows by id."""
+    """(asset, partition, run id, status) of every execution of `check_keys` on
+    `partitions` that another run planned after `run_id` planned its own. Dagster keeps
+    one row per run, check and partition, created when the run is planned, and takes a
+    partition's row with the highest id as its check's state
+    (`get_asset_check_partition_info`). The run's first row is found by the (asset,
+    check, run) index, the later rows from there by id."""
+    if not check_keys or not partitions:
+        return []
     table = ChecksTable
     with instance.event_log_storage.index_connection() as conn:
         first = conn.execute(sa.select(sa.func.min(table.c.id)).where(sa.or_(*(
@@ -77,7 +80,8 @@ def checks_planned_after(instance: dg.DagsterInstance, run_id: str,
             table.c.asset_key, table.c.check_name, table.c.partition, table.c.run_id,
             table.c.execution_status).where(
                 table.c.id > first, table.c.run_id != run_id,
-                table.c.asset_key.in_({k.asset_key.to_string() for k in check_keys}))
+                table.c.asset_key.in_({k.asset_key.to_string() for k in check_keys}),
+                table.c.partition.in_(partitions))
         ).fetchall()
     wanted = {(key.asset_key.to_string(), key.name) for key in check_keys}
     return [(dg.AssetKey.from_db_string(asset), partition, other, CheckStatus(status))
@@ -93,20 +97,21 @@ def latest_materialization_ids(instance: dg.DagsterInstance, asset_key: dg.Asset
 
 
 def latest_materialization_row(instance: dg.DagsterInstance, asset_key: dg.AssetKey,
-                               partition: str) -> tuple[int, str, float] | None:
-    """(storage id, run id, timestamp) of the partition's latest materialization, from the
-    event log's indexed columns (`idx_events_by_asset_partition`), without reading the
+                               partition: str, run_id: str) -> tuple[int, float] | None:
+    """(storage id, timestamp) of the run's latest materialization of the partition, from
+    the event log's indexed columns (`idx_events_by_asset_partition`), without reading the
     event itself: what a step needs of the materialization it has just logged."""
     table = EventLogTable
-    query = sa.select(table.c.id, table.c.run_id, table.c.timestamp).where(
+    query = sa.select(table.c.id, table.c.timestamp).where(
         table.c.asset_key == asset_key.to_string(),
         table.c.dagster_event_type == dg.DagsterEventType.ASSET_MATERIALIZATION.value,
-        table.c.partition == partition).order_by(table.c.id.desc()).limit(1)
+        table.c.partition == partition, table.c.run_id == run_id,
+    ).order_by(table.c.id.desc()).limit(1)
     with instance.event_log_storage.index_connection() as conn:
         row = conn.execute(query).fetchone()
     if row is None:
         return None
-    return row.id, row.run_id, row.timestamp.replace(tzinfo=UTC).timestamp()
+    return row.id, row.timestamp.replace(tzinfo=UTC).timestamp()
 
 
 def materialized_in_run(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, str]]:

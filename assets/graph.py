@@ -119,10 +119,13 @@ def _write(writer: GraphWriter, group: dict[str, _Prepared], config: GraphConfig
 
 def _write_group(context: dg.AssetExecutionContext, writer: GraphWriter,
                  group: dict[str, _Prepared], config: GraphConfig, uri: str,
+                 takeovers: Takeovers,
                  ) -> tuple[dict[str, tuple[dict, dg.AssetCheckEvaluation]],
                             list[PartitionError]]:
     """`_write` for the group, and the documents that failed; if Neo4j refuses the shared
-    write, each document again on its own, so that only the one at fault fails."""
+    write, each document again on its own, so that only the one at fault fails. Documents
+    a newer run has taken over since they were read are not written (Takeovers)."""
+    group = {k: v for k, v in group.items() if not takeovers.leave(NEO4J_GRAPH, k)}
     failures: list[PartitionError] = []
     if not group:
         return {}, failures
@@ -219,7 +222,7 @@ def neo4j_graph(context: dg.AssetExecutionContext, config: GraphConfig,
                 key for key in keys[start:start + config.documents_per_write]
                 if not takeovers.leave(NEO4J_GRAPH, key)], uri, failures)
             written.append((group, writes.submit(_write_group, context, writer, group,
-                                                 config, uri)))
+                                                 config, uri, takeovers)))
             if len(written) > 1:  # the one before is written or nearly: record it
                 _record_group(context, store, *written.pop(0), takeovers, failures)
         for group, outcome in written:
@@ -249,7 +252,9 @@ def _record_group(context: dg.AssetExecutionContext, store: AssetStore,
                   failures: list[PartitionError]) -> None:
     """Record a group's documents once its write is done (or add why they failed):
     group by group, so losing the server later loses no finished record. A document a
-    newer run took over meanwhile is left to it (it writes the document again)."""
+    newer run took over during the write is left to it; if that run wrote it before
+    this one did, Neo4j holds this run's write of the same inputs until the document's
+    next write (the window is one group's write)."""
     outcomes, write_failures = outcome.result()
     failures += write_failures
     for key, (stats, check) in outcomes.items():

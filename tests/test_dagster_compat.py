@@ -85,15 +85,38 @@ def test_materialized_in_run_is_what_the_runs_events_say(instance):
     assert compat.materialized_in_run(instance, "no-such-run") == []
 
 
-def test_latest_materialization_row_is_the_latest_record_read_from_the_index(instance):
+def test_latest_materialization_row_is_the_runs_latest_record_read_from_the_index(
+        instance):
     key = dg.AssetKey("chunks")
-    assert compat.latest_materialization_row(instance, key, "a") is None
+    assert compat.latest_materialization_row(instance, key, "a", "") is None
     for partition in ("a", "b", "a"):
         instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=partition))
     for partition in ("a", "b"):
         [record] = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
-        storage_id, run_id, timestamp = compat.latest_materialization_row(
-            instance, key, partition)
-        assert (storage_id, run_id) == (record.storage_id, record.run_id)
+        storage_id, timestamp = compat.latest_materialization_row(
+            instance, key, partition, record.run_id)
+        assert storage_id == record.storage_id
         assert abs(timestamp - record.timestamp) < 1e-3
+    assert compat.latest_materialization_row(instance, key, "a", "another run") is None
+
+
+def test_checks_planned_after_a_run_are_other_runs_later_rows(instance):
+    """Two runs plan the same partitioned check: the first sees the second's row, the
+    second sees nothing after its own, and a run that planned none sees nothing."""
+    partitions = dg.StaticPartitionsDefinition(["a", "b"])
+
+    @dg.asset(partitions_def=partitions, check_specs=[
+        dg.AssetCheckSpec("ok", asset="probe_checked", partitions_def=partitions)])
+    def probe_checked():
+        yield dg.MaterializeResult(check_results=[dg.AssetCheckResult(passed=True)])
+
+    first, second = (dg.materialize([probe_checked], instance=instance, partition_key=p)
+                     for p in ("a", "a"))
+    check = dg.AssetCheckKey(dg.AssetKey("probe_checked"), "ok")
+    assert compat.checks_planned_after(instance, first.run_id, [check], ["a", "b"]) == [
+        (check.asset_key, "a", second.run_id, compat.CheckStatus.SUCCEEDED)]
+    assert compat.checks_planned_after(instance, first.run_id, [check], ["b"]) == []
+    assert compat.checks_planned_after(instance, second.run_id, [check], ["a"]) == []
+    assert compat.checks_planned_after(instance, "no such run", [check], ["a"]) == []
+    assert compat.checks_planned_after(instance, first.run_id, [], ["a"]) == []
