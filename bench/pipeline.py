@@ -151,14 +151,15 @@ def timed_streams() -> list[tuple[float, float]]:
 
 
 def chain_helper(fd: int) -> int:
-    """The chain helper of `--processes` > 1, its streams timed (into $BENCH_STREAMS)."""
+    """A chain helper of `--processes` > 1, its streams timed (into $BENCH_STREAMS/<pid>)."""
     from pipeline_defs import chain_processes
 
     streams = timed_streams()
     try:
         return chain_processes._helper(fd)
     finally:
-        Path(os.environ["BENCH_STREAMS"]).write_text(json.dumps(streams))
+        (Path(os.environ["BENCH_STREAMS"]) / f"{os.getpid()}.json").write_text(
+            json.dumps(streams))
 
 
 def child(args: argparse.Namespace) -> dict:
@@ -168,7 +169,7 @@ def child(args: argparse.Namespace) -> dict:
     from pipeline_defs import chain_processes, cli, runs
 
     streams = timed_streams()
-    helper_streams = Path(tempfile.mkdtemp(prefix="docgraph-bench-streams-")) / "helper.json"
+    helper_streams = Path(tempfile.mkdtemp(prefix="docgraph-bench-streams-"))
     os.environ["BENCH_STREAMS"] = str(helper_streams)
     chain_processes.HELPER = [sys.executable, __file__, "--chain-helper"]
     profiles: list[cProfile.Profile] = []
@@ -196,9 +197,9 @@ def child(args: argparse.Namespace) -> dict:
     not_ok = [o for o in outcomes if o.status != "ok"]
     if not_ok:
         raise SystemExit(f"bench: {len(not_ok)} documents not ok, e.g. {not_ok[0]}")
-    if helper_streams.exists():
-        streams += [tuple(s) for s in json.loads(helper_streams.read_text())]
-    shutil.rmtree(helper_streams.parent, ignore_errors=True)
+    for helper in helper_streams.iterdir():
+        streams += [tuple(s) for s in json.loads(helper.read_text())]
+    shutil.rmtree(helper_streams, ignore_errors=True)
     busy, end = 0.0, 0.0  # the union of the stream intervals
     for a, b in sorted(streams):
         busy += max(0.0, b - max(a, end))
@@ -339,10 +340,11 @@ def main() -> None:
             (folder / f"report-{i:04d}.md").write_text(make_document(rng, args.kb * 1000))
         rows = []
         for c in map(int, args.concurrency.split(",")):
+            # the profile sees one process: one profiled pass per concurrency
+            profiled = run_pass(folder, c, 1, args.profile_docs, args, profile=True) \
+                if args.profile_docs else None
             for n in map(int, args.processes.split(",")):
                 timed = run_pass(folder, c, n, args.docs, args, profile=False)
-                profiled = run_pass(folder, c, 1, args.profile_docs, args, profile=True) \
-                    if args.profile_docs else None
                 rows.append(row(c, n, timed, profiled, args.latency_ms))
                 print_table(rows[-1:])
                 sys.stdout.flush()

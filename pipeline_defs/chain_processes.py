@@ -14,15 +14,16 @@ are marked ended, and its documents are run here.
 
 import dataclasses
 import json
-import math
 import os
 import sys
 
 import dagster as dg
 
+from pipeline_defs import run_launch
 from pipeline_defs.helper_process import HelperProcess, read_job
 from pipeline_defs.outcomes import Outcome, StageOutcome
 from pipeline_defs.run_recovery import recover
+from pipeline_defs.slot_wait import SlotWaitTimeout
 from resources.errors import ErrorClass
 from resources.llm.resource import LLMResource
 from resources.llm.settings import LLMSettings
@@ -41,12 +42,13 @@ def deal(keys: list[str], batch_size: int, processes: int) -> list[list[str]]:
 
 
 def llm_share(processes: int) -> LLMResource:
-    """One process's LLM resource out of `processes`: its share of the concurrency, and of
-    the rates unless the budget is shared (fields left None come from the environment)."""
+    """One process's LLM resource out of `processes`: its share of the concurrency (rounded
+    down, at least 1), and of the rates unless the budget is shared (fields left None come
+    from the environment)."""
     settings = LLMSettings.from_env()
     local = not settings.budget_url
     return LLMResource(
-        max_concurrency=max(1, math.ceil(settings.max_concurrency / processes)),
+        max_concurrency=max(1, settings.max_concurrency // processes),
         rpm=settings.rpm / processes if local and settings.rpm else None,
         tpm=settings.tpm / processes if local and settings.tpm else None)
 
@@ -59,7 +61,8 @@ class ChainHelpers:
         self._instance, self._actor, self._shares = instance, actor, shares
         self._helpers = [HelperProcess(HELPER, {
             "instance": dg.serialize_value(instance.get_ref()), "keys": keys,
-            "processes": processes, "options": options, "actor": f"{actor} (process {n})"})
+            "processes": processes, "options": options, "actor": f"{actor} (process {n})",
+            "slot_wait_seconds": run_launch.settings.slot_wait_seconds})
             for n, keys in enumerate(shares, start=2)]
 
     def results(self) -> list[tuple[list[str], dict | None]]:
@@ -78,6 +81,8 @@ class ChainHelpers:
         return results
 
     def close(self) -> None:
+        for helper in self._helpers:
+            helper.terminate()
         for helper in self._helpers:
             helper.close()
 
@@ -100,11 +105,11 @@ def outcome_from_json(data: dict) -> Outcome:
 
 def _helper(fd: int) -> int:
     job = read_job()
-    from pipeline_defs import run_launch  # imports Dagster and the definitions once
-    from pipeline_defs.runs import chain
+    from pipeline_defs.runs import chain  # imports Dagster and the definitions once
 
     run_launch.install_stop_handlers()
     run_launch.settings.actor = job["actor"]
+    run_launch.settings.slot_wait_seconds = job["slot_wait_seconds"]
     try:
         with (dg.DagsterInstance.from_ref(dg.deserialize_value(job["instance"])) as instance,
               os.fdopen(fd, "w", buffering=1) as answer):
@@ -112,7 +117,8 @@ def _helper(fd: int) -> int:
                              **job["options"])
             answer.write(json.dumps({"outcomes": [outcome_to_json(o) for o in outcomes],
                                      "runs": run_launch.launched}) + "\n")
-    except run_launch.Interrupted as stop:
+    except (run_launch.Interrupted, SlotWaitTimeout) as stop:
+        print(f"docgraph: {job['actor']}: {stop}", file=sys.stderr)
         return stop.exit_code
     return 0
 

@@ -48,10 +48,20 @@ class HelperProcess:
         return self._answers.readline().strip()
 
     def exit_code(self) -> int:
-        return self._process.wait(STOP_SECONDS)
+        """Once it has closed its pipe: how it ended (-9 if it had to be killed)."""
+        try:
+            return self._process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            return self._process.wait()
+
+    def terminate(self) -> None:
+        """Ask the helper to stop (it cancels a run it has going)."""
+        if self._process.poll() is None:
+            self._process.terminate()
 
     def close(self) -> None:
-        """Stop the helper (it cancels a run it has going) and wait for it."""
+        """Stop the helper and wait for it."""
         if self._process.poll() is None:
             self._process.terminate()
             try:

@@ -85,16 +85,21 @@ def materialize(
     ensure_pools(instance)
     options = dict(force=force, batch_size=batch_size, log_level=log_level,
                    ingest_ahead=ingest_ahead)
-    wanted = set(keys)
-    shares = deal([k for k in instance.get_dynamic_partitions(documents_partitions.name)
-                   if k in wanted], batch_size, processes)
-    if processes == 1 or len(shares) < 2 or instance.is_ephemeral:
+    shares = []
+    if processes > 1 and not instance.is_ephemeral:  # deal only what needs a run
+        wanted = {k for k in keys if force or stale_stage(instance, registry(), k)}
+        shares = deal([k for k in instance.get_dynamic_partitions(documents_partitions.name)
+                       if k in wanted], batch_size, processes)
+    if len(shares) < 2:
         outcomes = chain(instance, keys, **options)
     else:
+        dealt = {k for share in shares for k in share}
         helpers = ChainHelpers(instance, shares[1:], processes, options,
                                run_launch.settings.actor)
         try:
-            outcomes = chain(instance, shares[0], llm=llm_share(processes), **options)
+            # this process also reports the documents that needed nothing
+            outcomes = chain(instance, [*shares[0], *(k for k in keys if k not in dealt)],
+                             llm=llm_share(processes), **options)
             results = helpers.results()
         finally:
             helpers.close()

@@ -41,7 +41,7 @@ def test_each_process_gets_its_share_of_the_limits(monkeypatch):
     monkeypatch.setenv("LLM_TPM", "1000000")
     monkeypatch.delenv("LLM_BUDGET_URL", raising=False)
     share = llm_share(3).settings()
-    assert (share.max_concurrency, share.rpm, share.tpm) == (11, 2000, 1000000 / 3)
+    assert (share.max_concurrency, share.rpm, share.tpm) == (10, 2000, 1000000 / 3)
     # one budget shared by every process: each spends from it, the rates are not divided
     monkeypatch.setenv("LLM_BUDGET_URL", "postgresql://127.0.0.1:1/none")
     share = llm_share(2).settings()
@@ -63,6 +63,13 @@ def test_two_processes_run_the_chain_with_the_outcomes_of_one(instance, tmp_path
     assert len(_runs(instance, "catalog_job")) == 1  # once, by this process, at the end
     # the helper's runs count in this command's LLM usage line
     assert {r.run_id for r in enrichment} <= set(run_launch.launched)
+
+    # again: only the bad document needs a run, so no helper is started for it
+    again = cli.materialize(instance, keys, batch_size=BATCH, processes=2)
+    assert [o.status for o in again] == ["up-to-date"] * 5 + ["failed"]
+    runs = _runs(instance, "ingestion_job")[-1:] + _runs(instance, "catalog_job")[-1:]
+    assert {r.tags[PID_TAG] for r in runs} == {str(os.getpid())}
+    assert len(_runs(instance, "enrichment_job")) == 3
 
 
 def test_a_chain_process_that_dies_leaves_its_documents_to_the_cli(instance, tmp_path,
