@@ -25,7 +25,7 @@ from pathlib import Path
 import dagster as dg
 import sqlalchemy as sa
 
-from resources.engines import kept, sqlalchemy_url
+from resources.engines import SCHEMA_LOCK, kept, sqlalchemy_url
 from resources.paths import docgraph_home, project_root, resolve
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
@@ -197,8 +197,9 @@ def _new_engine(url: str) -> sa.Engine:
             "BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN"))
     else:
         engine = sa.create_engine(sqlalchemy_url(url), pool_pre_ping=True)
-    # PostgreSQL: another thread or process may create it at the same moment
-    with contextlib.suppress(sa.exc.IntegrityError), _transaction(engine, write=True) as conn:
+    with _transaction(engine, write=True) as conn:
+        if engine.dialect.name == "postgresql":  # others may create it at the same moment
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": SCHEMA_LOCK})
         conn.execute(_SCHEMA)
     return kept(engine)
 

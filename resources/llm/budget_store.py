@@ -16,9 +16,8 @@ import uuid
 from collections.abc import Iterator
 
 import psycopg2
-import psycopg2.errors
 
-from resources.engines import libpq_url
+from resources.engines import create_pg_tables, libpq_url
 from resources.llm.limits import TokenBucket
 from resources.llm.settings import LLMSettings
 from resources.llm.throttle import Budget
@@ -92,10 +91,8 @@ class BudgetStore:
             conn = psycopg2.connect(self.url, connect_timeout=5)
             try:
                 conn.autocommit = True
+                create_pg_tables(conn, _TABLES)
                 with conn.cursor() as cur:
-                    for statement in _TABLES:  # another engine may create them at once
-                        with contextlib.suppress(psycopg2.errors.UniqueViolation):
-                            cur.execute(statement)
                     self._join(cur)
                 conn.autocommit = False
             except BaseException:

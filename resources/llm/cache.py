@@ -9,7 +9,6 @@ be replayed forever. Another store needs only get/put; a store that cannot be re
 raises one of CACHE_ERRORS, and the engine then asks the provider (a miss, not a failure).
 """
 
-import contextlib
 import hashlib
 import json
 import sqlite3
@@ -20,7 +19,7 @@ from typing import Protocol
 
 import psycopg2
 
-from resources.engines import is_postgres, libpq_url
+from resources.engines import create_pg_tables, is_postgres, libpq_url
 
 CACHE_ERRORS = (sqlite3.Error, psycopg2.Error)
 _PG_TABLE = ("CREATE TABLE IF NOT EXISTS llm_responses (key TEXT PRIMARY KEY,"
@@ -85,9 +84,7 @@ class PostgresCache:
         if conn is None or conn.closed:
             conn = psycopg2.connect(self.url, connect_timeout=5)
             conn.autocommit = True
-            # another thread or process may create it at the same moment
-            with conn.cursor() as cur, contextlib.suppress(psycopg2.errors.UniqueViolation):
-                cur.execute(_PG_TABLE)
+            create_pg_tables(conn, [_PG_TABLE])
             self._local.conn = conn  # kept once the table is there
         return conn
 
