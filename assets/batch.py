@@ -35,7 +35,7 @@ from assets.dagster_compat import (
     latest_materialization_row,
 )
 from assets.keys import DOCUMENTS_PER_RUN
-from assets.upstream import Upstream
+from assets.upstream import Upstream, upstream_of
 from resources.storage import AssetStore
 
 
@@ -160,8 +160,7 @@ def record(
         raise RuntimeError(f"the materialization of {asset_key.to_user_string()} "
                            f"{partition} was not written to the instance")
     storage_id, timestamp = logged
-    return Upstream(asset_key, version, storage_id, run_id, timestamp,
-                    {k: v.value for k, v in event.metadata.items()}, tags)
+    return upstream_of(event, storage_id, run_id, timestamp)
 
 
 def log_check(context: dg.AssetExecutionContext, evaluation: dg.AssetCheckEvaluation,

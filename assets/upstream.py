@@ -55,9 +55,15 @@ def latest_upstreams(instance: dg.DagsterInstance, asset_key: dg.AssetKey,
 
 
 def _upstream(asset_key: dg.AssetKey, record: dg.EventLogRecord) -> Upstream:
-    event = record.asset_materialization
-    return Upstream(asset_key, event.tags[DATA_VERSION_TAG], record.storage_id, record.run_id,
-                    record.timestamp, {k: v.value for k, v in event.metadata.items()},
+    return upstream_of(record.asset_materialization, record.storage_id, record.run_id,
+                       record.timestamp)
+
+
+def upstream_of(event: dg.AssetMaterialization, storage_id: int, run_id: str,
+                timestamp: float) -> Upstream:
+    """The Upstream of a materialization event stored with this id, run and time."""
+    return Upstream(event.asset_key, event.tags[DATA_VERSION_TAG], storage_id, run_id,
+                    timestamp, {k: v.value for k, v in event.metadata.items()},
                     dict(event.tags))
 
 

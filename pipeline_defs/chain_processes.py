@@ -22,7 +22,6 @@ import dagster as dg
 from pipeline_defs import run_launch
 from pipeline_defs.helper_process import HelperProcess, read_job
 from pipeline_defs.outcomes import Outcome, StageOutcome
-from pipeline_defs.run_recovery import recover
 from pipeline_defs.slot_wait import SlotWaitTimeout
 from resources.errors import ErrorClass
 from resources.llm.resource import LLMResource
@@ -56,11 +55,13 @@ def llm_share(processes: int) -> LLMResource:
 class ChainHelpers:
     """The helpers, one per share of documents after this process's own."""
 
-    def __init__(self, instance: dg.DagsterInstance, shares: list[list[str]], processes: int,
-                 options: dict, actor: str):
+    def __init__(self, instance: dg.DagsterInstance, shares: list[list[str]],
+                 first: dict[str, int], processes: int, options: dict, actor: str):
+        """`first`: each document's first stale job (runs.first_stale_jobs)."""
         self._instance, self._actor, self._shares = instance, actor, shares
         self._helpers = [HelperProcess(HELPER, {
             "instance": dg.serialize_value(instance.get_ref()), "keys": keys,
+            "first": {key: first[key] for key in keys},
             "processes": processes, "options": options, "actor": f"{actor} (process {n})",
             "slot_wait_seconds": run_launch.settings.slot_wait_seconds})
             for n, keys in enumerate(shares, start=2)]
@@ -72,11 +73,9 @@ class ChainHelpers:
         for keys, helper in zip(self._shares, self._helpers, strict=True):
             answer = helper.readline()
             if not answer:
-                print(f"docgraph: a chain process ended (exit code {helper.exit_code()}) "
-                      f"before its {len(keys)} documents were done; running them here",
-                      flush=True)
-                if line := recover(self._instance, self._actor).line():
-                    print(line, flush=True)
+                helper.say_gone(self._instance, self._actor, "a chain process",
+                                f" before its {len(keys)} documents were done; running "
+                                "them here")
             results.append((keys, json.loads(answer) if answer else None))
         return results
 
@@ -105,7 +104,7 @@ def outcome_from_json(data: dict) -> Outcome:
 
 def _helper(fd: int) -> int:
     job = read_job()
-    from pipeline_defs.runs import chain  # imports Dagster and the definitions once
+    from pipeline_defs.runs import chain  # here: runs imports this module
 
     run_launch.install_stop_handlers()
     run_launch.settings.actor = job["actor"]
@@ -113,7 +112,8 @@ def _helper(fd: int) -> int:
     try:
         with (dg.DagsterInstance.from_ref(dg.deserialize_value(job["instance"])) as instance,
               os.fdopen(fd, "w", buffering=1) as answer):
-            outcomes = chain(instance, job["keys"], llm=llm_share(job["processes"]),
+            outcomes = chain(instance, job["keys"], job["first"],
+                             llm=llm_share(job["processes"]),
                              **job["options"])
             answer.write(json.dumps({"outcomes": [outcome_to_json(o) for o in outcomes],
                                      "runs": run_launch.launched}) + "\n")

@@ -19,6 +19,10 @@ import sys
 import threading
 from pathlib import Path
 
+import dagster as dg
+
+from pipeline_defs.run_recovery import recover
+
 STOP_SECONDS = 10.0  # a helper's run_launch stops within STOP_GRACE_SECONDS (7 s)
 _PR_SET_PDEATHSIG = 1
 _PROJECT = Path(__file__).resolve().parents[1]
@@ -54,6 +58,14 @@ class HelperProcess:
         except subprocess.TimeoutExpired:
             self._process.kill()
             return self._process.wait()
+
+    def say_gone(self, instance: dg.DagsterInstance, actor: str, name: str, then: str
+                 ) -> None:
+        """Once its pipe closed without an answer: say so (`name` ended, its exit code,
+        `then`) and mark the runs it left behind ended (run_recovery)."""
+        print(f"docgraph: {name} ended (exit code {self.exit_code()}){then}", flush=True)
+        if line := recover(instance, actor).line():
+            print(line, flush=True)
 
     def terminate(self) -> None:
         """Ask the helper to stop (it cancels a run it has going)."""

@@ -20,7 +20,6 @@ import sys
 import dagster as dg
 
 from pipeline_defs.helper_process import HelperProcess, read_job
-from pipeline_defs.run_recovery import recover
 
 HELPER = [sys.executable, "-m", "pipeline_defs.ingest_ahead"]  # + the pipe's fd
 
@@ -43,11 +42,8 @@ class IngestAhead:
             return line
         if not self._ended:
             self._ended = True
-            code = self._helper.exit_code()
-            print(f"docgraph: the ingest-ahead process ended (exit code {code}); ingesting "
-                  "the remaining batches here", flush=True)
-            if line := recover(self._instance, self._actor).line():
-                print(line, flush=True)
+            self._helper.say_gone(self._instance, self._actor, "the ingest-ahead process",
+                                  "; ingesting the remaining batches here")
         return None
 
     def close(self) -> None:

@@ -85,27 +85,27 @@ def materialize(
     ensure_pools(instance)
     options = dict(force=force, batch_size=batch_size, log_level=log_level,
                    ingest_ahead=ingest_ahead)
+    first = first_stale_jobs(instance, keys, force)
     shares = []
     if processes > 1 and not instance.is_ephemeral:  # deal only what needs a run
-        wanted = {k for k in keys if force or stale_stage(instance, registry(), k)}
         shares = deal([k for k in instance.get_dynamic_partitions(documents_partitions.name)
-                       if k in wanted], batch_size, processes)
+                       if k in first], batch_size, processes)
     if len(shares) < 2:
-        outcomes = chain(instance, keys, **options)
+        outcomes = chain(instance, keys, first, **options)
     else:
         dealt = {k for share in shares for k in share}
-        helpers = ChainHelpers(instance, shares[1:], processes, options,
+        helpers = ChainHelpers(instance, shares[1:], first, processes, options,
                                run_launch.settings.actor)
         try:
             # this process also reports the documents that needed nothing
             outcomes = chain(instance, [*shares[0], *(k for k in keys if k not in dealt)],
-                             llm=llm_share(processes), **options)
+                             first, llm=llm_share(processes), **options)
             results = helpers.results()
         finally:
             helpers.close()
         for share, answer in results:
             if answer is None:  # its helper died: run them here
-                outcomes += chain(instance, share, **options)
+                outcomes += chain(instance, share, first, **options)
             else:
                 outcomes += [outcome_from_json(o) for o in answer["outcomes"]]
                 run_launch.launched.extend(answer["runs"])
@@ -116,23 +116,35 @@ def materialize(
     return [by_key[key] for key in keys]
 
 
-def chain(
-    instance: dg.DagsterInstance, keys: list[str], force: bool = False,
-    batch_size: int = DOCUMENTS_PER_RUN, log_level: str = "CRITICAL",
-    ingest_ahead: bool = True, llm: LLMResource | None = None,
-) -> list[Outcome]:
-    """Run the chain's jobs in-process, in order, over the `keys` that need them, from
-    each document's first stale step, batched into ranges like a backfill (a document is
-    not given to a job that needs what failed for it); each document's outcome. With
-    `ingest_ahead`, batches after the first are ingested by a helper process while this
-    one enriches (pipeline_defs/ingest_ahead.py). `llm`: this process's share of the LLM
-    limits, if it has one."""
+def first_stale_jobs(instance: dg.DagsterInstance, keys: list[str], force: bool
+                     ) -> dict[str, int]:
+    """{document: the index in chain_jobs() of its first stale job}, for the documents
+    that need a run (all of them, from the first job, with `force`)."""
     jobs = chain_jobs()
     first = {}
     for key in keys:
         stale = ("ingestion_job", "forced") if force else stale_stage(instance, registry(), key)
         if stale:
             first[key] = jobs.index(stale[0])
+    return first
+
+
+def chain(
+    instance: dg.DagsterInstance, keys: list[str], first: dict[str, int] | None = None,
+    force: bool = False, batch_size: int = DOCUMENTS_PER_RUN, log_level: str = "CRITICAL",
+    ingest_ahead: bool = True, llm: LLMResource | None = None,
+) -> list[Outcome]:
+    """Run the chain's jobs in-process, in order, over the `keys` that need them, from
+    each document's first stale step (`first`: as first_stale_jobs gives it, computed if
+    not given), batched into ranges like a backfill (a document is not given to a job that
+    needs what failed for it); each document's outcome. With `ingest_ahead`, batches after
+    the first are ingested by a helper process while this one enriches
+    (pipeline_defs/ingest_ahead.py). `llm`: this process's share of the LLM limits, if it
+    has one."""
+    jobs = chain_jobs()
+    if first is None:
+        first = first_stale_jobs(instance, keys, force)
+    first = {key: first[key] for key in keys if key in first}
     todo = list(first)
     chain_names = [k.to_user_string() for k in chain_assets()]
     ordered = instance.get_dynamic_partitions(documents_partitions.name)
