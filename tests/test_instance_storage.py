@@ -116,10 +116,26 @@ def test_a_watcher_in_another_instance_follows_a_running_run(home: Path):
 def test_the_private_hooks_it_overrides_are_still_dagsters():
     """An upgrade that renames them must fail here (see TESTED_WITH in
     assets/dagster_compat.py), not silently fall back to the slow path."""
-    for name in ("_connect", "_initdb", "conn_string_for_shard"):
+    for name in ("_connect", "_initdb", "conn_string_for_shard", "has_table",
+                 "_has_asset_key_col_on_connection"):
         assert callable(getattr(SqliteEventLogStorage, name)), name
     assert callable(SqliteRunStorage.connect)
     assert PooledEventLogStorage._connect is not SqliteEventLogStorage._connect  # noqa: SLF001
+
+
+def test_a_table_found_is_not_looked_up_again_and_one_missing_is(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch):
+    storage = PooledEventLogStorage(str(tmp_path))
+    lookups: list[str] = []
+    stock = SqliteEventLogStorage.has_table
+    monkeypatch.setattr(SqliteEventLogStorage, "has_table",
+                        lambda self, name: lookups.append(name) or stock(self, name))
+    assert [storage.has_table("event_logs") for _ in range(3)] == [True] * 3
+    assert [storage.has_table("no_such_table") for _ in range(2)] == [False] * 2
+    assert lookups == ["event_logs", "no_such_table", "no_such_table"]
+    with storage.index_connection() as conn:
+        assert storage._has_asset_key_col_on_connection(conn, "cached_status_data")  # noqa: SLF001
+        assert not storage._has_asset_key_col_on_connection(conn, "no_such_column")  # noqa: SLF001
 
 
 RANGE = dg.StaticPartitionsDefinition([f"p{i}" for i in range(5)])
