@@ -29,6 +29,18 @@ class GateConfig(dg.Config):
     success_threshold: float = 0.99  # below it the <asset>_success_rate check fails
 
 
+def failed_items(frame: pd.DataFrame, id_column: str = "chunk_id") -> list[dict]:
+    """The rows with an `error_class`, by id: {id, error_class, error}. Read as plain
+    lists: a document has a handful of rows, and pandas' per-call cost on frames that
+    small was ~3% of an enrichment step's CPU."""
+    failed = [{"id": item, "error_class": error_class, "error": error}
+              for item, error_class, error in zip(frame[id_column].tolist(),
+                                                  frame["error_class"].tolist(),
+                                                  frame["error"].tolist(), strict=True)
+              if not pd.isna(error_class)]
+    return sorted(failed, key=lambda row: row["id"])
+
+
 def success_rate(frame: pd.DataFrame) -> float:
     """Rows without an `error_class` over all rows (1.0 for none)."""
     return 1 - int(frame["error_class"].notna().sum()) / len(frame) if len(frame) else 1.0
@@ -40,8 +52,8 @@ def success_rate_check(
 ) -> dg.AssetCheckEvaluation:
     """`<asset>_success_rate` for one partition: rows without an `error_class` over all
     rows (one row per item), with the failed item ids and classes in its metadata."""
-    failed = frame[frame["error_class"].notna()].sort_values(id_column)
-    rate = success_rate(frame)
+    failed = failed_items(frame, id_column)
+    rate = 1 - len(failed) / len(frame) if len(frame) else 1.0
     return dg.AssetCheckEvaluation(
         asset_key=asset_key,
         check_name=success_rate_key(asset_key).name,
@@ -53,10 +65,7 @@ def success_rate_check(
             "threshold": dg.MetadataValue.float(threshold),
             "attempted": dg.MetadataValue.int(len(frame)),
             "failed": dg.MetadataValue.int(len(failed)),
-            "failed_items": dg.MetadataValue.json([
-                {"id": getattr(r, id_column), "error_class": r.error_class, "error": r.error}
-                for r in failed.head(MAX_LISTED_FAILURES).itertuples()
-            ]),
+            "failed_items": dg.MetadataValue.json(failed[:MAX_LISTED_FAILURES]),
         },
     )
 

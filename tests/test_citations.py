@@ -11,10 +11,10 @@ from assets.citations import resolve_citation, resolve_citations
 from assets.models import Theme, ThemeVote
 from assets.themes import (
     ThemeConfig,
-    _counts,
     document_passages,
     evidence_check,
     judging_items,
+    themes_description,
     themes_frame,
     unique_themes,
 )
@@ -97,7 +97,7 @@ def test_an_unknown_citation_costs_only_itself_and_an_uncited_theme_is_not_judge
     assert sso.cited_chunk_ids == [] and sso.votes == [] and not sso.kept
     assert sso.citations_unknown == ["99", "passage 0"]
 
-    counts = _counts(rows.reset_index())
+    counts = themes_description(rows.reset_index(), config)
     assert counts["citations"].value == 7 and counts["citations_unknown"].value == 3
     check = evidence_check("doc", rows.reset_index())
     assert not check.passed and check.metadata["without_evidence"].value == 1
