@@ -41,9 +41,13 @@ def failed_items(frame: pd.DataFrame, id_column: str = "chunk_id") -> list[dict]
     return sorted(failed, key=lambda row: row["id"])
 
 
+def _rate(failed: int, attempted: int) -> float:
+    return 1 - failed / attempted if attempted else 1.0
+
+
 def success_rate(frame: pd.DataFrame) -> float:
     """Rows without an `error_class` over all rows (1.0 for none)."""
-    return 1 - int(frame["error_class"].notna().sum()) / len(frame) if len(frame) else 1.0
+    return _rate(sum(not pd.isna(c) for c in frame["error_class"].tolist()), len(frame))
 
 
 def success_rate_check(
@@ -53,7 +57,7 @@ def success_rate_check(
     """`<asset>_success_rate` for one partition: rows without an `error_class` over all
     rows (one row per item), with the failed item ids and classes in its metadata."""
     failed = failed_items(frame, id_column)
-    rate = 1 - len(failed) / len(frame) if len(frame) else 1.0
+    rate = _rate(len(failed), len(frame))
     return dg.AssetCheckEvaluation(
         asset_key=asset_key,
         check_name=success_rate_key(asset_key).name,
