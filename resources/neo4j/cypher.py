@@ -282,10 +282,16 @@ RETURN key ORDER BY key
 CONSTRAINTS = "SHOW CONSTRAINTS YIELD name, type, labelsOrTypes, properties RETURN * ORDER BY name"
 INDEXES = "SHOW INDEXES YIELD name, type, labelsOrTypes, properties RETURN * ORDER BY name"
 
-# Nearest chunks, each with its document, its entities and their one-hop neighbours.
+# Nearest chunks, each with its document, its entities and their one-hop neighbours. The
+# index is approximate twice over: HNSW searches with a beam as wide as the k it is asked
+# for, and it scores quantized vectors. So it proposes $candidates chunks and the exact
+# cosine of the stored embeddings ranks them (same [0, 1] scale as the index's score).
 NEAREST_CHUNKS = f"""
-CALL db.index.vector.queryNodes('{VECTOR_INDEX}', $k, $vector) YIELD node AS c, score
+CALL db.index.vector.queryNodes('{VECTOR_INDEX}', $candidates, $vector) YIELD node AS c
 MATCH (d:Document)-[:HAS_CHUNK]->(c)
+WITH d, c, vector.similarity.cosine(c.embedding, $vector) AS score
+ORDER BY score DESC, c.id
+LIMIT $k
 RETURN c.id AS chunk_id, c.index AS index, c.text AS text, score,
        d.key AS document_key, d.title AS document_title, d.path AS document_path,
        COLLECT {{

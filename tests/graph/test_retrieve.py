@@ -1,7 +1,23 @@
 """Nearest chunks through the vector index, with their document, entities and the
 entities' one-hop neighbours (from any document)."""
 
-from resources.neo4j import GraphWriter, Neighbour, nearest_chunks
+import math
+import random
+import string
+
+import neo4j
+import pytest
+
+from resources.llm.offline.analytics import embed
+from resources.neo4j import (
+    ChunkRow,
+    DocumentRow,
+    GraphWriter,
+    Neighbour,
+    delete_all,
+    drop_schema,
+    nearest_chunks,
+)
 from tests.graph.corpus import doc, embedding
 
 
@@ -44,3 +60,44 @@ def test_deleted_chunks_are_no_longer_found(graph: GraphWriter):
     graph.delete_document("alpha")
     results = nearest_chunks(graph.driver, embedding(alpha.chunks[0].text), k=5)
     assert [r.chunk_id for r in results] == ["beta#0"]
+
+
+@pytest.fixture
+def wide_graph(neo4j_driver: neo4j.Driver):
+    """A writer whose vector index has the offline embeddings' 256 dimensions (the other
+    tests' index has 8); the schema is dropped after, for them."""
+    delete_all(neo4j_driver)
+    drop_schema(neo4j_driver)
+    writer = GraphWriter(neo4j_driver)
+    writer.ensure_schema(256)
+    yield writer
+    delete_all(neo4j_driver)
+    drop_schema(neo4j_driver)
+
+
+def test_the_nearest_chunks_are_the_exact_nearest_not_the_index_guess(wide_graph):
+    # Texts over one small vocabulary: many chunks at nearly the same distance, where the
+    # index alone (a narrow HNSW beam over quantized vectors) misses the nearest often
+    rng = random.Random(7)
+    vocabulary = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 9)))
+                  for _ in range(300)]
+    vectors: dict[str, list[float]] = {}
+    for number in range(40):
+        key = f"doc{number}"
+        texts = [" ".join(rng.choices(vocabulary, k=30)) for _ in range(10)]
+        chunks = [ChunkRow(f"{key}#{i}", key, i, text, embed(text))
+                  for i, text in enumerate(texts)]
+        vectors.update((c.id, c.embedding) for c in chunks)
+        wide_graph.replace_document(DocumentRow(key, f"docs/{key}.md", key), chunks, [], [],
+                                    [])
+
+    def exact(query: list[float]) -> list[float]:  # Neo4j's cosine scale: (1 + cos) / 2
+        norm = math.sqrt(sum(x * x for x in query))
+        return sorted(((1 + sum(a * b for a, b in zip(query, v, strict=True)) / norm) / 2
+                       for v in vectors.values()), reverse=True)
+
+    for _ in range(100):
+        query = embed(" ".join(rng.choices(vocabulary, k=8)))
+        for k in (1, 3):
+            found = nearest_chunks(wide_graph.driver, query, k=k)
+            assert [r.score for r in found] == pytest.approx(exact(query)[:k], abs=1e-4)
