@@ -64,3 +64,21 @@ def test_the_base_path_comes_from_the_resource_else_the_environment(tmp_path, mo
     assert written.path.startswith(str(tmp_path / "shared"))
     assert AssetStore().read(dg.AssetKey("documents"), "k", Document) == DOC
     assert AssetStore(base_path=str(tmp_path / "own")).root() == UPath(tmp_path / "own")
+
+
+def test_the_store_follows_the_environment_and_the_cwd_though_paths_are_remembered(
+    tmp_path, monkeypatch
+):
+    # resources/paths.py remembers what a setting resolves to: a new setting, or the same
+    # relative one from another working directory, must still resolve anew
+    monkeypatch.delenv("DOCGRAPH_ASSETS", raising=False)
+    monkeypatch.delenv("DOCGRAPH_HOME", raising=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "one"))
+    assert AssetStore().root() == UPath(tmp_path / "one" / "docgraph" / "assets")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "two"))
+    assert AssetStore().root() == UPath(tmp_path / "two" / "docgraph" / "assets")
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        monkeypatch.chdir(tmp_path / folder)
+        monkeypatch.setenv("DOCGRAPH_HOME", "home")
+        assert AssetStore().root() == UPath(tmp_path / folder / "home" / "assets")
