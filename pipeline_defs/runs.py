@@ -137,8 +137,9 @@ def chain(
     """Run the chain's jobs in-process, in order, over the `keys` that need them, from
     each document's first stale step (`first`: as first_stale_jobs gives it, computed if
     not given), batched into ranges like a backfill (a document is not given to a job that
-    needs what failed for it); each document's outcome. With `ingest_ahead`, batches after
-    the first are ingested by a helper process while this one enriches
+    needs what failed for it); each document's outcome. With `ingest_ahead`, the first batch
+    is split into a small opening batch and the rest (`opening_batch`), and batches after
+    the opening one are ingested by a helper process while this one enriches
     (pipeline_defs/ingest_ahead.py). `llm`: this process's share of the LLM limits, if it
     has one."""
     jobs = chain_jobs()
@@ -156,12 +157,16 @@ def chain(
              for job in jobs}
     run_config = _quiet(log_level)
     resources = {"llm": llm} if llm else {}
+    ingest_ahead = ingest_ahead and not instance.is_ephemeral
     outer_batches = partition_batches(ordered, todo, batch_size)
+    if ingest_ahead:
+        outer_batches = opening_batch(outer_batches, first, (llm or defs.resources["llm"])
+                                      .settings().max_concurrency)
     # ingestion is the first job and needs nothing another job makes: known up front
     later = [batch for outer in outer_batches[1:] for batch in partition_batches(
         ordered, [k for k in outer if first[k] == 0], batch_size)]
     ahead = (IngestAhead(instance, later, run_config, run_launch.settings.actor)
-             if ingest_ahead and later and not instance.is_ephemeral else None)
+             if ingest_ahead and later else None)
     try:
         for number, outer in enumerate(outer_batches):
             for index, job in enumerate(jobs):
@@ -184,6 +189,27 @@ def chain(
     return [outcome(key, stage_outcomes(instance, key, chain_names, done.get(key, set()),
                                         failed.get(key, {}), gates[key]))
             if key in gates else Outcome(key, "up-to-date", {}) for key in keys]
+
+
+# The opening batch's size: at least this many documents, and at least the concurrency.
+MIN_OPENING_BATCH = 16
+
+
+def opening_batch(outer_batches: list[list[str]], first: dict[str, int], concurrency: int
+                  ) -> list[list[str]]:
+    """The first batch split so that its head is small: the provider waits for the first
+    batch's ingestion (~33 ms a document) before the first call, and the ingest-ahead
+    helper ingests the rest of it meanwhile. The head is max(16, concurrency) documents:
+    enough to fill the provider's slots, and at ~22 calls a document it keeps them busy
+    for longer than the helper takes to start and ingest the next batch (~6 s at 200 ms a
+    call). Only when the whole head starts from ingestion, and the tail is no smaller."""
+    size = max(MIN_OPENING_BATCH, concurrency)
+    if not outer_batches or len(outer_batches[0]) < 2 * size:
+        return outer_batches
+    head, tail = outer_batches[0][:size], outer_batches[0][size:]
+    if any(first[key] for key in head):
+        return outer_batches
+    return [head, tail, *outer_batches[1:]]
 
 
 def launch_batch(instance: dg.DagsterInstance, job: str, batch: list[str], run_config: dict,

@@ -1,6 +1,7 @@
 """pipeline_defs/ingest_ahead.py: `materialize` over several batches has batches 2..n
-ingested by a helper process, with the same outcomes; a helper that dies leaves the work
-to the CLI; a helper never outlives its parent."""
+ingested by a helper process, with the same outcomes; the first batch opens with a small
+batch so the provider's first call comes sooner; a helper that dies leaves the work to the
+CLI; a helper never outlives its parent."""
 
 import os
 import signal
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipeline_defs import cli, ingest_ahead
+from assets.dagster_compat import RANGE_END_TAG, RANGE_START_TAG
+from pipeline_defs import cli, ingest_ahead, runs
 from pipeline_defs.run_owner import PID_TAG, Owner
 from resources.errors import ErrorClass
 from tests.conftest import REPO, SAMPLE_DIR
@@ -48,6 +50,34 @@ def test_later_batches_are_ingested_by_a_helper_process(instance, tmp_path):
     for ingested, enriched in zip(later, enrichment[1:], strict=True):
         ingested_end = instance.get_run_record_by_id(ingested.run_id).end_time
         assert ingested_end <= instance.get_run_record_by_id(enriched.run_id).start_time
+
+
+def test_a_large_first_batch_opens_with_a_small_one_the_helper_ingesting_the_rest(
+    instance, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("LLM_MAX_CONCURRENCY", "1")
+    monkeypatch.setattr(runs, "MIN_OPENING_BATCH", 2)  # opening batch: max(2, 1) documents
+    keys = _documents(instance, tmp_path)
+    outcomes = cli.materialize(instance, keys)  # one batch of 6 by size
+
+    assert [o.status for o in outcomes] == ["ok"] * 5 + ["failed"]
+    opening, rest = _ingestion_runs(instance)
+    assert opening.tags[PID_TAG] == str(os.getpid()) != rest.tags[PID_TAG]
+    ranges = [(r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG]) for r in (opening, rest)]
+    assert ranges == [(keys[0], keys[1]), (keys[2], keys[-1])]
+    enrichment = instance.get_runs(filters=dg.RunsFilter(job_name="enrichment_job"))
+    assert len(enrichment) == 2
+
+
+def test_the_opening_batch_is_the_concurrency_and_only_where_it_pays():
+    keys = [f"d{i:03d}" for i in range(100)]
+    ingest = dict.fromkeys(keys, 0)
+    assert runs.opening_batch([keys], ingest, 8) == [keys[:16], keys[16:]]
+    assert runs.opening_batch([keys, ["x"]], ingest, 40) == [keys[:40], keys[40:], ["x"]]
+    assert runs.opening_batch([keys[:31]], ingest, 8) == [keys[:31]]  # the rest < 16
+    enrich_only = {**ingest, keys[3]: 1}  # its ingestion is current: nothing to ingest
+    assert runs.opening_batch([keys], enrich_only, 8) == [keys]
+    assert runs.opening_batch([], {}, 8) == []
 
 
 def test_a_helper_that_dies_leaves_its_batches_to_the_cli(instance, tmp_path, monkeypatch,
