@@ -35,6 +35,9 @@ fsspec, pandas' parquet I/O), other (assets/, pipeline_defs/, pydantic, pandas, 
 C functions, json, the tokenizer and the rest of the standard library are charged to their
 callers (json.loads under openai is sdk, under dagster's serdes dagster).
 
+`streams` in the JSON: each LLM engine stream's (start, end) in seconds from the chain's
+start, for a timeline of where the provider waited (run boundaries, ingestion, tails).
+
 dagster_overhead_ms_per_document = (chain wall time − time during which at least one LLM
 engine stream, `LLMEngine.run`, was running in any of the chain's processes) ÷ documents:
 the wall time per document in which the provider was idle because the chain was doing
@@ -205,7 +208,9 @@ def child(args: argparse.Namespace) -> dict:
         busy += max(0.0, b - max(a, end))
         end = max(end, b)
     result = {"docs": len(keys), "seconds": seconds, "llm_stream_seconds": busy,
-              "client_cpu_seconds": _cpu(cpu1) - _cpu(cpu0)}
+              "client_cpu_seconds": _cpu(cpu1) - _cpu(cpu0),
+              "streams": [(round(a - started, 2), round(b - started, 2))
+                          for a, b in sorted(streams)]}
     if args.profile:
         stats = pstats.Stats(profiles[0])
         for profile in profiles[1:]:
@@ -282,6 +287,7 @@ def row(concurrency: int, processes: int, timed: dict, profiled: dict | None,
         "sim_cpu_ms_per_request": round(timed["sim_cpu_ms_per_request"], 2),
         "sim_cores": round(timed["sim_cores"], 2),
         "max_in_flight": timed["max_in_flight"],
+        "streams": timed["streams"],
         "profile": profiled and {
             "docs": profiled["docs"], "llm_calls": profiled["llm_calls"],
             "seconds": round(profiled["seconds"], 1),
