@@ -3,14 +3,25 @@
 `English`, `english`, `EN`, `en-US`, `en_GB`, `eng`, `US English`, `Français` -> `en`/`fr`;
 anything the data cannot place (or a language with no two-letter code) -> `und`, the
 ISO 639-2 code for "undetermined".
+
+Each language's name in its own language comes from pycountry's gettext catalogues, but
+parsing the 79 of them takes ~1.2 s, which every enrichment process paid at its first
+normalised answer, with the event loop (and so every LLM slot) waiting. So those names are
+read once into own_language_names.json, shipped with the code
+(`write_own_language_names()` writes it again; tests/llm/test_normalise.py checks it
+matches the installed pycountry).
 """
 
 import functools
 import gettext
+import json
 import re
 import unicodedata
+from pathlib import Path
 
 import pycountry
+
+OWN_NAMES = Path(__file__).with_name("own_language_names.json")
 
 UNDETERMINED = "und"
 # Codes ISO 639 withdrew that Java and Android locales still write.
@@ -30,6 +41,7 @@ def _tables() -> tuple[dict[str, str], dict[str, str]]:
     Names include each language's name in its own language (pycountry's translations)."""
     names: dict[str, str] = {}
     codes: dict[str, str] = {UNDETERMINED: UNDETERMINED, **WITHDRAWN}
+    own_names = json.loads(OWN_NAMES.read_text(encoding="utf-8"))
     for lang in pycountry.languages:
         code = getattr(lang, "alpha_2", None)
         if not code:
@@ -37,12 +49,7 @@ def _tables() -> tuple[dict[str, str], dict[str, str]]:
         for alias in ("alpha_2", "alpha_3", "bibliographic"):
             if value := getattr(lang, alias, None):
                 codes[value.lower()] = code
-        spelled = [lang.name, getattr(lang, "common_name", "") or ""]
-        try:
-            own = gettext.translation("iso639-3", pycountry.LOCALES_DIR, languages=[code])
-            spelled.append(own.gettext(lang.name))
-        except OSError:
-            pass
+        spelled = [lang.name, getattr(lang, "common_name", "") or "", own_names.get(code, "")]
         for name in spelled:
             for part in re.split(r"[;,]", name):
                 part = _plain(re.sub(r"\(.*?\)", "", part))
@@ -50,6 +57,22 @@ def _tables() -> tuple[dict[str, str], dict[str, str]]:
                     names.setdefault(part, code)
                     names.setdefault(part.removeprefix("modern "), code)  # Modern Greek
     return names, codes
+
+
+def own_language_names() -> dict[str, str]:
+    """{two-letter code: the language's name in that language} from pycountry's gettext
+    catalogues, for the languages that have one."""
+    names = {}
+    for lang in pycountry.languages:
+        code = getattr(lang, "alpha_2", None)
+        if not code:
+            continue
+        try:
+            own = gettext.translation("iso639-3", pycountry.LOCALES_DIR, languages=[code])
+        except OSError:  # no catalogue for it
+            continue
+        names[code] = own.gettext(lang.name)
+    return dict(sorted(names.items()))
 
 
 def language_code(text: str) -> str:
@@ -69,3 +92,9 @@ def language_code(text: str) -> str:
     if tokens and tokens[0] in codes:  # "en-US", "EN_gb", "eng"
         return codes[tokens[0]]
     return UNDETERMINED
+
+
+def write_own_language_names() -> None:
+    """Write own_language_names.json again (after a pycountry upgrade)."""
+    OWN_NAMES.write_text(json.dumps(own_language_names(), ensure_ascii=False, indent=1) + "\n",
+                         encoding="utf-8")

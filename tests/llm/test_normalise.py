@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from assets.models import SIGNATURE_PATTERN, Category, ChunkMetadata, DocumentThemeList, ThemeVote
+from resources.llm import languages
 from resources.llm.languages import language_code
 from resources.llm.normalise import UNWRAPPED, normalise, unwrap_json
 from resources.llm.structured import json_schema, parse
@@ -84,6 +85,13 @@ def test_an_enum_without_a_fallback_is_left_for_validation_to_reject():
 def test_language_names_in_any_case_are_their_code(case):
     code, name = case
     assert language_code(name) == code
+
+
+def test_the_shipped_own_language_names_are_the_installed_pycountrys():
+    shipped = json.loads(languages.OWN_NAMES.read_text(encoding="utf-8"))
+    assert shipped == languages.own_language_names(), (
+        "pycountry changed: run languages.write_own_language_names() and commit the file")
+    assert shipped["fr"] == "Français" and shipped["de"] == "Deutsch"
 
 
 @given(st.sampled_from([c for _, c in LANGUAGES]).flatmap(lambda code: st.tuples(
