@@ -2,10 +2,11 @@
 document_themes for a range of documents, as ONE stream of LLM work.
 
 Every call of every document of the step goes through one engine run under one
-concurrency: the chunk metadata, embedding and graph extraction calls of each document
-first, then, as soon as that document's own metadata and embeddings are in and passed
-their gates, its theme extraction, then its votes and theme embeddings (follow-ups the
-engine feeds ahead of new documents: resources/llm/feed.py). No stage waits for another
+concurrency: the chunk metadata and embedding calls of each document first (its graph
+extraction calls after the next document's: `items`), then, as soon as that document's
+own metadata and embeddings are in and passed their gates, its theme extraction, then its
+votes and theme embeddings (follow-ups the engine feeds ahead of new documents:
+resources/llm/feed.py). No stage waits for another
 stage of other documents, so the provider sees one steady stream and the step one tail.
 
 Each document's asset is recorded the moment its last item is in: the frame stored, its
@@ -153,7 +154,11 @@ class EnrichmentStream:
 
     # -- the stream ------------------------------------------------------------------------
     def items(self, keys: list[str]) -> Iterator[Item]:
-        """Each document's first calls, read and started one document at a time."""
+        """Each document's first calls, read and started one document at a time. A
+        document's graph extraction is sent after the next document's theme inputs: it
+        has no follow-ups, so at the end of the stream the last documents' extraction
+        calls fill the slots while their theme calls wait for the metadata."""
+        deferred: Iterator[Item] = iter(())
         for key in keys:
             doc = self._start(key)
             if doc is None:
@@ -164,9 +169,12 @@ class EnrichmentStream:
                 embed = self.config.chunk_embeddings
                 yield from self._phase(doc, "chunk_embeddings", embedding_items(
                     key, doc.chunks, embed.inputs_per_request, embed.dimensions))
+            yield from deferred
+            deferred = iter(())
             if GRAPH_EXTRACTION in self.selected:
-                yield from self._phase(doc, "graph_extraction", graph_items(doc.chunks))
+                deferred = self._phase(doc, "graph_extraction", graph_items(doc.chunks))
             yield from self._themes_if_ready(doc)
+        yield from deferred
 
     def on_result(self, result: ItemResult) -> list[Item]:
         doc, phase = self.owner.pop(result.key)
