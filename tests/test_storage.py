@@ -82,3 +82,16 @@ def test_the_store_follows_the_environment_and_the_cwd_though_paths_are_remember
         monkeypatch.chdir(tmp_path / folder)
         monkeypatch.setenv("DOCGRAPH_HOME", "home")
         assert AssetStore().root() == UPath(tmp_path / folder / "home" / "assets")
+
+
+def test_rows_are_the_frames_chosen_columns_as_plain_values(tmp_path):
+    store = AssetStore(base_path=str(tmp_path))
+    key = dg.AssetKey("document_themes")
+    frame = pd.DataFrame({"signature": ["a", "b"], "score": [0.5, None],
+                          "embedding": [[1.0, 2.0], None], "unused": ["x", "y"]})
+    store.write(key, "doc", frame)
+    assert store.read_rows(key, "doc", ["signature", "score", "embedding"]) == [
+        {"signature": "a", "score": 0.5, "embedding": [1.0, 2.0]},
+        {"signature": "b", "score": None, "embedding": None}]
+    with pytest.raises(dg.Failure, match="document_themes partition 'nope'.*materialize"):
+        store.read_rows(key, "nope", ["signature"])
