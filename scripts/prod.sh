@@ -16,7 +16,9 @@
 # PORT (webserver, default 3000), DOCGRAPH_MAX_RUNS (runs at once, default 4),
 # DOCGRAPH_RUN_RETRIES (automatic retries of a failed run, default 2),
 # DOCGRAPH_CELERY_WORKERS (default 2), DOCGRAPH_CELERY_VISIBILITY_SECONDS (after how long a
-# step whose worker died is handed to another, default 1800), scripts/postgres.sh's
+# step whose worker died is handed to another, default 1800; keep it above the longest
+# step), DOCGRAPH_CELERY_SWEEP_SECONDS (how often workers look for such steps, default 10),
+# scripts/postgres.sh's
 # DOCGRAPH_PG_DIR / DOCGRAPH_PG_PORT and scripts/redis.sh's DOCGRAPH_REDIS_DIR /
 # DOCGRAPH_REDIS_PORT.
 # Everything listens on 127.0.0.1. Safe to run twice.
@@ -51,7 +53,8 @@ EOF
   # acknowledged when it ends, not when it starts: if its worker dies (kill -9), the
   # worker's parent requeues it at once, or, if the whole worker died, the broker hands it
   # to another worker once the visibility timeout has passed (longer than any step: a
-  # step still running then would be handed out twice).
+  # step still running then would be handed out twice). Workers look for such steps every
+  # sweep period (kombu's default is every ~100 s: 10 s x a throttle of 10).
   cat > "$DIR/celery/dagster_celery_config.py" <<EOF
 # Written by scripts/prod.sh.
 broker_url = "$broker/0"
@@ -59,7 +62,9 @@ result_backend = "$broker/1"
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
-broker_transport_options = {"visibility_timeout": ${DOCGRAPH_CELERY_VISIBILITY_SECONDS:-1800}}
+broker_transport_options = {"visibility_timeout": ${DOCGRAPH_CELERY_VISIBILITY_SECONDS:-1800},
+                            "unacked_restore_interval": ${DOCGRAPH_CELERY_SWEEP_SECONDS:-10},
+                            "unacked_restore_throttle": 1}
 EOF
   cat > "$DIR/dagster/dagster.yaml" <<EOF
 # Written by scripts/prod.sh: the production instance (edit the script, not this file).

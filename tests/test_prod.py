@@ -18,6 +18,8 @@ import dagster as dg
 import requests
 import sqlalchemy as sa
 
+from assets.dagster_compat import check_states
+from assets.keys import GATED, NEO4J_GRAPH, success_rate_key
 from bench.backfill import celery_worker, celery_workers, launch_backfill
 from pipeline_defs.intervals import INTERVAL_VARIABLE
 from resources.neo4j import duplicate_keys
@@ -77,6 +79,47 @@ def _kill_a_worker_mid_enrichment(instance: dg.DagsterInstance, sim: SimulatorSe
     return leader
 
 
+def _steps_run_twice(instance: dg.DagsterInstance) -> list[tuple[str, str]]:
+    """(run, step) pairs that succeeded more than once: a step the broker handed out again
+    while it was still running."""
+    twice = []
+    for run in instance.get_runs():
+        ends = [record.event_log_entry.step_key for record in instance.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS).records]
+        twice += [(run.run_id, step) for step in set(ends) if ends.count(step) > 1]
+    return twice
+
+
+def _stuck(instance: dg.DagsterInstance, documents: set[str], assets: tuple[str, ...],
+           prod_dir: Path) -> str:
+    """What a chain that did not finish left: the partitions each asset lacks, every run
+    with its status, partition and retry tags and, for a failed one, why; the daemon's
+    last lines."""
+    lines = []
+    for asset in assets:
+        done = instance.get_materialized_partitions(dg.AssetKey(asset))
+        lines.append(f"{asset}: missing {sorted(documents - done)}")
+    stale = sorted(documents - instance.get_materialized_partitions(NEO4J_GRAPH))
+    for gated in GATED if stale else ():
+        lines.append(f"{gated.to_user_string()} gate: "
+                     f"{check_states(instance, success_rate_key(gated), stale)}")
+    for record in instance.get_run_records():
+        run = record.dagster_run
+        tags = {k: v for k, v in run.tags.items()
+                if "partition" in k or k.startswith("dagster/auto") or k in (
+                    "dagster/retry_number", "dagster/parent_run_id", "dagster/backfill")}
+        lines.append(f"run {run.run_id[:8]} {run.job_name} {run.status.value} {tags}")
+        if run.status == dg.DagsterRunStatus.FAILURE:
+            lines += [f"    {event.message[:300]}" for event in instance.all_logs(
+                run.run_id, of_type={dg.DagsterEventType.RUN_FAILURE,
+                                     dg.DagsterEventType.STEP_FAILURE,
+                                     dg.DagsterEventType.ENGINE_EVENT})
+                      if event.dagster_event.event_type != dg.DagsterEventType.ENGINE_EVENT
+                      or "rror" in event.message]
+    daemon = (prod_dir / "logs" / "daemon.log").read_text()
+    return "\n".join(lines + ["daemon.log (end):", daemon[-1500:]])
+
+
 def test_up_twice_through_the_daemon_and_a_killed_worker_then_down(tmp_path, pg_url,
                                                                     chain_graph):
     prod_dir, port, root = tmp_path / "prod", free_port(), tmp_path / "root"
@@ -88,7 +131,9 @@ def test_up_twice_through_the_daemon_and_a_killed_worker_then_down(tmp_path, pg_
     env = dict(os.environ, DOCGRAPH_PROD_DIR=str(prod_dir), PORT=str(port),
                DOCGRAPH_PROD_DB=database, DOCGRAPH_ROOT=str(root),
                OPENAI_BASE_URL=sim.base_url, OPENAI_API_KEY="test", LLM_MAX_CONCURRENCY="4",
-               DOCGRAPH_CELERY_VISIBILITY_SECONDS="10",
+               # a step of a dead worker is handed out again after a minute: longer than
+               # any step here (a longer step would be handed out twice, still running)
+               DOCGRAPH_CELERY_VISIBILITY_SECONDS="60", DOCGRAPH_CELERY_SWEEP_SECONDS="2",
                **{INTERVAL_VARIABLE: str(SENSOR_INTERVAL_SECONDS)})
     try:
         up = _prod("up", env)
@@ -144,8 +189,8 @@ def test_up_twice_through_the_daemon_and_a_killed_worker_then_down(tmp_path, pg_
             while len(registered()) <= len(corpus) or not all(
                     registered() <= instance.get_materialized_partitions(dg.AssetKey(a))
                     for a in final):
-                assert time.monotonic() < deadline, (prod_dir / "logs" / "daemon.log"
-                                                     ).read_text()[-3000:]
+                assert time.monotonic() < deadline, _stuck(instance, registered(), final,
+                                                           prod_dir)
                 time.sleep(2)
             with sa.create_engine(settings["DOCGRAPH_PG_URL"]).connect() as conn:
                 assert "data/inbox/note.md" in conn.execute(
@@ -156,6 +201,8 @@ def test_up_twice_through_the_daemon_and_a_killed_worker_then_down(tmp_path, pg_
             assert {"ingestion", "enrichment", "neo4j_graph"} <= set(ran), ran
             assert len(set().union(*ran.values())) == 2, ran  # both workers took steps
             assert not Path(f"/proc/{leader}").exists()
+            # and no step that was still running was handed out a second time
+            assert not _steps_run_twice(instance)
             # the killed step ran again elsewhere: no item lost (every document through
             # Neo4j, whose materialization is recorded only once its read-back check
             # passed), nothing there twice, and what the dead worker had been answered
