@@ -9,11 +9,15 @@ throwaway SQLite instance; their `chunk_embeddings` and `graph_extraction` are g
 from one pool of `--entities`, so documents share entities) and stored and recorded as
 materializations, so the graph step reads them as it reads the LLM's. Then `neo4j_graph`
 runs over all documents in runs of 100 partitions, as a backfill batches them: once into an
-empty database ("first write") and once more with nothing changed ("rewrite"). Rows:
-relationships/s and documents/s over the runs' wall time (run start, reading inputs,
-resolution, writes, read-back checks, materialization events), Neo4j transactions
-(batches, retries included), and the seconds spent inside GraphWriter's writes (reading
-what the documents held, the writes, the clean-up; not the read-back check). Uses
+empty database ("first write"), once more with nothing changed ("rewrite"), and once more
+into the emptied database ("warm write": the server's JIT has compiled the write path by
+then, as on a long-running server; on a server started by the benchmark the first row
+includes that warm-up). Rows: relationships/s and documents/s over the runs' wall time (run
+start, reading inputs, resolution, writes, read-back checks, materialization events), Neo4j
+transactions (batches, retries included), the seconds spent inside GraphWriter's writes
+(reading what the documents held, the writes, the clean-up; not the read-back check), the
+benchmark process's CPU seconds and, when the benchmark started the server, the server's.
+Uses
 NEO4J_URI if set, else starts the server with scripts/neo4j.sh (and stops it afterwards if
 it started it): the Makefile gives it the benchmarks' own server, never the demo's.
 """
@@ -121,8 +125,18 @@ def prepare(instance, folder: Path, args: argparse.Namespace) -> list[str]:
     return keys
 
 
-def graph_runs(instance, keys: list[str], neo4j_db, run: str) -> dict:
-    """`neo4j_graph` over `keys` in runs of DOCUMENTS_PER_RUN; what the runs recorded."""
+def cpu_seconds(pid: int | None) -> float | None:
+    """A local process's CPU time so far (user + system), None if unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, TypeError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def graph_runs(instance, keys: list[str], neo4j_db, run: str, server_pid: int | None) -> dict:
+    """`neo4j_graph` over `keys` in runs of DOCUMENTS_PER_RUN; what the runs recorded, and
+    the Neo4j server's CPU seconds meanwhile when it runs here."""
     import dagster as dg
 
     from assets.dagster_compat import RANGE_END_TAG, RANGE_START_TAG
@@ -130,7 +144,8 @@ def graph_runs(instance, keys: list[str], neo4j_db, run: str) -> dict:
     from assets.keys import NEO4J_GRAPH
     from pipeline_defs.definitions import defs
 
-    started = time.perf_counter()
+    started, server_cpu = time.perf_counter(), cpu_seconds(server_pid)
+    client_cpu = time.process_time()
     run_ids = []
     for i in range(0, len(keys), DOCUMENTS_PER_RUN):
         batch = keys[i:i + DOCUMENTS_PER_RUN]
@@ -142,6 +157,9 @@ def graph_runs(instance, keys: list[str], neo4j_db, run: str) -> dict:
         assert result.success, f"graph run {result.run_id} failed"
         run_ids.append(result.run_id)
     seconds = time.perf_counter() - started
+    client_cpu = round(time.process_time() - client_cpu, 1)
+    if server_cpu is not None:
+        server_cpu = round(cpu_seconds(server_pid) - server_cpu, 1)
     relationships = transactions = retries = write_seconds = 0.0
     for run_id in run_ids:
         for event in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
@@ -161,10 +179,12 @@ def graph_runs(instance, keys: list[str], neo4j_db, run: str) -> dict:
             "relationships_per_s": round(relationships / seconds),
             "documents_per_s": round(len(keys) / seconds, 1),
             "transactions": round(transactions), "retries": round(retries),
-            "neo4j_write_seconds": round(write_seconds, 2)}
+            "neo4j_write_seconds": round(write_seconds, 2), "server_cpu_seconds": server_cpu,
+            "client_cpu_seconds": client_cpu}
 
 
-def run(uri: str, password: str, folder: Path, args: argparse.Namespace) -> list[dict]:
+def run(uri: str, password: str, folder: Path, args: argparse.Namespace,
+        server_pid: int | None) -> list[dict]:
     import dagster as dg
 
     from resources.neo4j import Neo4jSettings, delete_all, drop_schema
@@ -179,8 +199,13 @@ def run(uri: str, password: str, folder: Path, args: argparse.Namespace) -> list
     with dg.instance_for_test(temp_dir=str(dagster_home),
                               overrides=project_storage(dagster_home)) as instance:
         keys = prepare(instance, folder, args)
-        rows = [graph_runs(instance, keys, neo4j_db, name)
+        rows = [graph_runs(instance, keys, neo4j_db, name, server_pid)
                 for name in ("first write", "rewrite")]
+        # Once more into an emptied database, on a server whose JIT has compiled the
+        # write path: what a long-running server does (the first row includes its warm-up).
+        with Neo4jSettings.from_env(uri=uri, password=password).driver() as driver:
+            delete_all(driver)
+        rows.append(graph_runs(instance, keys, neo4j_db, "warm write", server_pid))
     with Neo4jSettings.from_env(uri=uri, password=password).driver() as driver:
         delete_all(driver)  # leave the server as small as we found it
     return rows
@@ -211,14 +236,17 @@ def main() -> None:
     password = os.environ.get("NEO4J_PASSWORD", "docgraph-local")
     # The benchmark empties the database: never while tests (or another run) use it.
     with exclusive_use(uri or os.environ.get("DOCGRAPH_NEO4J_DIR", "/tmp/docgraph-neo4j")):
-        started_here = False
+        started_here, server_pid = False, None
         if not uri:
             was_running = subprocess.run([script, "status"], capture_output=True).returncode == 0
             uri = subprocess.run([script, "start"], capture_output=True, text=True,
                                  check=True).stdout.strip()
             started_here = not was_running
+            pid_file = Path(os.environ.get("DOCGRAPH_NEO4J_DIR", "/tmp/docgraph-neo4j"),
+                            "neo4j.pid")
+            server_pid = int(pid_file.read_text()) if pid_file.exists() else None
         try:
-            rows = run(uri, password, folder, args)
+            rows = run(uri, password, folder, args, server_pid)
         finally:
             if started_here:
                 subprocess.run([script, "stop"], check=True)
@@ -227,11 +255,14 @@ def main() -> None:
           f"relationships each, {args.entities:,} shared entity names), runs of "
           f"{DOCUMENTS_PER_RUN}, batch {args.batch_size}")
     print(f"{'run':<12} {'docs':>5} {'rels':>8} {'seconds':>8} {'rels/s':>8} {'docs/s':>7} "
-          f"{'transactions':>13} {'retries':>8} {'write s':>8}")
+          f"{'transactions':>13} {'retries':>8} {'write s':>8} {'client CPU s':>13} "
+          f"{'server CPU s':>13}")
     for r in rows:
+        server_cpu = "-" if r["server_cpu_seconds"] is None else r["server_cpu_seconds"]
         print(f"{r['run']:<12} {r['documents']:>5} {r['relationships']:>8} {r['seconds']:>8} "
               f"{r['relationships_per_s']:>8} {r['documents_per_s']:>7} "
-              f"{r['transactions']:>13} {r['retries']:>8} {r['neo4j_write_seconds']:>8}")
+              f"{r['transactions']:>13} {r['retries']:>8} {r['neo4j_write_seconds']:>8} "
+              f"{r['client_cpu_seconds']:>13} {server_cpu:>13}")
     report = {"benchmark": "graph_step", "documents": args.docs,
               "relationships_per_document": args.relationships_per_doc,
               "entities": args.entities, "batch_size": args.batch_size,
