@@ -44,7 +44,7 @@ from resources.neo4j.contribution import Contribution, InvalidContribution
 from resources.neo4j.model import DocumentRow
 from resources.neo4j.resource import Neo4jResource
 from resources.neo4j.schema import SchemaMismatch
-from resources.neo4j.settings import CONNECTION_ERRORS
+from resources.neo4j.settings import CONNECTION_ERRORS, graph_written
 from resources.neo4j.store import DEFAULT_BATCH_SIZE, GraphWriter
 from resources.registry import DocumentRegistry
 from resources.storage import AssetStore
@@ -185,8 +185,11 @@ NEO4J_GRAPH_SPEC = dg.AssetSpec(
     description="Each document's Document, Chunk (with its embedding) and Entity nodes, "
     "MENTIONS and typed relationships with provenance, in Neo4j. Re-materializing "
     "replaces exactly the document's contribution. Skips documents whose "
-    "chunk_embeddings or graph_extraction gate failed.",
-    automation_condition=chained(),
+    "chunk_embeddings or graph_extraction gate failed. With DOCGRAPH_GRAPH=off neither "
+    "automation nor the daily sweep requests it.",
+    # Read where the definitions load (the daemon's code server): off, no run is asked
+    # for a server that is not there.
+    automation_condition=chained() if graph_written(by_daemon=True) else None,
 )
 
 

@@ -13,7 +13,7 @@ our simulator in its own process, enforcing `--rpm` (its cheap answer mode, `--l
 ± a quarter), with LLM_RPM = `--rpm` shared by every run through LLM_BUDGET_URL, unless
 OPENAI_BASE_URL is set (then that endpoint, with LLM_RPM as given). The graph goes to
 NEO4J_URI, else to the benchmarks' own Neo4j (scripts/neo4j.sh, emptied first), unless
-`--no-graph`.
+`--no-graph` (DOCGRAPH_GRAPH=off for the topology: no graph runs are requested).
 
 Reported: documents, materialized (every stage; with the graph, neo4j_graph too), seconds
 from the launch to the last materialization, documents/s, LLM calls/s over the whole
@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.chunking import make_document  # noqa: E402
 from bench.simulator_process import SimulatorProcess  # noqa: E402
+from resources.neo4j.settings import GRAPH_VARIABLE  # noqa: E402
 
 DATABASE = "docgraph_bench_backfill"
 STAGES = ("chunks", "chunk_metadata", "chunk_embeddings", "graph_extraction", "document_themes")
@@ -168,7 +169,9 @@ def measure(args: argparse.Namespace) -> dict:
                    LLM_RPM=str(args.rpm))
     neo4j_started = False
     assets = STAGES
-    if not args.no_graph:
+    if args.no_graph:
+        env[GRAPH_VARIABLE] = "off"  # automation and the sweep ask for no graph runs
+    else:
         assets = (*STAGES, "neo4j_graph")
         if not env.get("NEO4J_URI"):
             script = [str(REPO / "scripts" / "neo4j.sh")]

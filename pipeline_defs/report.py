@@ -1,5 +1,6 @@
 """What the CLI prints: one line per document, the recurring themes, retrieval results."""
 
+import os
 from collections import Counter
 
 import dagster as dg
@@ -10,8 +11,8 @@ from pipeline_defs.definitions import defs
 from pipeline_defs.graph_removal import in_graph
 from pipeline_defs.outcomes import Outcome
 from pipeline_defs.runs import latest_metadata
-from pipeline_defs.staleness import graph_enabled
 from resources.neo4j.retrieve import RetrievedChunk
+from resources.neo4j.settings import GRAPH_VARIABLE, graph_written
 from resources.storage import UNPARTITIONED, AssetStore
 
 
@@ -49,7 +50,7 @@ def _cell(outcome: Outcome, asset: str, meta: dict, show, written: bool) -> str:
 def print_summary(instance: dg.DagsterInstance, outcomes: list[Outcome]) -> None:
     """One line per document with each stage's result, the reason for every stage that
     did not come through, a total line per stage, and where the graph stands."""
-    graph = graph_enabled()
+    graph = graph_written(by_daemon=False)
     columns = [c for c in COLUMNS if graph or c[1] != "neo4j_graph"]
     width = max([len("document"), *(len(o.key) for o in outcomes)])
     header = f"{'document':<{width}}  {'status':<10} {'format':<6} " + " ".join(
@@ -86,6 +87,9 @@ def print_summary(instance: dg.DagsterInstance, outcomes: list[Outcome]) -> None
         print("Failed runs are in the Dagster UI (make dev) with their logs; "
               "re-run with --log-level INFO to see them here.")
     print_top_themes()
+    if not graph and os.environ.get(GRAPH_VARIABLE):
+        print(f"\ngraph: not written ({GRAPH_VARIABLE}={os.environ[GRAPH_VARIABLE]})")
+        return
     if not graph:
         print("\ngraph: not written (NEO4J_URI is not set): `scripts/neo4j.sh start` runs a "
               "local Neo4j and prints its URI; export NEO4J_URI=<it> and run this again")

@@ -42,7 +42,7 @@ def sweep_schedule(context: dg.ScheduleEvaluationContext, registry: DocumentRegi
     by_job: dict[str, list[str]] = defaultdict(list)
     reasons: dict[str, int] = defaultdict(int)
     for key in ordered:
-        if stale := stale_stage(context.instance, registry, key):
+        if stale := stale_stage(context.instance, registry, key, by_daemon=True):
             by_job[stale[0]].append(key)
             reasons[stale[1]] += 1
     if not by_job:

@@ -4,8 +4,6 @@ when its file changed, an asset of its chain is missing, was made by other code,
 inputs that changed since, or when Dagster shows one of its success-rate gates as not
 passed."""
 
-import os
-
 import dagster as dg
 
 from assets.catalog import ThemeCatalog
@@ -24,29 +22,26 @@ from assets.keys import (
 from assets.upstream import latest_upstream
 from pipeline_defs.graph_removal import removed_since
 from pipeline_defs.jobs import CHAIN_JOBS
+from resources.neo4j.settings import graph_written
 from resources.registry import DocumentRegistry
 from resources.storage import UNPARTITIONED, AssetStore
 
 SPECS = {spec.key: spec for step in (ingestion, enrichment, neo4j_graph) for spec in step.specs}
 
 
-def graph_enabled() -> bool:
-    """The CLI writes the Neo4j graph only when told where it is (`make demo` starts a
-    loopback server and sets NEO4J_URI when Java is present)."""
-    return bool(os.environ.get("NEO4J_URI"))
-
-
-def chain_jobs() -> list[str]:
-    """The jobs that keep a document current, in order (the graph's only if enabled)."""
-    return [job for job in CHAIN_JOBS if job != "graph_job" or graph_enabled()]
+def chain_jobs(*, by_daemon: bool = False) -> list[str]:
+    """The jobs that keep a document current, in order; the graph's only where it is
+    written (`graph_written`: by the CLI, or by the daemon's sweep)."""
+    return [job for job in CHAIN_JOBS
+            if job != "graph_job" or graph_written(by_daemon=by_daemon)]
 
 
 def chain_assets() -> list[dg.AssetKey]:
     return [key for job in chain_jobs() for key in CHAIN_JOBS[job]]
 
 
-def stale_stage(instance: dg.DagsterInstance, registry: DocumentRegistry,
-                key: str) -> tuple[str, str] | None:
+def stale_stage(instance: dg.DagsterInstance, registry: DocumentRegistry, key: str,
+                *, by_daemon: bool = False) -> tuple[str, str] | None:
     """The first job `key` needs and why (None if every asset of the chain is current):
     its file changed, an asset is missing, its code version changed, an input it was
     computed from has a newer version, or its gate failed in Dagster's check state (a
@@ -56,7 +51,7 @@ def stale_stage(instance: dg.DagsterInstance, registry: DocumentRegistry,
         return "ingestion_job", "file missing"
     source_sha256 = registry.register([entry.path])[0].sha256  # re-hashed only if it changed
     versions: dict[dg.AssetKey, str] = {}
-    for job in chain_jobs():
+    for job in chain_jobs(by_daemon=by_daemon):
         for asset_key in CHAIN_JOBS[job]:
             if reason := _stale(instance, SPECS[asset_key], key, source_sha256, versions):
                 return job, reason

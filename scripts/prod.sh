@@ -18,9 +18,9 @@
 # DOCGRAPH_CELERY_WORKERS (default 2), DOCGRAPH_CELERY_VISIBILITY_SECONDS (after how long a
 # step whose worker died is handed to another, default 1800; keep it above the longest
 # step), DOCGRAPH_CELERY_SWEEP_SECONDS (how often workers look for such steps, default 10),
-# scripts/postgres.sh's
-# DOCGRAPH_PG_DIR / DOCGRAPH_PG_PORT and scripts/redis.sh's DOCGRAPH_REDIS_DIR /
-# DOCGRAPH_REDIS_PORT.
+# DOCGRAPH_GRAPH=off (a deployment without Neo4j: no graph runs requested),
+# scripts/postgres.sh's DOCGRAPH_PG_DIR / DOCGRAPH_PG_PORT and scripts/redis.sh's
+# DOCGRAPH_REDIS_DIR / DOCGRAPH_REDIS_PORT.
 # Everything listens on 127.0.0.1. Safe to run twice.
 # To use the CLI against it: `set -a; . .prod/env; set +a; .venv/bin/docgraph materialize`.
 set -euo pipefail
@@ -48,6 +48,8 @@ LLM_CACHE_PATH=$pg_url
 LLM_BUDGET_URL=$pg_url
 DOCGRAPH_CELERY_BROKER=$broker
 EOF
+  # a deployment without the graph says so to the CLI too (DOCGRAPH_GRAPH=off)
+  if [ -n "${DOCGRAPH_GRAPH:-}" ]; then echo "DOCGRAPH_GRAPH=$DOCGRAPH_GRAPH" >> "$DIR/env"; fi
   # What every Celery worker reads (dagster_celery.app imports it): the broker and where
   # results go; the only configuration the workers share besides the env file. A step is
   # acknowledged when it ends, not when it starts: if its worker dies (kill -9), the

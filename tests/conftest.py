@@ -49,7 +49,7 @@ def docgraph_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # a developer's graph, provider or shared stores must not leak in: tests that want
     # them set them
     for variable in ("NEO4J_URI", "OPENAI_BASE_URL", "DOCGRAPH_ASSETS",
-                     "DOCGRAPH_REGISTRY_URL"):
+                     "DOCGRAPH_REGISTRY_URL", "DOCGRAPH_GRAPH"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.chdir(REPO)
     return home

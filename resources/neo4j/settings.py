@@ -6,6 +6,12 @@
 | NEO4J_USER | neo4j | |
 | NEO4J_PASSWORD | docgraph-local | the default of scripts/neo4j.sh's loopback server |
 | NEO4J_DATABASE | (the server's default) | |
+| DOCGRAPH_GRAPH | (unset) | `off`: no graph at all; `on`: the CLI writes it without NEO4J_URI |
+
+Whether a deployment writes the graph at all (`graph_written`): DOCGRAPH_GRAPH decides when
+set; unset, the daemon's automation and daily sweep write it (to NEO4J_URI, else the
+loopback default) and the CLI only when NEO4J_URI is set (`make demo` sets it when it could
+start a server).
 """
 
 import os
@@ -18,6 +24,19 @@ _ENV = {"uri": "NEO4J_URI", "user": "NEO4J_USER", "password": "NEO4J_PASSWORD",
         "database": "NEO4J_DATABASE"}
 _DEFAULTS = {"uri": "bolt://127.0.0.1:17687", "user": "neo4j", "password": "docgraph-local",
              "database": None}
+
+
+GRAPH_VARIABLE = "DOCGRAPH_GRAPH"
+
+
+def graph_written(*, by_daemon: bool) -> bool:
+    """Whether the chain includes `neo4j_graph` here (see the module's table)."""
+    setting = os.environ.get(GRAPH_VARIABLE, "").strip().lower()
+    if setting not in ("", "on", "off"):
+        raise ValueError(f"{GRAPH_VARIABLE}={os.environ[GRAPH_VARIABLE]!r}: expected on or off")
+    if setting:
+        return setting == "on"
+    return by_daemon or bool(os.environ.get("NEO4J_URI"))
 
 
 # What a server that is down, unreachable or refusing us looks like through the driver.
