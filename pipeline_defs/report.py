@@ -87,11 +87,10 @@ def print_summary(instance: dg.DagsterInstance, outcomes: list[Outcome]) -> None
         print("Failed runs are in the Dagster UI (make dev) with their logs; "
               "re-run with --log-level INFO to see them here.")
     print_top_themes()
-    if not graph and os.environ.get(GRAPH_VARIABLE):
-        print(f"\ngraph: not written ({GRAPH_VARIABLE}={os.environ[GRAPH_VARIABLE]})")
-        return
     if not graph:
-        print("\ngraph: not written (NEO4J_URI is not set): `scripts/neo4j.sh start` runs a "
+        setting = os.environ.get(GRAPH_VARIABLE)
+        print(f"\ngraph: not written ({GRAPH_VARIABLE}={setting})" if setting else
+              "\ngraph: not written (NEO4J_URI is not set): `scripts/neo4j.sh start` runs a "
               "local Neo4j and prints its URI; export NEO4J_URI=<it> and run this again")
         return
     missing = len(outcomes) - len(in_graph_now)

@@ -8,8 +8,10 @@ import sys
 
 import pytest
 
+from pipeline_defs import cli
+from pipeline_defs.report import print_summary
 from resources.neo4j.settings import GRAPH_VARIABLE, graph_written
-from tests.conftest import REPO
+from tests.conftest import REPO, SAMPLE_DIR
 
 
 @pytest.mark.parametrize(("setting", "uri", "by_cli", "by_daemon"), [
@@ -56,3 +58,14 @@ def test_automation_asks_for_the_graph_only_where_it_is_written(setting):
     assert automated == {"chunk_metadata", "chunk_embeddings", "graph_extraction",
                          "document_themes", "theme_catalog"} | (
         set() if setting == "off" else {"neo4j_graph"})
+
+
+def test_off_keeps_the_cli_away_from_a_graph_it_was_pointed_at(instance, monkeypatch, capsys):
+    monkeypatch.setenv("NEO4J_URI", "bolt://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv(GRAPH_VARIABLE, "off")
+    keys = [d.key for d in cli.add(instance, [SAMPLE_DIR / "support-email-okta-sso.txt"])]
+    outcomes = cli.materialize(instance, keys)
+    assert [o.status for o in outcomes] == ["ok"]
+    assert "neo4j_graph" not in outcomes[0].stages
+    print_summary(instance, outcomes)
+    assert "graph: not written (DOCGRAPH_GRAPH=off)" in capsys.readouterr().out
