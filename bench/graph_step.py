@@ -207,7 +207,8 @@ def run(uri: str, password: str, folder: Path, args: argparse.Namespace,
             delete_all(driver)
         rows.append(graph_runs(instance, keys, neo4j_db, "warm write", server_pid))
     with Neo4jSettings.from_env(uri=uri, password=password).driver() as driver:
-        delete_all(driver)  # leave the server as small as we found it
+        delete_all(driver)  # leave the server as small as we found it,
+        drop_schema(driver)  # and with no vector index of this benchmark's size
     return rows
 
 

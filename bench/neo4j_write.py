@@ -129,7 +129,8 @@ def run(settings: Neo4jSettings, args: argparse.Namespace) -> list[dict]:
                       file=sys.stderr)
         if args.docs:
             rows.append(run_documents(writer, split_into_documents(entities, rels, args.docs)))
-        delete_all(driver)  # leave the server as small as we found it
+        delete_all(driver)  # leave the server as small as we found it,
+        drop_schema(driver)  # and with no vector index of this benchmark's size
     return rows
 
 

@@ -88,6 +88,9 @@ run_monitoring:
 run_retries:
   enabled: true
   max_retries: ${DOCGRAPH_RUN_RETRIES:-2}
+  # Only runs that crashed (a dead run process): a failed step has already recorded each
+  # document's outcome and why; run again on the same input it fails the same way.
+  retry_on_asset_or_op_failure: false
 telemetry:
   enabled: false
 nux:

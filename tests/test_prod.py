@@ -160,6 +160,9 @@ def test_up_twice_through_the_daemon_and_a_killed_worker_then_down(tmp_path, pg_
             # what the daemon's run queue reads (QueuedRunCoordinatorDaemon)
             queue = instance.get_concurrency_config().run_queue_config
             assert queue.max_concurrent_runs == 4
+            # crashed runs are retried, runs whose step reported its documents' failures not
+            assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+            assert not instance.run_retries_retry_on_asset_or_op_failure
             deadline = time.monotonic() + 90
             while not {"SENSOR", "SCHEDULER", "QUEUED_RUN_COORDINATOR", "MONITORING"} <= set(
                     instance.get_daemon_heartbeats()):
