@@ -17,9 +17,9 @@ start, reading inputs, resolution, writes, read-back checks, materialization eve
 transactions (batches, retries included), the seconds spent inside GraphWriter's writes
 (reading what the documents held, the writes, the clean-up; not the read-back check), the
 benchmark process's CPU seconds and, when the benchmark started the server, the server's.
-Uses
-NEO4J_URI if set, else starts the server with scripts/neo4j.sh (and stops it afterwards if
-it started it): the Makefile gives it the benchmarks' own server, never the demo's.
+Uses NEO4J_URI if set, else starts the server with scripts/neo4j.sh (and stops it
+afterwards if it started it): the Makefile gives it the benchmarks' own server, never the
+demo's.
 """
 
 import argparse
