@@ -19,7 +19,8 @@ Reported: documents, materialized (every stage; with the graph, neo4j_graph too)
 from the launch to the last materialization, documents/s, LLM calls/s over the whole
 backfill and sustained over the middle of the simulator's arrivals, calls per document,
 429s, Dagster overhead per document (the runs' wall time outside their steps, summed, ÷
-documents: launching run processes, handing steps to workers, recording), run launch
+documents: launching run processes, handing steps to workers, recording) and the part of it
+spent waiting for a free worker (a step handed to Celery, not yet started), run launch
 latency (queued -> started, median and max), lost documents (registered, never
 materialized nor failed) and the Celery workers that ran steps.
 """
@@ -128,18 +129,28 @@ def materialized(instance, keys: list[str], assets: tuple[str, ...]) -> set[str]
 
 
 def run_stats(instance) -> dict:
-    """Run launch latency and the runs' wall time outside their steps."""
-    latencies, outside = [], 0.0
+    """Run launch latency, the runs' wall time outside their steps, and the part of it their
+    steps spent handed to Celery but not yet started (waiting for a free worker)."""
+    import dagster as dg
+
+    latencies, outside, worker_wait = [], 0.0, 0.0
     for record in instance.get_run_records():
-        stats = instance.get_run_stats(record.dagster_run.run_id)
+        run_id = record.dagster_run.run_id
+        stats = instance.get_run_stats(run_id)
         if stats.start_time is None or stats.end_time is None:
             continue
         latencies.append(stats.start_time - record.create_timestamp.timestamp())
-        steps = instance.get_run_step_stats(record.dagster_run.run_id)
+        steps = instance.get_run_step_stats(run_id)
         inside = sum((s.end_time or stats.end_time) - (s.start_time or stats.start_time)
                      for s in steps if s.start_time)
         outside += max(0.0, (stats.end_time - stats.start_time) - inside)
+        submitted = {event.step_key: event.timestamp for event in instance.all_logs(
+            run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+            if event.message.startswith("Submitting celery task")}
+        worker_wait += sum(s.start_time - submitted[s.step_key] for s in steps
+                           if s.start_time and s.step_key in submitted)
     return {"runs": len(latencies), "outside_steps_seconds": outside,
+            "worker_wait_seconds": worker_wait,
             "launch_latency_median_s": round(statistics.median(latencies), 2) if latencies
             else None,
             "launch_latency_max_s": round(max(latencies), 2) if latencies else None}
@@ -226,6 +237,8 @@ def measure(args: argparse.Namespace) -> dict:
            "workers": len(workers), "runs": runs["runs"],
            "dagster_overhead_ms_per_document": round(
                1000 * runs["outside_steps_seconds"] / len(keys), 1),
+           "worker_wait_ms_per_document": round(1000 * runs["worker_wait_seconds"] / len(keys),
+                                                1),
            "run_launch_latency_median_s": runs["launch_latency_median_s"],
            "run_launch_latency_max_s": runs["launch_latency_max_s"]}
     if sim:
