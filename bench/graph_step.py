@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.chunking import make_document, project_storage  # noqa: E402
+from bench.simulator_process import process_cpu_seconds  # noqa: E402
 
 DOCUMENTS_PER_RUN = 100
 # The runs' event logs are the subject; their console lines (thousands) are not.
@@ -125,15 +126,6 @@ def prepare(instance, folder: Path, args: argparse.Namespace) -> list[str]:
     return keys
 
 
-def cpu_seconds(pid: int | None) -> float | None:
-    """A local process's CPU time so far (user + system), None if unknown."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, TypeError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def graph_runs(instance, keys: list[str], neo4j_db, run: str, server_pid: int | None) -> dict:
     """`neo4j_graph` over `keys` in runs of DOCUMENTS_PER_RUN; what the runs recorded, and
     the Neo4j server's CPU seconds meanwhile when it runs here."""
@@ -144,8 +136,8 @@ def graph_runs(instance, keys: list[str], neo4j_db, run: str, server_pid: int | 
     from assets.keys import NEO4J_GRAPH
     from pipeline_defs.definitions import defs
 
-    started, server_cpu = time.perf_counter(), cpu_seconds(server_pid)
-    client_cpu = time.process_time()
+    server_cpu = process_cpu_seconds(server_pid) if server_pid else None
+    started, client_cpu = time.perf_counter(), time.process_time()
     run_ids = []
     for i in range(0, len(keys), DOCUMENTS_PER_RUN):
         batch = keys[i:i + DOCUMENTS_PER_RUN]
@@ -159,7 +151,7 @@ def graph_runs(instance, keys: list[str], neo4j_db, run: str, server_pid: int | 
     seconds = time.perf_counter() - started
     client_cpu = round(time.process_time() - client_cpu, 1)
     if server_cpu is not None:
-        server_cpu = round(cpu_seconds(server_pid) - server_cpu, 1)
+        server_cpu = round(process_cpu_seconds(server_pid) - server_cpu, 1)
     relationships = transactions = retries = write_seconds = 0.0
     for run_id in run_ids:
         for event in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
@@ -236,15 +228,15 @@ def main() -> None:
     uri = os.environ.get("NEO4J_URI")
     password = os.environ.get("NEO4J_PASSWORD", "docgraph-local")
     # The benchmark empties the database: never while tests (or another run) use it.
-    with exclusive_use(uri or os.environ.get("DOCGRAPH_NEO4J_DIR", "/tmp/docgraph-neo4j")):
+    server_dir = os.environ.get("DOCGRAPH_NEO4J_DIR", "/tmp/docgraph-neo4j")
+    with exclusive_use(uri or server_dir):
         started_here, server_pid = False, None
         if not uri:
             was_running = subprocess.run([script, "status"], capture_output=True).returncode == 0
             uri = subprocess.run([script, "start"], capture_output=True, text=True,
                                  check=True).stdout.strip()
             started_here = not was_running
-            pid_file = Path(os.environ.get("DOCGRAPH_NEO4J_DIR", "/tmp/docgraph-neo4j"),
-                            "neo4j.pid")
+            pid_file = Path(server_dir, "neo4j.pid")  # scripts/neo4j.sh writes it
             server_pid = int(pid_file.read_text()) if pid_file.exists() else None
         try:
             rows = run(uri, password, folder, args, server_pid)

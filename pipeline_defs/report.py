@@ -1,6 +1,5 @@
 """What the CLI prints: one line per document, the recurring themes, retrieval results."""
 
-import os
 from collections import Counter
 
 import dagster as dg
@@ -12,7 +11,7 @@ from pipeline_defs.graph_removal import in_graph
 from pipeline_defs.outcomes import Outcome
 from pipeline_defs.runs import latest_metadata
 from resources.neo4j.retrieve import RetrievedChunk
-from resources.neo4j.settings import GRAPH_VARIABLE, graph_written
+from resources.neo4j.settings import GRAPH_VARIABLE, graph_setting, graph_written
 from resources.storage import UNPARTITIONED, AssetStore
 
 
@@ -88,8 +87,7 @@ def print_summary(instance: dg.DagsterInstance, outcomes: list[Outcome]) -> None
               "re-run with --log-level INFO to see them here.")
     print_top_themes()
     if not graph:
-        setting = os.environ.get(GRAPH_VARIABLE)
-        print(f"\ngraph: not written ({GRAPH_VARIABLE}={setting})" if setting else
+        print(f"\ngraph: not written ({GRAPH_VARIABLE}=off)" if graph_setting() else
               "\ngraph: not written (NEO4J_URI is not set): `scripts/neo4j.sh start` runs a "
               "local Neo4j and prints its URI; export NEO4J_URI=<it> and run this again")
         return

@@ -29,12 +29,17 @@ _DEFAULTS = {"uri": "bolt://127.0.0.1:17687", "user": "neo4j", "password": "docg
 GRAPH_VARIABLE = "DOCGRAPH_GRAPH"
 
 
-def graph_written(*, by_daemon: bool) -> bool:
-    """Whether the chain includes `neo4j_graph` here (see the module's table)."""
+def graph_setting() -> str | None:
+    """DOCGRAPH_GRAPH as "on" or "off", None when unset."""
     setting = os.environ.get(GRAPH_VARIABLE, "").strip().lower()
     if setting not in ("", "on", "off"):
         raise ValueError(f"{GRAPH_VARIABLE}={os.environ[GRAPH_VARIABLE]!r}: expected on or off")
-    if setting:
+    return setting or None
+
+
+def graph_written(*, by_daemon: bool) -> bool:
+    """Whether the chain includes `neo4j_graph` here (see the module's table)."""
+    if setting := graph_setting():
         return setting == "on"
     return by_daemon or bool(os.environ.get("NEO4J_URI"))
 
