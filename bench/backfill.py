@@ -22,7 +22,9 @@ backfill and sustained over the middle of the simulator's arrivals, calls per do
 documents: launching run processes, handing steps to workers, recording) and the part of it
 spent waiting for a free worker (a step handed to Celery, not yet started), run launch
 latency (queued -> started, median and max), lost documents (registered, never
-materialized nor failed) and the Celery workers that ran steps.
+materialized nor failed) and the Celery workers that ran steps; and where the time went:
+step seconds per step, the share of the time 0, 1, 2... of each step (and runs) were
+running at once, and CPU seconds by role over the backfill (bench/process_cpu.py).
 """
 
 import argparse
@@ -42,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.chunking import make_document  # noqa: E402
+from bench.process_cpu import ProcessCpu  # noqa: E402
 from bench.simulator_process import SimulatorProcess  # noqa: E402
 from resources.neo4j.settings import GRAPH_VARIABLE  # noqa: E402
 
@@ -134,13 +137,20 @@ def run_stats(instance) -> dict:
     import dagster as dg
 
     latencies, outside, worker_wait = [], 0.0, 0.0
+    steps_by_key: dict[str, list[tuple[float, float]]] = {}
+    runs_started: list[tuple[float, float]] = []
     for record in instance.get_run_records():
         run_id = record.dagster_run.run_id
         stats = instance.get_run_stats(run_id)
         if stats.start_time is None or stats.end_time is None:
             continue
         latencies.append(stats.start_time - record.create_timestamp.timestamp())
+        runs_started.append((stats.start_time, stats.end_time))
         steps = instance.get_run_step_stats(run_id)
+        for step in steps:
+            if step.start_time and step.end_time:
+                steps_by_key.setdefault(step.step_key, []).append((step.start_time,
+                                                                   step.end_time))
         inside = sum((s.end_time or stats.end_time) - (s.start_time or stats.start_time)
                      for s in steps if s.start_time)
         outside += max(0.0, (stats.end_time - stats.start_time) - inside)
@@ -151,9 +161,28 @@ def run_stats(instance) -> dict:
                            if s.start_time and s.step_key in submitted)
     return {"runs": len(latencies), "outside_steps_seconds": outside,
             "worker_wait_seconds": worker_wait,
+            "step_seconds": {key: round(sum(end - start for start, end in spans), 1)
+                             for key, spans in sorted(steps_by_key.items())},
+            "steps_at_once": {key: overlap_shares(spans)
+                              for key, spans in sorted(steps_by_key.items())},
+            "runs_at_once": overlap_shares(runs_started),
             "launch_latency_median_s": round(statistics.median(latencies), 2) if latencies
             else None,
             "launch_latency_max_s": round(max(latencies), 2) if latencies else None}
+
+
+def overlap_shares(spans: list[tuple[float, float]]) -> dict[int, float]:
+    """{k: share of the time from the first start to the last end when k spans overlapped}."""
+    if not spans:
+        return {}
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    shares: dict[int, float] = {}
+    level, at = 0, edges[0][0]
+    for moment, change in edges:
+        shares[level] = shares.get(level, 0.0) + moment - at
+        level, at = level + change, moment
+    total = edges[-1][0] - edges[0][0]
+    return {k: round(v / total, 3) for k, v in sorted(shares.items()) if total and v}
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -204,6 +233,7 @@ def measure(args: argparse.Namespace) -> dict:
         if added.returncode != 0:
             raise RuntimeError(added.stderr[-2000:])
         keys = sorted(instance.get_dynamic_partitions("documents"))
+        cpu = ProcessCpu().__enter__()
         started = time.time()
         launch_backfill(port, keys)
         deadline = time.monotonic() + args.timeout
@@ -219,6 +249,7 @@ def measure(args: argparse.Namespace) -> dict:
         last = max(r.timestamp for r in instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=dg.AssetKey(assets[-1])), limit=1).records)
         seconds = last - started
+        cpu.__exit__()
         sim = simulator.call("/sim/stats") if simulator else None
         runs = run_stats(instance)
         workers = set().union(*celery_workers(instance).values())
@@ -240,7 +271,9 @@ def measure(args: argparse.Namespace) -> dict:
            "worker_wait_ms_per_document": round(1000 * runs["worker_wait_seconds"] / len(keys),
                                                 1),
            "run_launch_latency_median_s": runs["launch_latency_median_s"],
-           "run_launch_latency_max_s": runs["launch_latency_max_s"]}
+           "run_launch_latency_max_s": runs["launch_latency_max_s"],
+           "step_seconds": runs["step_seconds"], "steps_at_once": runs["steps_at_once"],
+           "runs_at_once": runs["runs_at_once"], "cpu_seconds_by_role": cpu.by_role()}
     if sim:
         arrivals = sorted(sim["arrivals"])
         cut = len(arrivals) // 10
