@@ -93,12 +93,19 @@ def fresh_database(pg_url: str, request, purpose: str = "instance") -> Iterator[
         _admin(pg_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def pooled_postgres_storage(db_url: str) -> dict:
+    """dagster.yaml's `storage` for the production storage on `db_url`."""
+    return {"custom": {"module": "resources.postgres_storage", "class": "PooledPostgresStorage",
+                       "config": {"postgres_url": db_url}}}
+
+
 @pytest.fixture
 def pg_instance(pg_url: str, tmp_path: Path, request) -> Iterator[dg.DagsterInstance]:
-    """A Dagster instance on a fresh database of the real server, with our dagster.yaml."""
+    """A Dagster instance on a fresh database of the real server, with our dagster.yaml and
+    the production storage (scripts/prod.sh: resources/postgres_storage.py)."""
     with fresh_database(pg_url, request) as db_url:
         settings = yaml.safe_load((REPO / "dagster.yaml").read_text())
-        settings["storage"] = {"postgres": {"postgres_url": db_url}}
+        settings["storage"] = pooled_postgres_storage(db_url)
         home = tmp_path / "dagster-home"
         home.mkdir()
         (home / "dagster.yaml").write_text(yaml.safe_dump(settings))

@@ -6,13 +6,14 @@ import sqlalchemy as sa
 from assets.ingest import sha256_text
 from pipeline_defs import cli
 from pipeline_defs.run_owner import PID_TAG
+from resources.postgres_storage import PooledPostgresRunStorage
 from resources.registry import URL_ENV
 from tests.conftest import SAMPLE_DIR
 from tests.helpers import materializations, stored_chunks, stored_document
 
 
 def test_sample_corpus_materializes_on_postgres(pg_instance: dg.DagsterInstance):
-    assert type(pg_instance.run_storage).__name__ == "PostgresRunStorage"
+    assert isinstance(pg_instance.run_storage, PooledPostgresRunStorage)
     docs = cli.add(pg_instance, [SAMPLE_DIR])
     assert len(docs) >= 12
     assert {d.path.suffix for d in docs} >= {".txt", ".md", ".html", ".pdf"}
