@@ -15,7 +15,8 @@
 # pids, one working directory per worker), DOCGRAPH_PROD_DB (database, default docgraph),
 # PORT (webserver, default 3000), DOCGRAPH_MAX_RUNS (runs at once, default 4),
 # DOCGRAPH_RUN_RETRIES (automatic retries of a failed run, default 2),
-# DOCGRAPH_CELERY_WORKERS (default 2), DOCGRAPH_CELERY_VISIBILITY_SECONDS (after how long a
+# DOCGRAPH_CELERY_WORKERS (default 2), DOCGRAPH_CELERY_CONCURRENCY (steps at once per
+# worker, default 2), DOCGRAPH_CELERY_VISIBILITY_SECONDS (after how long a
 # step whose worker died is handed to another, default 1800; keep it above the longest
 # step), DOCGRAPH_CELERY_SWEEP_SECONDS (how often workers look for such steps, default 10),
 # DOCGRAPH_GRAPH=off (a deployment without Neo4j: no graph runs requested),
@@ -70,10 +71,13 @@ broker_transport_options = {"visibility_timeout": ${DOCGRAPH_CELERY_VISIBILITY_S
 EOF
   cat > "$DIR/dagster/dagster.yaml" <<EOF
 # Written by scripts/prod.sh: the production instance (edit the script, not this file).
-storage:
-  postgres:
-    postgres_url:
-      env: DOCGRAPH_PG_URL
+storage:  # dagster-postgres with its connections kept open: resources/postgres_storage.py
+  custom:
+    module: resources.postgres_storage
+    class: PooledPostgresStorage
+    config:
+      postgres_url:
+        env: DOCGRAPH_PG_URL
 concurrency:
   runs:
     max_concurrent_runs: ${DOCGRAPH_MAX_RUNS:-4}
@@ -135,6 +139,20 @@ wait_ready() {
   log "the webserver did not answer on 127.0.0.1:$PORT in 120 s"; exit 1
 }
 
+default_pool_limits() {  # for pools no one has set a limit on yet (the rest take default_limit)
+  (set -a; . "$DIR/env"; set +a; PYTHONPATH=$ROOT "$BIN/python" - <<'EOF'
+import dagster as dg
+from assets.keys import NEO4J_POOL
+# One graph step at a time: graph runs then wait in the queue, blocked by their pool, and
+# leave the run slots to enrichment (they are short); and one writer never meets another
+# on the entities two batches share.
+with dg.DagsterInstance.get() as instance:
+    if NEO4J_POOL not in instance.event_log_storage.get_concurrency_keys():
+        instance.event_log_storage.set_concurrency_slots(NEO4J_POOL, 1)
+EOF
+  )
+}
+
 up() {
   mkdir -p "$DIR"
   if ! "$ROOT/scripts/postgres.sh" status >/dev/null 2>&1; then
@@ -147,14 +165,15 @@ up() {
   fi
   write_config "$(ensure_database "$("$ROOT/scripts/postgres.sh" url)")" \
     "$("$ROOT/scripts/redis.sh" status)"
+  default_pool_limits
   # Each worker in a working directory of its own: it shares only the env file and the
-  # broker's configuration with the rest; one step at a time (a step is a batch of
-  # documents with its own concurrency inside).
+  # broker's configuration with the rest. Worker slots (workers x concurrency) at least the
+  # runs at once: a started run's step never queues behind another run's.
   local i
   for i in $(seq 1 "$WORKERS"); do
     start_server "worker-$i" "$DIR/workers/$i" env PYTHONPATH="$DIR/celery" \
       "$BIN/celery" -A dagster_celery.app worker -n "docgraph-$i@%h" -Q dagster \
-      --concurrency 1 --prefetch-multiplier 1 --loglevel INFO
+      --concurrency "${DOCGRAPH_CELERY_CONCURRENCY:-2}" --prefetch-multiplier 1 --loglevel INFO
   done
   start_server daemon "$ROOT" "$BIN/dagster-daemon" run -w workspace.yaml
   start_server webserver "$ROOT" "$BIN/dagster-webserver" -h 127.0.0.1 -p "$PORT" \

@@ -19,10 +19,11 @@ import requests
 import sqlalchemy as sa
 
 from assets.dagster_compat import check_states
-from assets.keys import GATED, NEO4J_GRAPH, success_rate_key
+from assets.keys import GATED, NEO4J_GRAPH, NEO4J_POOL, success_rate_key
 from bench.backfill import celery_worker, celery_workers, launch_backfill
 from pipeline_defs.intervals import INTERVAL_VARIABLE
 from resources.neo4j import duplicate_keys
+from resources.postgres_storage import PooledPostgresRunStorage
 from simulator.server import SimulatorServer
 from simulator.simulator import SimConfig
 from tests.conftest import REPO, _admin, instance_at
@@ -156,7 +157,8 @@ def test_up_twice_through_the_daemon_and_a_killed_worker_then_down(tmp_path, pg_
         os.environ["DOCGRAPH_PG_URL"] = settings["DOCGRAPH_PG_URL"]
         try:
             instance = instance_at(Path(settings["DAGSTER_HOME"]))
-            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            assert isinstance(instance.run_storage, PooledPostgresRunStorage)
+            assert instance.event_log_storage.get_concurrency_info(NEO4J_POOL).slot_count == 1
             # what the daemon's run queue reads (QueuedRunCoordinatorDaemon)
             queue = instance.get_concurrency_config().run_queue_config
             assert queue.max_concurrent_runs == 4
