@@ -19,8 +19,10 @@ Reported: documents, materialized (every stage; with the graph, neo4j_graph too)
 from the launch to the last materialization, documents/s, LLM calls/s over the whole
 backfill and sustained over the middle of the simulator's arrivals, calls per document,
 429s, Dagster overhead per document (the runs' wall time outside their steps, summed, ÷
-documents: launching run processes, handing steps to workers, recording) and the part of it
-spent waiting for a free worker (a step handed to Celery, not yet started), run launch
+documents: starting run processes, handing steps to workers, recording; not the time a
+step of a started run waited for a slot of its pool, reported apart as pool wait, which is
+queueing for a limit the deployment sets, as run launch latency is) and the part of the
+overhead spent waiting for a free worker (a step handed to Celery, not yet started), run launch
 latency (queued -> started, median and max), lost documents (registered, never
 materialized nor failed) and the Celery workers that ran steps; and where the time went:
 step seconds per step, the share of the time 0, 1, 2... of each step (and runs) were
@@ -132,11 +134,13 @@ def materialized(instance, keys: list[str], assets: tuple[str, ...]) -> set[str]
 
 
 def run_stats(instance) -> dict:
-    """Run launch latency, the runs' wall time outside their steps, and the part of it their
-    steps spent handed to Celery but not yet started (waiting for a free worker)."""
+    """Run launch latency, the runs' wall time outside their steps less their steps' waits for
+    a pool slot (the step ready, not yet handed to Celery: dagster-celery claims the slot
+    first), those waits, and the part of the rest their steps spent handed to Celery but not
+    yet started (waiting for a free worker)."""
     import dagster as dg
 
-    latencies, outside, worker_wait = [], 0.0, 0.0
+    latencies, outside, worker_wait, pool_wait = [], 0.0, 0.0, 0.0
     steps_by_key: dict[str, list[tuple[float, float]]] = {}
     runs_started: list[tuple[float, float]] = []
     for record in instance.get_run_records():
@@ -159,8 +163,14 @@ def run_stats(instance) -> dict:
             if event.message.startswith("Submitting celery task")}
         worker_wait += sum(s.start_time - submitted[s.step_key] for s in steps
                            if s.start_time and s.step_key in submitted)
-    return {"runs": len(latencies), "outside_steps_seconds": outside,
-            "worker_wait_seconds": worker_wait,
+        plan = instance.get_execution_plan_snapshot(record.dagster_run.execution_plan_snapshot_id)
+        pooled = {step.key for step in plan.steps if step.pool}
+        ended = [s.end_time for s in steps if s.end_time]
+        for key in pooled & submitted.keys():  # ready when the run started or a step ended
+            ready = max([stats.start_time] + [end for end in ended if end <= submitted[key]])
+            pool_wait += submitted[key] - ready
+    return {"runs": len(latencies), "outside_steps_seconds": outside - pool_wait,
+            "pool_wait_seconds": pool_wait, "worker_wait_seconds": worker_wait,
             "step_seconds": {key: round(sum(end - start for start, end in spans), 1)
                              for key, spans in sorted(steps_by_key.items())},
             "steps_at_once": {key: overlap_shares(spans)
@@ -270,6 +280,7 @@ def measure(args: argparse.Namespace) -> dict:
                1000 * runs["outside_steps_seconds"] / len(keys), 1),
            "worker_wait_ms_per_document": round(1000 * runs["worker_wait_seconds"] / len(keys),
                                                 1),
+           "pool_wait_ms_per_document": round(1000 * runs["pool_wait_seconds"] / len(keys), 1),
            "run_launch_latency_median_s": runs["launch_latency_median_s"],
            "run_launch_latency_max_s": runs["launch_latency_max_s"],
            "step_seconds": runs["step_seconds"], "steps_at_once": runs["steps_at_once"],
