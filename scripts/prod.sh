@@ -48,8 +48,12 @@ DOCGRAPH_REGISTRY_URL=$pg_url
 LLM_CACHE_PATH=$pg_url
 LLM_BUDGET_URL=$pg_url
 DOCGRAPH_CELERY_BROKER=$broker
+LLM_MAX_CONCURRENCY=${LLM_MAX_CONCURRENCY:-32}
 EOF
-  # a deployment without the graph says so to the CLI too (DOCGRAPH_GRAPH=off)
+  # LLM_MAX_CONCURRENCY: calls in flight per step. The shared budget paces them; a step alone
+  # (the other between batches) needs rate x latency in flight to spend it: 100 calls/s at
+  # 200 ms is 20, more than the embedded default's 16.
+  # A deployment without the graph says so to the CLI too (DOCGRAPH_GRAPH=off).
   if [ -n "${DOCGRAPH_GRAPH:-}" ]; then echo "DOCGRAPH_GRAPH=$DOCGRAPH_GRAPH" >> "$DIR/env"; fi
   # What every Celery worker reads (dagster_celery.app imports it): the broker and where
   # results go; the only configuration the workers share besides the env file. A step is
