@@ -4,14 +4,15 @@ Outside the webserver, dagster-postgres's storages use SQLAlchemy's NullPool: ev
 statement opens a PostgreSQL connection (the server forks and authenticates a backend for
 it) and closes it again. A step records each document on its own (a materialization and
 its checks: about a dozen events per document in enrichment, each with a table lookup
-first), so in the 1,000-document backfill (bench/backfill.py) a third of an enrichment
-step's samples were in `psycopg2.connect` (py-spy), and those backends were most of
-PostgreSQL's CPU and the kernel's. Dagster offers no setting for it (its pool size is
+first), so in the 1,000-document backfill (bench/backfill.py) 27% of an enrichment step's
+samples were in `psycopg2.connect` (py-spy), and those backends were most of PostgreSQL's
+CPU and the kernel's. Dagster offers no setting for it (its pool size is
 fixed even for the webserver: dagster-io/dagster#33935, open).
 
 Here every process keeps one engine per storage and database for its life (shared by the
 instances it creates: dagster-celery builds one per step), holding `POOL_SIZE` connections
-open and opening up to `MAX_OVERFLOW` more while threads (the daemon's) need them; each is
+open and opening up to `MAX_OVERFLOW` more while threads need them (the daemon's many: a
+full pool makes a thread wait, and after 30 s fail, so the bound is generous); each is
 checked with a ping when taken from the pool (a restarted server costs one reconnect, not a
 failed write) and replaced after an hour. A forked child opens its own (resources/engines).
 Tables and columns found once are not looked up again (`SchemaFoundOnce`).
@@ -42,7 +43,7 @@ from resources.engines import kept
 from resources.instance_storage import SchemaFoundOnce
 
 POOL_SIZE = 2
-MAX_OVERFLOW = 10
+MAX_OVERFLOW = 30
 RECYCLE_SECONDS = 3600
 
 _engines: dict[tuple[str, str], sa.Engine] = {}
