@@ -120,3 +120,19 @@ def test_checks_planned_after_a_run_are_other_runs_later_rows(instance):
     assert compat.checks_planned_after(instance, second.run_id, [check], ["a"]) == []
     assert compat.checks_planned_after(instance, "no such run", [check], ["a"]) == []
     assert compat.checks_planned_after(instance, first.run_id, [], ["a"]) == []
+
+
+def test_the_celery_executor_polls_at_our_tick(monkeypatch):
+    """pipeline_defs/definitions.py shortens dagster-celery's poll, a module constant its
+    loop reads at each tick."""
+    import inspect
+
+    from dagster_celery import core_execution_loop
+
+    from pipeline_defs import definitions
+
+    assert "time.sleep(TICK_SECONDS)" in inspect.getsource(core_execution_loop)
+    monkeypatch.setattr(core_execution_loop, "TICK_SECONDS", 1)
+    monkeypatch.setenv("DOCGRAPH_CELERY_BROKER", "redis://127.0.0.1:1")
+    definitions.executor()
+    assert core_execution_loop.TICK_SECONDS == definitions.CELERY_POLL_SECONDS
