@@ -18,10 +18,11 @@ NEO4J_URI, else to the benchmarks' own Neo4j (scripts/neo4j.sh, emptied first), 
 Reported: documents, materialized (every stage; with the graph, neo4j_graph too), seconds
 from the launch to the last materialization, documents/s, LLM calls/s over the whole
 backfill and sustained over the middle of the simulator's arrivals, calls per document,
-429s, Dagster overhead per document (the runs' wall time outside their steps, summed, ÷
-documents: starting run processes, handing steps to workers, recording; not the time a
-step of a started run waited for a slot of its pool, reported apart as pool wait, which is
-queueing for a limit the deployment sets, as run launch latency is) and the part of the
+429s, Dagster overhead per document (from each run's start to its end, the time outside
+its steps, summed, ÷ documents: planning, handing steps to workers, reading their results
+back, finishing the run; the run process's launch is in the run launch latency, and the
+time a step of a started run waited for a slot of its pool is reported apart as pool wait:
+both are queueing for limits the deployment sets) and the part of the
 overhead spent waiting for a free worker (a step handed to Celery, not yet started), run launch
 latency (queued -> started, median and max), lost documents (registered, never
 materialized nor failed) and the Celery workers that ran steps; and where the time went:
