@@ -11,11 +11,9 @@ both (SQLAlchemy Core; `INSERT ... ON CONFLICT` is SQLite's and PostgreSQL's ali
 """
 
 import contextlib
-import functools
 import hashlib
 import os
 import re
-import threading
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -25,13 +23,13 @@ from pathlib import Path
 import dagster as dg
 import sqlalchemy as sa
 
-from resources.engines import SCHEMA_LOCK, kept, sqlalchemy_url
+from resources.engines import database, transaction
 from resources.paths import docgraph_home, project_root, resolve
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
 _SLUG_JUNK = re.compile(r"[^a-z0-9.]+")
 URL_ENV = "DOCGRAPH_REGISTRY_URL"
-_SCHEMA = sa.text("""
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     key       TEXT PRIMARY KEY,
     path      TEXT NOT NULL UNIQUE,
@@ -40,7 +38,7 @@ CREATE TABLE IF NOT EXISTS documents (
     mtime_ns  BIGINT,
     sha256    TEXT
 )
-""")
+"""
 
 
 @dataclass(frozen=True)
@@ -118,7 +116,7 @@ class DocumentRegistry(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def _db(self, write: bool = False) -> Iterator[sa.Connection]:
-        with _transaction(_engine(self.database_url()), write) as conn:
+        with transaction(_engine(self.database_url()), write) as conn:
             yield conn
 
     # -- reads -----------------------------------------------------------------------
@@ -173,49 +171,8 @@ class DocumentRegistry(dg.ConfigurableResource):
                 conn.execute(sa.text("DELETE FROM documents WHERE key = :key"), keys)
 
 
-_ENGINE_LOCK = threading.Lock()
-
-
 def _engine(url: str) -> sa.Engine:
-    """An engine (a pool of connections) with the table created: one per database, made
-    by one thread (threads registering at once would otherwise each create the schema and
-    switch SQLite's journal, which fails, "database is locked", rather than waits)."""
-    with _ENGINE_LOCK:
-        return _new_engine(url)
-
-
-@functools.lru_cache(maxsize=8)  # the databases used last; the others' engines close
-def _new_engine(url: str) -> sa.Engine:
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args=dict(timeout=30, check_same_thread=False))
-        sa.event.listen(engine, "connect", _sqlite_connected)
-        # A deferred transaction that writes cannot wait for another writer: SQLite may
-        # refuse it at once, "database is locked", busy timeout or not. A writing
-        # transaction takes the write lock at BEGIN, and waits its turn there instead.
-        sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(
-            "BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN"))
-    else:
-        engine = sa.create_engine(sqlalchemy_url(url), pool_pre_ping=True)
-    with _transaction(engine, write=True) as conn:
-        if engine.dialect.name == "postgresql":  # others may create it at the same moment
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": SCHEMA_LOCK})
-        conn.execute(_SCHEMA)
-    return kept(engine)
-
-
-_WRITE = "docgraph_write"  # execution option: this transaction writes
-
-
-@contextlib.contextmanager
-def _transaction(engine: sa.Engine, write: bool) -> Iterator[sa.Connection]:
-    with engine.connect() as conn, conn.execution_options(**{_WRITE: write}).begin():
-        yield conn
-
-
-def _sqlite_connected(dbapi_connection, _record) -> None:
-    dbapi_connection.isolation_level = None  # the driver's own BEGIN off: ours is IMMEDIATE
-    dbapi_connection.execute("PRAGMA journal_mode=WAL")
+    return database(url, (_SCHEMA,))
 
 
 def supported_files(folder: Path) -> list[Path]:
