@@ -42,6 +42,9 @@ class ErrorClass(enum.StrEnum):
     INVALID_OUTPUT = "invalid_output"  # no valid answer after LLM_MAX_REPAIRS repair turns
     CLIENT_ERROR = "client_error"  # any other 4xx, or a request over a minute's LLM_TPM
     CIRCUIT_OPEN = "circuit_open"  # the provider was down over LLM_MAX_OUTAGE_SECONDS
+    # with LLM_BATCH_FALLBACK=fail, an item the Batch API did not answer
+    BATCH_FAILED = "batch_failed"  # its line failed, or its batch was cancelled: re-run
+    BATCH_EXPIRED = "batch_expired"  # its batch passed the 24h window: re-run, or go sync
     # -- the graph step (assets/graph.py)
     GRAPH_WRITE_FAILED = "graph_write_failed"  # Neo4j refused the write, or its rows clash
     SCHEMA_MISMATCH = "schema_mismatch"  # the vector index has another size: drop it

@@ -8,7 +8,11 @@ near-misses, language names, over-long strings and lists, unpatterned signatures
 reformatted citations, prose-wrapped JSON) on a server that may reject
 response_format json_schema / json_object with HTTP 400. `GET /sim/stats` reports what
 it saw, including the most requests in flight at once and the loose liberties taken;
-`POST /sim/config` changes knobs, `POST /sim/reset` clears the stats.
+`POST /sim/config` changes knobs, `POST /sim/reset` clears the stats. The Batch API
+(/v1/files, /v1/batches: resources/llm/offline/batch_api.py) answers its lines like
+synchronous requests (same heuristics, loose model and format rejections, no rate limits:
+a provider runs batches on a budget of their own), with the `batch` knobs (completion
+delay, failed lines, expiring batches); its counts are in the stats' `batch`.
 
 Serve it with simulator/server.py (a thread for tests, a process for
 benchmarks and manual use).
@@ -16,6 +20,7 @@ benchmarks and manual use).
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import math
 import random
@@ -23,9 +28,17 @@ import time
 from collections import Counter
 
 from pydantic import ConfigDict, Field
+from starlette.applications import Starlette
 
 from resources.llm.limits import TokenBucket
-from resources.llm.offline.app import HEURISTICS, MODELS, chat_completion, embeddings
+from resources.llm.offline.app import (
+    HEURISTICS,
+    MODELS,
+    answer_request,
+    chat_completion,
+    embeddings,
+)
+from resources.llm.offline.batch_api import BatchKnobs, BatchService
 from simulator.asgi import (
     Disconnected,
     read_body,
@@ -69,6 +82,12 @@ class SimConfig(LooseConfig):  # the loose_* and reject_* knobs: loose.LooseConf
     # Cheap answers (simulator/memo.py): the same answers from memoised analytics, token
     # counts estimated; for benchmarks where the full heuristics would be the floor.
     cheap_answers: bool = False
+    # Prompt caching as OpenAI's: a request whose messages before the last were seen before
+    # has those tokens reported as usage.prompt_tokens_details.cached_tokens, in blocks of
+    # prompt_cache_block, if its prompt has at least prompt_cache_min_tokens (None: off).
+    prompt_cache_min_tokens: int | None = Field(None, ge=0)
+    prompt_cache_block: int = Field(128, ge=1)
+    batch: BatchKnobs = Field(default_factory=BatchKnobs)
 
 
 FAULTS = ("429", "500", "503", "hang", "reset", "malformed", "garbled")
@@ -78,12 +97,15 @@ class Simulator:
     """An ASGI app: the offline provider plus latency, limits and faults."""
 
     def __init__(self, config: SimConfig | None = None):
+        self.batches = BatchService(self._batch_answer)
+        self.batch_app = Starlette(routes=self.batches.routes())
         self.configure(config or SimConfig())
         self.reset()
 
     def configure(self, config: SimConfig) -> None:
         now = time.monotonic()
         self.config = config
+        self.batches.configure(config.batch)
         self.rng = random.Random(config.seed)
         self.target_rng = random.Random(config.seed + 1)  # drawn only for targeted requests
         self.cap = asyncio.Semaphore(config.concurrency_cap) if config.concurrency_cap else None
@@ -109,6 +131,9 @@ class Simulator:
         self.in_flight = 0
         self.max_in_flight = 0
         self.arrivals: list[float] = []
+        self.batches.counts.clear()
+        self.prefixes: set[str] = set()  # prompt prefixes seen (prompt_cache_min_tokens)
+        self.cached_tokens = 0
 
     def stats(self) -> dict:
         return {
@@ -121,6 +146,8 @@ class Simulator:
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "arrivals": self.arrivals[-10_000:],
+            "batch": self.batches.stats(),
+            "cached_tokens": self.cached_tokens,
         }
 
     # -- ASGI -----------------------------------------------------------------------------
@@ -128,6 +155,11 @@ class Simulator:
         if scope["type"] != "http":
             return
         path = scope["path"]
+        if path.startswith(("/v1/files", "/v1/batches")):
+            self.requests += 1
+            self.by_path[path] += 1
+            await self.batch_app(scope, receive, send)
+            return
         try:
             body = await read_body(receive)
         except Disconnected:
@@ -208,6 +240,7 @@ class Simulator:
             return await self._error(send, 400, str(exc), "invalid_request_error")
         if answer is not None and "choices" in answer:
             loosen_answer(cfg, payload, body, answer, self.loose)
+            self._prompt_cache(payload, answer)
         if answer is None:
             return await self._error(send, 404, f"no route {path}", "invalid_request_error")
         if fault == "garbled":
@@ -218,6 +251,36 @@ class Simulator:
             answer["choices"][0]["message"]["content"] = content[: len(content) // 2]
         await send_json(send, 200, answer, self._headers())
         return 200
+
+    def _batch_answer(self, endpoint: str, payload: dict) -> tuple[int, dict]:
+        if rejected := self._rejected_format(payload):
+            self.faults[f"reject_{rejected}"] += 1
+            return 400, {"error": {"message": f"response_format {rejected} is not supported",
+                                   "type": "invalid_request_error"}}
+        heuristics = CHEAP if self.config.cheap_answers else HEURISTICS
+        status, answer = answer_request(endpoint, payload, heuristics)
+        if status == 200 and "choices" in answer:
+            body = json.dumps(payload, sort_keys=True).encode()
+            loosen_answer(self.config, payload, body, answer, self.loose)
+            self._prompt_cache(payload, answer)
+        return status, answer
+
+    def _prompt_cache(self, payload: dict, answer: dict) -> None:
+        least = self.config.prompt_cache_min_tokens
+        messages = payload.get("messages") or []
+        if least is None or len(messages) < 2:
+            return
+        prefix = json.dumps([payload.get("response_format"), messages[:-1]], sort_keys=True)
+        digest = hashlib.sha256(prefix.encode()).hexdigest()
+        usage = answer["usage"]
+        if digest in self.prefixes and usage["prompt_tokens"] >= least:
+            count = (CHEAP if self.config.cheap_answers else HEURISTICS).count
+            tokens = sum(4 + count(str(m.get("content") or "")) for m in messages[:-1])
+            block = self.config.prompt_cache_block
+            cached = min(tokens, usage["prompt_tokens"]) // block * block
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
+            self.cached_tokens += cached
+        self.prefixes.add(digest)
 
     def _rejected_format(self, payload: dict) -> str | None:
         kind = (payload.get("response_format") or {}).get("type")

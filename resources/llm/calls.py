@@ -45,6 +45,15 @@ def reply_of(response: httpx2.Response) -> SimpleNamespace:
     return reply
 
 
+def usage_of(reply) -> dict[str, int]:
+    """An answer's prompt, completion and cached prompt tokens (0 for what it lacks)."""
+    usage = getattr(reply, "usage", None)
+    details = getattr(usage, "prompt_tokens_details", None)
+    return {"prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
+            "completion_tokens": getattr(usage, "completion_tokens", 0) or 0,
+            "cached_tokens": getattr(details, "cached_tokens", 0) or 0}
+
+
 class ItemFailed(DocgraphError):
     """The item is over: it ends as failed, with this error class."""
 
@@ -165,16 +174,23 @@ class CallLoop:
                    sent: float, now: float) -> None:
         call.latencies.append(now - sent)
         batch.observe(now - sent)
-        usage = getattr(reply, "usage", None)
-        prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
-        completion_tokens = getattr(usage, "completion_tokens", 0) or 0
-        call.prompt_tokens += prompt_tokens
-        call.completion_tokens += completion_tokens
-        cost = self.settings.cost_usd(request["model"], prompt_tokens, completion_tokens)
-        call.cost_usd = None if cost is None or call.cost_usd is None else call.cost_usd + cost
-        if usage is not None:
-            self.throttle.settle(estimate, prompt_tokens + completion_tokens, now)
+        usage = usage_of(reply)
+        call.route = "sync"
+        self.account(call, request["model"], usage, "sync")
+        if getattr(reply, "usage", None) is not None:
+            self.throttle.settle(estimate, usage["prompt_tokens"] + usage["completion_tokens"],
+                                 now)
         batch.gate.aimd.on_success()
+
+    def account(self, call: ItemAccount, model: str, usage: dict, route: str) -> None:
+        """Tokens and price of one answer on `route`; what it saved against the sync price
+        without the provider's prompt cache."""
+        call.prompt_tokens += usage["prompt_tokens"]
+        call.completion_tokens += usage["completion_tokens"]
+        call.cached_tokens += usage["cached_tokens"]
+        cost = self.settings.cost_usd(model, **usage, route=route)
+        full = self.settings.cost_usd(model, usage["prompt_tokens"], usage["completion_tokens"])
+        call.add_cost(cost, None if cost is None or full is None else full - cost)
 
     async def _wait_for_breaker(self, held_since: float | None) -> tuple[bool, float | None]:
         """Wait while the circuit is open; an item is held LLM_MAX_OUTAGE_SECONDS at most in

@@ -13,6 +13,7 @@ calls, once this answer is in): they join the same run ahead of the iterator's n
 """
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -20,9 +21,12 @@ from collections.abc import Callable, Iterable
 
 import httpx2
 import openai
+import sqlalchemy
 from pydantic import BaseModel, ValidationError
 
 from resources.errors import ErrorClass
+from resources.llm.batch_lane import BatchLane, BatchLaneError
+from resources.llm.batch_store import BatchStore
 from resources.llm.breaker import CircuitBreaker
 from resources.llm.cache import CACHE_ERRORS, Cache, cache_key, open_cache
 from resources.llm.calls import Batch, CallLoop, FormatRejected, ItemFailed
@@ -74,6 +78,7 @@ class LLMEngine(CallLoop):
         self.formats = FormatModes(self.log, learned_formats)
         self._client: openai.AsyncOpenAI | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.lane: BatchLane | None = None  # once batch_lane() made one
 
     @property
     def rpm(self):
@@ -94,6 +99,20 @@ class LLMEngine(CallLoop):
                 else "",
             )
         return self._client
+
+    def client(self) -> openai.AsyncOpenAI:
+        return self._client_here()
+
+    def batch_lane(self) -> BatchLane:
+        """This engine's batch lane (resources/llm/batch_lane.py); its answers then serve
+        this engine's items, on the batch route."""
+        location = self.settings.resolved_cache_path()
+        if self.cache is None or not location:
+            raise BatchLaneError("the batch lane needs the response cache (LLM_CACHE_PATH is "
+                                 "off): batch answers are kept there until a run uses them")
+        if self.lane is None:
+            self.lane = BatchLane(self, BatchStore(location), self.cache, self.log)
+        return self.lane
 
     async def aclose(self) -> None:
         self.throttle.close()
@@ -171,16 +190,26 @@ class LLMEngine(CallLoop):
         return call.result(item.key, value)
 
     # -- chat -----------------------------------------------------------------------------
-    async def _chat(self, item: ChatItem, batch: Batch, call: ItemAccount) -> object:
-        model = self.settings.chat_model
-        batch.models.add(model)
-        request: dict = {"model": model, "messages": list(item.messages),
+    def chat_request(self, item: ChatItem) -> tuple[dict, str]:
+        """The request as the cache knows it (json_schema form), and its cache key."""
+        request: dict = {"model": self.settings.chat_model, "messages": list(item.messages),
                          "temperature": item.temperature}
         if item.max_tokens:
             request["max_tokens"] = item.max_tokens
         if item.schema is not None:
             request["response_format"] = response_format(item.schema)
-        key = cache_key(kind="chat", prompt_version=item.prompt_version, **request)
+        return request, cache_key(kind="chat", prompt_version=item.prompt_version, **request)
+
+    def sendable(self, request: dict, schema: type[BaseModel] | None) -> dict:
+        """The request in the response_format mode that works for its model so far."""
+        if schema is None:
+            return request
+        return as_mode(request, schema, self.formats.mode(request["model"]))
+
+    async def _chat(self, item: ChatItem, batch: Batch, call: ItemAccount) -> object:
+        request, key = self.chat_request(item)
+        model = request["model"]
+        batch.models.add(model)
         hit = await self._cache_get(key)
         if hit is not None:
             try:
@@ -188,14 +217,16 @@ class LLMEngine(CallLoop):
             except ValidationError:
                 pass  # the model's validators changed since: ask again, never serve it
             else:
-                call.cached = True
+                self._served(call, hit, model)
                 call.normalised.update(hit.get("normalised") or {})  # older entries: none
                 return value
 
         estimate = self._estimate(request["messages"], item.max_tokens)
         if reason := self.throttle.too_big(estimate):
             raise ItemFailed(ErrorClass.CLIENT_ERROR, reason)
-        content = await self._ask(item, batch, call, request)
+        content = await self._batch_fallback(key, call)
+        if content is None:
+            content = await self._ask(item, batch, call, request)
         while True:
             try:
                 value, normalised = parse(content, item.schema)
@@ -241,25 +272,64 @@ class LLMEngine(CallLoop):
             call.response_format = mode
             return answer_text(reply)
 
+    # -- what the batch lane answered -------------------------------------------------------
+    def _served(self, call: ItemAccount, hit: dict, model: str) -> None:
+        """A cached answer: this run's if its batch was collected by this engine's lane
+        (accounted at the batch price), else an earlier run's (free)."""
+        answered = hit.get("batch")
+        if answered and self.lane is not None and answered["id"] in self.lane.collected:
+            call.route, call.batch_id = "batch", answered["id"]
+            usage = {k: answered.get(k, 0)
+                     for k in ("prompt_tokens", "completion_tokens", "cached_tokens")}
+            self.account(call, model, usage, "batch")
+        else:
+            call.cached = True
+
+    async def _batch_fallback(self, key: str, call: ItemAccount) -> str | None:
+        """For an item this engine's lane sent and its batch did not answer: fail it
+        (LLM_BATCH_FALLBACK=fail) or go on synchronously, from the batch's invalid answer
+        if there is one (its repair turn is then the next call)."""
+        if self.lane is None:
+            return None
+        try:
+            outcome = await asyncio.to_thread(self.lane.store.outcome, key)
+        except CACHE_ERRORS + (sqlalchemy.exc.SQLAlchemyError,) as exc:
+            self.log.warning("batch records unavailable (%s): asking synchronously", exc)
+            return None
+        if outcome is None:
+            return None
+        state, detail, batch_id = outcome
+        if self.settings.batch_fallback == "fail":
+            error_class = {"expired": ErrorClass.BATCH_EXPIRED,
+                           "invalid": ErrorClass.INVALID_OUTPUT}.get(state,
+                                                                     ErrorClass.BATCH_FAILED)
+            reason = json.loads(detail)["error"] if state == "invalid" else detail
+            raise ItemFailed(error_class, f"batch {batch_id}: {state}: {reason or 'no answer'}")
+        call.batch_fallback = True
+        return json.loads(detail)["content"] if state == "invalid" else None
+
     def _estimate(self, messages: list[dict], max_tokens: int | None) -> int:
         prompt = sum(4 + self.tokenizer.count(str(m.get("content") or "")) for m in messages)
         return prompt + (max_tokens or self.settings.expected_completion_tokens)
 
     # -- embeddings ------------------------------------------------------------------------
-    async def _embed(self, item: EmbedItem, batch: Batch, call: ItemAccount) -> object:
-        model = self.settings.embed_model
-        batch.models.add(model)
-        request: dict = {"model": model, "input": list(item.inputs)}
+    def embed_request(self, item: EmbedItem) -> tuple[dict, str]:
+        request: dict = {"model": self.settings.embed_model, "input": list(item.inputs)}
         if item.dimensions:
             request["dimensions"] = item.dimensions
-        key = cache_key(kind="embeddings", **request)
+        return request, cache_key(kind="embeddings", **request)
+
+    async def _embed(self, item: EmbedItem, batch: Batch, call: ItemAccount) -> object:
+        request, key = self.embed_request(item)
+        batch.models.add(request["model"])
         hit = await self._cache_get(key)
-        if hit is not None:
-            call.cached = True
+        if hit is not None and len(hit["value"]) == len(item.inputs):
+            self._served(call, hit, request["model"])
             return hit["value"]
         estimate = sum(self.tokenizer.count(text) for text in item.inputs)
         if reason := self.throttle.too_big(estimate):
             raise ItemFailed(ErrorClass.CLIENT_ERROR, reason)
+        await self._batch_fallback(key, call)
         reply = await self._call(batch, call, "embeddings", request, estimate)
         vectors = [d.embedding for d in sorted(reply.data, key=lambda d: d.index)]
         dims = {len(v) for v in vectors}

@@ -47,6 +47,11 @@ class ItemResult:
     normalised: tuple[tuple[str, int], ...] = ()
     format_rejected: int = 0  # 400s to a response_format the server does not take
     response_format: str | None = None  # json_schema / json_object / prompt; None if cached
+    route: str | None = None  # sync or batch: how it was answered; None if cached
+    batch_id: str | None = None  # the provider batch that answered it
+    cached_tokens: int = 0  # prompt tokens the provider served from its prompt cache
+    saved_usd: float | None = 0.0  # the sync price less what was paid (batch, cached)
+    batch_fallback: bool = False  # the batch did not answer it: asked synchronously
 
     @property
     def ok(self) -> bool:
@@ -69,6 +74,16 @@ class ItemAccount:
     normalised: Counter[str] = field(default_factory=Counter)
     format_rejected: int = 0
     response_format: str | None = None
+    route: str | None = None
+    batch_id: str | None = None
+    cached_tokens: int = 0
+    saved_usd: float | None = 0.0
+    batch_fallback: bool = False
+
+    def add_cost(self, cost: float | None, saved: float | None) -> None:
+        self.cost_usd = None if cost is None or self.cost_usd is None else self.cost_usd + cost
+        self.saved_usd = None if saved is None or self.saved_usd is None \
+            else self.saved_usd + saved
 
     def result(self, key: str, value: object = None, error_class: ErrorClass | None = None,
                error: str | None = None) -> ItemResult:
@@ -76,5 +91,6 @@ class ItemAccount:
             key, value, error_class, error, self.cached, self.http_calls, self.retries,
             self.repairs, self.rate_limited, self.prompt_tokens, self.completion_tokens,
             self.cost_usd, tuple(self.latencies), tuple(sorted(self.normalised.items())),
-            self.format_rejected, self.response_format,
+            self.format_rejected, self.response_format, self.route, self.batch_id,
+            self.cached_tokens, self.saved_usd, self.batch_fallback,
         )

@@ -43,6 +43,11 @@ class BatchMetrics(BaseModel):
     response_format_modes: dict[str, int] = {}  # items answered per response_format mode
     # calls paced on an equal share because the shared budget could not be reached
     budget_fallback_calls: int = 0
+    cached_tokens: int = 0  # prompt tokens served from the provider's prompt cache
+    cost_saved_usd: float | None = 0.0  # the sync price less the estimate (batch, cached)
+    routes: dict[str, int] = {}  # items answered per route (sync, batch)
+    batch_ids: list[str] = []  # the provider batches that answered items
+    batch_fallbacks: int = 0  # items a batch did not answer, asked synchronously
 
     @model_validator(mode="after")
     def _accounts(self) -> "BatchMetrics":
@@ -81,6 +86,11 @@ class MetricsRecorder:
         self.normalised: Counter[str] = Counter()
         self.format_rejected = 0
         self.modes: Counter[str] = Counter()
+        self.cached_tokens = 0
+        self.saved_usd: float | None = 0.0
+        self.routes: Counter[str] = Counter()
+        self.batch_ids: dict[str, None] = {}
+        self.batch_fallbacks = 0
 
     def add(self, result: "ItemResult") -> None:
         self.attempted += 1
@@ -109,6 +119,15 @@ class MetricsRecorder:
         self.completion_tokens += result.completion_tokens
         if self.cost_usd is not None:
             self.cost_usd = None if result.cost_usd is None else self.cost_usd + result.cost_usd
+        if self.saved_usd is not None:
+            self.saved_usd = None if result.saved_usd is None \
+                else self.saved_usd + result.saved_usd
+        self.cached_tokens += result.cached_tokens
+        if result.route:
+            self.routes[result.route] += 1
+        if result.batch_id:
+            self.batch_ids[result.batch_id] = None
+        self.batch_fallbacks += result.batch_fallback
 
     def snapshot(self, *, provider: str, model: str, peak: int, limit: int,
                  wall: float, budget_fallback_calls: int = 0) -> BatchMetrics:
@@ -146,4 +165,9 @@ class MetricsRecorder:
             format_rejected=self.format_rejected,
             response_format_modes=dict(sorted(self.modes.items())),
             budget_fallback_calls=budget_fallback_calls,
+            cached_tokens=self.cached_tokens,
+            cost_saved_usd=None if self.saved_usd is None else round(self.saved_usd, 6),
+            routes=dict(sorted(self.routes.items())),
+            batch_ids=list(self.batch_ids),
+            batch_fallbacks=self.batch_fallbacks,
         )

@@ -17,7 +17,8 @@ OUTAGE = frozenset({ErrorClass.SERVER_ERROR, ErrorClass.TIMEOUT, ErrorClass.CONN
 ITEM_ERROR_CLASSES = (
     ErrorClass.RATE_LIMITED, ErrorClass.SERVER_ERROR, ErrorClass.TIMEOUT,
     ErrorClass.CONNECTION, ErrorClass.INVALID_OUTPUT, ErrorClass.CLIENT_ERROR,
-    ErrorClass.CIRCUIT_OPEN, ErrorClass.INTERNAL_ERROR,
+    ErrorClass.CIRCUIT_OPEN, ErrorClass.BATCH_FAILED, ErrorClass.BATCH_EXPIRED,
+    ErrorClass.INTERNAL_ERROR,
 )
 
 

@@ -14,26 +14,24 @@
 | LLM_BUDGET_URL | (unset: per process) | postgresql://…: one RPM/TPM budget for all processes |
 | LLM_BUDGET_FALLBACK_SHARE | 4 | processes assumed if that database was never reached |
 | LLM_CACHE_PATH | <docgraph home>/llm-cache.sqlite | response cache: a file, postgresql://…, off |
-| LLM_PRICES | built-in table | JSON {model: [usd per 1M input, usd per 1M output]} |
+| LLM_PRICES | built-in table | JSON per model: resources/llm/prices.py |
+| LLM_ROUTE | sync | sync, batch (the Batch API at half price), auto: resources/llm/batch_lane.py |
+| LLM_BATCH_MIN_ITEMS | 1000 | auto takes the batch lane from this many items of a stage |
+| LLM_BATCH_POLL_SECONDS | 30 | how often an open batch is looked at |
+| LLM_BATCH_FALLBACK | sync | a batch's failed or expired line: asked synchronously, or fail |
 """
 
 import json
 import os
 from collections.abc import Mapping
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from resources.llm.prices import DEFAULT_PRICES, Price, Route
 from resources.paths import docgraph_home
 
-# USD per million tokens (input, output). Extend or override with LLM_PRICES.
-DEFAULT_PRICES: dict[str, tuple[float, float]] = {
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1-nano": (0.10, 0.40),
-    "text-embedding-3-small": (0.02, 0.0),
-    "text-embedding-3-large": (0.13, 0.0),
-}
+RouteSetting = Literal["sync", "batch", "auto"]
 
 _ENV = {
     "base_url": "OPENAI_BASE_URL",
@@ -51,6 +49,10 @@ _ENV = {
     "cache_path": "LLM_CACHE_PATH",
     "budget_url": "LLM_BUDGET_URL",
     "budget_fallback_share": "LLM_BUDGET_FALLBACK_SHARE",
+    "route": "LLM_ROUTE",
+    "batch_min_items": "LLM_BATCH_MIN_ITEMS",
+    "batch_poll_seconds": "LLM_BATCH_POLL_SECONDS",
+    "batch_fallback": "LLM_BATCH_FALLBACK",
 }
 
 
@@ -81,7 +83,14 @@ class LLMSettings(BaseModel):
     cache_path: str | None = ""  # "" -> default location, None -> no cache
     budget_url: str | None = None  # None -> the budget is this process's (throttle.py)
     budget_fallback_share: int = Field(4, ge=1)
-    prices: dict[str, tuple[float, float]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    prices: dict[str, Price] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    route: RouteSetting = "sync"  # a stage's default route (run config may set its own)
+    batch_min_items: int = Field(1000, ge=1)
+    batch_poll_seconds: float = Field(30.0, gt=0)
+    batch_fallback: Literal["sync", "fail"] = "sync"
+    # a batch input file's limits (OpenAI's: 50,000 requests, 200 MB)
+    batch_max_requests: int = Field(50_000, ge=1)
+    batch_max_bytes: int = Field(200_000_000, ge=1_000)
 
     @property
     def offline(self) -> bool:
@@ -104,14 +113,22 @@ class LLMSettings(BaseModel):
         env = os.environ if env is None else env
         values: dict[str, object] = {f: env[v] for f, v in _ENV.items() if env.get(v)}
         if env.get("LLM_PRICES"):
-            values["prices"] = {**DEFAULT_PRICES, **json.loads(env["LLM_PRICES"])}
+            given = {model: Price.model_validate(price)
+                     for model, price in json.loads(env["LLM_PRICES"]).items()}
+            values["prices"] = {**DEFAULT_PRICES, **given}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)
 
-    def cost_usd(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
-        price = self.prices.get(model)
+    def cost_usd(self, model: str, prompt_tokens: int, completion_tokens: int,
+                 cached_tokens: int = 0, route: Route = "sync") -> float | None:
+        """The call's estimated price; 0.0 offline, None for a model not in the table."""
         if self.offline:
             return 0.0
-        if price is None:
-            return None
-        return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
+        price = self.prices.get(model)
+        return None if price is None else price.cost(prompt_tokens, completion_tokens,
+                                                      cached_tokens, route)
+
+    def has_cheaper_route(self, model: str) -> bool:
+        """Whether the batch lane is priced below sync for `model` (what `auto` needs)."""
+        price = self.prices.get(model)
+        return self.offline or price is not None and (price.batch or 1.0) < 1.0

@@ -12,14 +12,24 @@ from tests.llm.conftest import Summary
 
 def test_settings_come_from_the_environment_and_config_wins():
     env = {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "sk-test",
-           "LLM_RPM": "600", "LLM_MAX_CONCURRENCY": "8", "LLM_PRICES": '{"m": [1, 2]}'}
+           "LLM_RPM": "600", "LLM_MAX_CONCURRENCY": "8",
+           "LLM_PRICES": '{"m": [1, 2], "f": {"input": 1, "output": 2, "cached_input": 0.5,'
+                         ' "batch": null, "flex": 0.5}}'}
     settings = LLMSettings.from_env(env, max_concurrency=4)
     assert settings.base_url == "http://127.0.0.1:9/v1" and settings.rpm == 600
-    assert settings.max_concurrency == 4 and settings.prices["m"] == (1.0, 2.0)
+    assert settings.max_concurrency == 4 and settings.prices["m"].input == 1.0
     assert "sk-test" not in repr(settings)
     assert LLMSettings.from_env({}).offline
     assert settings.cost_usd("m", 1_000_000, 1_000_000) == 3.0
     assert settings.cost_usd("unknown-model", 10, 10) is None
+    # a list's model has the batch lane at half price, its cached tokens at the input rate
+    assert settings.cost_usd("m", 1_000_000, 1_000_000, route="batch") == 1.5
+    assert settings.cost_usd("m", 1_000_000, 0, cached_tokens=500_000) == 1.0
+    assert settings.has_cheaper_route("m") and not settings.has_cheaper_route("f")
+    assert settings.cost_usd("f", 1_000_000, 0, cached_tokens=500_000) == 0.75
+    assert settings.cost_usd("f", 1_000_000, 0, route="batch") is None  # not offered
+    assert settings.cost_usd("f", 1_000_000, 0, route="flex") == 0.5
+    assert settings.cost_usd("gpt-4o-mini", 1_000_000, 0, cached_tokens=1_000_000) == 0.075
 
 
 def test_an_asset_reports_the_engines_accounting(monkeypatch, tmp_path):

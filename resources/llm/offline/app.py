@@ -1,4 +1,5 @@
-"""OpenAI-compatible ASGI app: /v1/chat/completions, /v1/embeddings, /v1/models.
+"""OpenAI-compatible ASGI app: /v1/chat/completions, /v1/embeddings, /v1/models, and the
+Batch API (/v1/files, /v1/batches: batch_api.py, one service per process).
 
 Used in-process (httpx ASGITransport, no port) as the embedded default provider, and
 served over loopback by the simulator (simulator/, dev tooling). Chat answers fill the
@@ -18,6 +19,7 @@ from starlette.routing import Route
 
 from resources.llm.offline import analytics as ta
 from resources.llm.offline.answers import answer, request_parts
+from resources.llm.offline.batch_api import BatchService
 from resources.llm.structured import schema_in_messages
 from resources.tokenizer import get_tokenizer
 
@@ -110,6 +112,21 @@ def embeddings(body: dict, heuristics: Heuristics = HEURISTICS) -> dict:
     }
 
 
+def answer_request(endpoint: str, body: dict, heuristics: Heuristics = HEURISTICS
+                   ) -> tuple[int, dict]:
+    """A batch line's (status, body): what the synchronous endpoint would answer."""
+    build = chat_completion if endpoint.endswith("/chat/completions") else embeddings
+    try:
+        return 200, build(body, heuristics)
+    except (ValueError, TypeError, KeyError) as exc:
+        return 400, {"error": {"message": str(exc), "type": "invalid_request_error"}}
+
+
+# The offline provider's batches live as long as its process (every client of the
+# process sees them).
+BATCHES = BatchService(answer_request)
+
+
 def _endpoint(build):
     async def handler(request: Request) -> JSONResponse:
         try:
@@ -135,6 +152,7 @@ def routes() -> list[Route]:
         Route("/v1/chat/completions", _endpoint(chat_completion), methods=["POST"]),
         Route("/v1/embeddings", _endpoint(embeddings), methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
+        *BATCHES.routes(),
     ]
 
 

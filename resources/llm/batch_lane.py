@@ -1,0 +1,365 @@
+"""The batch lane: a step's items through the provider's Batch API, at half the price.
+
+    lane = engine.batch_lane()
+    report = await lane.run(items, stage="chunk_metadata", partitions=keys)
+    metrics = await engine.run(items, on_result)  # answered items come from the cache
+
+`submit` writes each item not yet answered (not in the response cache) and not already
+on its way (in an uncollected submission: batch_store.py) as one JSONL line, custom_id =
+the item's cache key and body = the request the synchronous route would send, into one
+file per endpoint and response schema, split at `batch_max_requests` lines or
+`batch_max_bytes`; uploads it (`POST /v1/files`, purpose=batch), records it, and creates the
+batch (`POST /v1/batches`, 24h, the submission id and stage in its metadata). `wait` polls
+until every batch is over, logging progress. `collect` streams the output and error files
+line by line: an answer is validated exactly like a synchronous one (tolerant
+normalisation included) and written to the response cache with the batch's id and usage;
+one that is not valid, a failed line, an expired one, one a cancelled batch never reached is
+recorded with its reason. The engine's run then serves the answered items from the cache
+(accounted on the batch route, at the batch price) and the others as `LLM_BATCH_FALLBACK`
+says: asked synchronously (an invalid answer goes straight to its repair turn) or failed
+with `batch_failed`, `batch_expired` or `invalid_output`.
+
+Memory is O(one batch file on disk, 500 items in hand): items are read from the iterator
+and written out in chunks, and answers are read back a line at a time.
+"""
+
+import asyncio
+import importlib
+import json
+import logging
+import os
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+from pydantic import BaseModel
+
+from resources.llm.batch_store import CHUNK, BatchStore, Submission
+from resources.llm.cache import Cache
+from resources.llm.calls import usage_of
+from resources.llm.items import ChatItem, EmbedItem
+from resources.llm.structured import answer_text, parse, short
+
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+ENDPOINTS = {"chat": "/v1/chat/completions", "embeddings": "/v1/embeddings"}
+STALE_SUBMITTING_SECONDS = 120  # a submission without a batch id this old: its process died
+
+
+class BatchLaneError(Exception):
+    """The lane cannot run (no response cache to put the answers in)."""
+
+
+def schema_name(schema: type[BaseModel] | None) -> str:
+    return f"{schema.__module__}:{schema.__qualname__}" if schema else ""
+
+
+def schema_named(name: str) -> type[BaseModel] | None:
+    if not name:
+        return None
+    module, qualname = name.split(":")
+    found = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
+
+
+@dataclass
+class LaneReport:
+    """What the lane did for one call of `run`; the engine's metrics carry the rest."""
+
+    submitted: int = 0  # lines sent in new batches
+    already_answered: int = 0  # items in the response cache: nothing to send
+    already_open: int = 0  # items on their way in an earlier submission: not sent again
+    batches: list[str] = field(default_factory=list)  # provider batch ids waited for
+    uploads: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)  # answered, invalid, failed, ...
+
+
+class _File:
+    """One input file being written: the lines of one endpoint and schema."""
+
+    def __init__(self, endpoint: str, schema: str):
+        self.endpoint, self.schema = endpoint, schema
+        fd, self.path = tempfile.mkstemp(prefix="docgraph-batch-", suffix=".jsonl")
+        self.handle = os.fdopen(fd, "wb")
+        self.lines = 0
+        self.bytes = 0
+
+    def add(self, line: bytes) -> None:
+        self.handle.write(line)
+        self.lines += 1
+        self.bytes += len(line)
+
+    def keys(self) -> Iterator[str]:
+        with open(self.path, "rb") as lines:
+            for line in lines:
+                yield json.loads(line)["custom_id"]
+
+    def discard(self) -> None:
+        self.handle.close()
+        os.unlink(self.path)
+
+
+class BatchLane:
+    """Submits, waits for and collects batches for one engine (see the module docstring)."""
+
+    def __init__(self, engine, store: BatchStore, cache: Cache, log: logging.Logger):
+        self.engine, self.store, self.cache, self.log = engine, store, cache, log
+        self.settings = engine.settings
+        self.collected: set[str] = set()  # batch ids collected by this lane: their answers
+        # are this run's, accounted on the batch route
+
+    # -- one call -------------------------------------------------------------------------
+    async def run(self, items: Iterable[ChatItem | EmbedItem], stage: str,
+                  partitions: list[str], wait: bool = True) -> LaneReport:
+        """Submit what needs submitting; with `wait`, wait for every batch that holds
+        these items and collect it."""
+        report = LaneReport()
+        await self.resume_submitting(report)
+        open_ids = await self.submit(items, stage, partitions, report)
+        if wait:
+            await self.wait(open_ids, report)
+            for submission in open_ids:
+                await self.collect(submission, report)
+        return report
+
+    # -- submitting ------------------------------------------------------------------------
+    async def submit(self, items: Iterable[ChatItem | EmbedItem], stage: str,
+                     partitions: list[str], report: LaneReport) -> list[str]:
+        """The submissions (new and earlier ones still open) that hold these items."""
+        files: dict[tuple[str, str], _File] = {}
+        holding: dict[str, None] = {}  # submission ids, in order
+
+        async def flush(out: _File) -> None:
+            holding[await self._send(out, stage, partitions, report)] = None
+            del files[(out.endpoint, out.schema)]
+
+        chunk: list[tuple[str, str, str, bytes]] = []
+        for item in self._with_sentinel(items):
+            if item is not None:
+                chunk.append(self._line(item))
+                if len(chunk) < CHUNK:
+                    continue
+            for endpoint, schema, _key, line in await self._new_lines(chunk, holding, report):
+                out = files.get((endpoint, schema))
+                if out and (out.lines >= self.settings.batch_max_requests
+                            or out.bytes + len(line) > self.settings.batch_max_bytes):
+                    await flush(out)
+                    out = None
+                if out is None:
+                    out = files[(endpoint, schema)] = _File(endpoint, schema)
+                out.add(line)
+            chunk = []
+        for out in list(files.values()):
+            await flush(out)
+        return list(holding)
+
+    @staticmethod
+    def _with_sentinel(items: Iterable) -> Iterator:
+        yield from items
+        yield None
+
+    def _line(self, item: ChatItem | EmbedItem) -> tuple[str, str, str, bytes]:
+        if isinstance(item, ChatItem):
+            request, key = self.engine.chat_request(item)
+            body = self.engine.sendable(request, item.schema)
+            endpoint, schema = ENDPOINTS["chat"], schema_name(item.schema)
+        else:
+            body, key = self.engine.embed_request(item)
+            endpoint, schema = ENDPOINTS["embeddings"], ""
+        line = json.dumps({"custom_id": key, "method": "POST", "url": endpoint, "body": body},
+                          ensure_ascii=False).encode() + b"\n"
+        return endpoint, schema, key, line
+
+    async def _new_lines(self, chunk: list, holding: dict, report: LaneReport) -> list:
+        """The chunk's lines to send: not answered, not on their way, not twice."""
+        unique = list({key: (endpoint, schema, key, line)
+                       for endpoint, schema, key, line in chunk}.values())
+        keys = [key for _, _, key, _ in unique]
+        answered = set(await asyncio.to_thread(self._cached, keys))
+        on_the_way = await asyncio.to_thread(self.store.open_for, keys)
+        report.already_answered += len(answered)
+        report.already_open += len(set(on_the_way) - answered)
+        for submission in on_the_way.values():
+            holding[submission] = None
+        return [entry for entry in unique if entry[2] not in answered
+                and entry[2] not in on_the_way]
+
+    def _cached(self, keys: list[str]) -> list[str]:
+        return [key for key in keys if self.cache.get(key) is not None]
+
+    async def _send(self, out: _File, stage: str, partitions: list[str],
+                    report: LaneReport) -> str:
+        """Upload the file, record it, create its batch; the submission id."""
+        out.handle.close()
+        client = self.engine.client()
+        try:
+            with open(out.path, "rb") as handle:
+                uploaded = await client.files.create(
+                    file=(f"docgraph-{stage}.jsonl", handle), purpose="batch")
+            report.uploads += 1
+            now = time.time()
+            submission = Submission(
+                submission=uuid.uuid4().hex, batch_id=None, endpoint=out.endpoint,
+                schema_name=out.schema, stage=stage, requests=out.lines,
+                input_file_id=uploaded.id, status="submitting", completed=0, failed=0,
+                partitions=tuple(partitions), created_at=now, updated_at=now,
+                collected_at=None)
+            await asyncio.to_thread(self.store.record, submission, out.keys())
+        finally:
+            out.discard()
+        await self._create(submission)
+        report.submitted += out.lines
+        return submission.submission
+
+    async def _create(self, submission: Submission) -> None:
+        batch = await self.engine.client().batches.create(
+            input_file_id=submission.input_file_id, endpoint=submission.endpoint,
+            completion_window="24h",
+            metadata={"docgraph_submission": submission.submission,
+                      "docgraph_stage": submission.stage})
+        await asyncio.to_thread(self.store.update, submission.submission, batch_id=batch.id,
+                                status=batch.status)
+        self.log.info("batch lane: %s: %s requests of %s in batch %s", submission.stage,
+                      submission.requests, submission.endpoint, batch.id)
+
+    async def resume_submitting(self, report: LaneReport) -> None:
+        """Finish submissions whose process died after recording them: adopt the batch
+        the provider made for one (found by its submission id), or create it now."""
+        for stale in await asyncio.to_thread(self.store.open_submissions,
+                                             STALE_SUBMITTING_SECONDS):
+            found = await self._provider_batch(stale.submission)
+            if found is not None:
+                await asyncio.to_thread(self.store.update, stale.submission,
+                                        batch_id=found.id, status=found.status)
+                self.log.info("batch lane: adopted batch %s of an interrupted submission",
+                              found.id)
+            else:
+                await self._create(stale)
+            report.already_open += stale.requests
+
+    async def _provider_batch(self, submission: str):
+        async for batch in self.engine.client().batches.list(limit=100):
+            if (batch.metadata or {}).get("docgraph_submission") == submission:
+                return batch
+            if batch.created_at < time.time() - 2 * 86_400:  # past any 24h window
+                return None
+        return None
+
+    # -- waiting -----------------------------------------------------------------------------
+    async def wait(self, submissions: list[str], report: LaneReport) -> None:
+        """Poll until every submission's batch is over (completed, failed, expired or
+        cancelled); progress is logged when it changes. Cancelling the wait leaves the
+        batches running: the next run finds and collects them."""
+        pending = list(submissions)
+        seen: dict[str, tuple] = {}
+        while pending:
+            for submission in list(pending):
+                batch = await self.refresh(submission)
+                if batch.batch_id not in report.batches:
+                    report.batches.append(batch.batch_id)
+                progress = (batch.status, batch.completed, batch.failed)
+                if seen.get(submission) != progress:
+                    seen[submission] = progress
+                    self.log.info("batch lane: %s batch %s: %s, %s of %s done, %s failed",
+                                  batch.stage, batch.batch_id, batch.status, batch.completed,
+                                  batch.requests, batch.failed)
+                if batch.status in TERMINAL:
+                    pending.remove(submission)
+            if pending:
+                await asyncio.sleep(self.settings.batch_poll_seconds)
+
+    async def refresh(self, submission: str) -> Submission:
+        """The submission with its batch's status as the provider has it now."""
+        row = await asyncio.to_thread(self.store.get, submission)
+        if row.collected or row.batch_id is None or row.status in TERMINAL:
+            return row
+        batch = await self.engine.client().batches.retrieve(row.batch_id)
+        counts = batch.request_counts
+        values = {"status": batch.status, "completed": counts.completed if counts else 0,
+                  "failed": counts.failed if counts else 0}
+        await asyncio.to_thread(self.store.update, submission, **values)
+        return await asyncio.to_thread(self.store.get, submission)
+
+    # -- collecting -------------------------------------------------------------------------
+    async def collect(self, submission: str, report: LaneReport) -> None:
+        """Read an ended batch's output and error files into the cache and the store."""
+        row = await asyncio.to_thread(self.store.get, submission)
+        if row.collected or row.status not in TERMINAL:
+            return
+        batch = await self.engine.client().batches.retrieve(row.batch_id)
+        schema = schema_named(row.schema_name)
+        outcomes: Counter[str] = Counter()
+        unanswered: list[tuple[str, str, str | None]] = []
+        answered: list[tuple[str, str, str | None]] = []
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if not file_id:
+                continue
+            async for line in self._lines(file_id):
+                key, state, detail = await self._take(line, row, batch.id, schema)
+                outcomes[state] += 1
+                (answered if state == "answered" else unanswered).append((key, state, detail))
+                if len(answered) >= CHUNK:
+                    await asyncio.to_thread(self.store.mark_items, submission, answered)
+                    answered = []
+        await asyncio.to_thread(self.store.mark_items, submission, answered + unanswered)
+        if missing := await asyncio.to_thread(self.store.mark_missing, submission):
+            outcomes["missing"] += missing
+        if batch.status == "failed" and batch.errors and batch.errors.data:
+            first = batch.errors.data[0]
+            self.log.warning("batch lane: batch %s failed validation: %s (line %s)", batch.id,
+                             first.message, first.line)
+        await asyncio.to_thread(self.store.update, submission, status=batch.status,
+                                collected_at=time.time())
+        self.collected.add(batch.id)
+        report.outcomes.update(outcomes)
+        self.log.info("batch lane: %s batch %s %s: %s", row.stage, batch.id, batch.status,
+                      dict(outcomes))
+
+    async def _lines(self, file_id: str):
+        client = self.engine.client()
+        async with client.files.with_streaming_response.content(file_id) as response:
+            async for line in response.iter_lines():
+                if line.strip():
+                    yield line
+
+    async def _take(self, raw: str, row: Submission, batch_id: str,
+                    schema: type[BaseModel] | None) -> tuple[str, str, str | None]:
+        """(key, state, detail) of one output or error line; an answer is cached."""
+        line = json.loads(raw)
+        key = line.get("custom_id") or ""
+        response = line.get("response")
+        if not response:
+            error = line.get("error") or {}
+            state = "expired" if error.get("code") == "batch_expired" else "failed"
+            return key, state, error.get("message") or str(error)
+        if response.get("status_code") != 200:
+            error = (response.get("body") or {}).get("error") or {}
+            return key, "failed", f"HTTP {response.get('status_code')}: " \
+                                  f"{error.get('message') or response.get('body')}"
+        body = json.loads(json.dumps(response.get("body") or {}),
+                          object_hook=lambda d: SimpleNamespace(**d))
+        usage = usage_of(body)
+        if row.endpoint == ENDPOINTS["chat"]:
+            content = answer_text(body)
+            try:
+                value, normalised = parse(content, schema)
+            except ValueError as invalid:
+                # the answer to repair, and why: the sync route's repair turn starts there
+                return key, "invalid", json.dumps({"content": content, "error": short(invalid)})
+            stored = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+            entry = {"value": stored, "normalised": dict(normalised)}
+        else:
+            vectors = [d.embedding for d in sorted(getattr(body, "data", []) or [],
+                                                   key=lambda d: d.index)]
+            if not vectors or len({len(v) for v in vectors}) != 1:
+                return key, "invalid", json.dumps({"content": None, "error": "no vectors of "
+                                                   "one size"})
+            entry = {"value": vectors}
+        entry["batch"] = {"id": batch_id, **usage}
+        await asyncio.to_thread(self.cache.put, key, entry)
+        return key, "answered", None
