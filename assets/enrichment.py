@@ -25,6 +25,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.batch import Takeovers, batch_step, check_outputs
+from assets.batch_route import BatchRoute
 from assets.embeddings import (
     CHUNK_EMBEDDINGS_CHECKS,
     CHUNK_EMBEDDINGS_SPEC,
@@ -53,6 +54,7 @@ from assets.keys import (
 )
 from assets.llm_assets import (
     GateConfig,
+    Route,
     document_metrics,
     record_llm_asset,
     success_rate,
@@ -92,6 +94,11 @@ class EnrichmentConfig(dg.Config):
     `success_threshold`)."""
 
     concurrency: int | None = None  # default: the engine's LLM_MAX_CONCURRENCY
+    # every stage's route unless it sets its own; None: LLM_ROUTE (assets/batch_route.py)
+    route: Route | None = None
+    # wait for the step's batches (the CLI's foreground), rather than leave their
+    # documents to batch_sensor
+    batch_wait: bool = False
     chunk_metadata: GateConfig = GateConfig()
     chunk_embeddings: EmbedConfig = EmbedConfig()
     graph_extraction: GateConfig = GateConfig()
@@ -128,12 +135,20 @@ class EnrichmentStream:
         self.recorder = ThreadPoolExecutor(1, thread_name_prefix="docgraph-recorder")
         self.recordings: list[Future] = []
         self.takeovers = Takeovers(context)
+        self.waiting: dict[str, dict[str, list[str]]] = {}  # document -> stage -> batch ids
 
     def run(self, keys: list[str]) -> list[PartitionError]:
+        route = BatchRoute(self, keys)
+
         async def go():
             async with self.llm.engine(self.context.log) as engine:
-                return await engine.run(self.items(keys), self.on_result,
-                                        self.config.concurrency)
+                route.start(engine)
+                metrics = await engine.run(
+                    self.items(keys), self.on_result, self.config.concurrency,
+                    batch_stage=route.stage_of if route.batched else None,
+                    wait_for_batches=self.config.batch_wait)
+                self.waiting = route.observe_waiting(engine)
+                return metrics
 
         try:
             metrics = run_interruptible(go())  # SIGINT/SIGTERM to the CLI cancels it
@@ -146,6 +161,12 @@ class EnrichmentStream:
             f"{metrics.succeeded} ok, {metrics.failed} failed {metrics.failed_by_class}, "
             f"{metrics.cache_hits} cached, {metrics.http_calls} HTTP calls, peak concurrency "
             f"{metrics.peak_concurrency}, {metrics.wall_seconds:.1f} s")
+        if self.waiting:
+            batches = sorted({b for stages in self.waiting.values() for ids in stages.values()
+                              for b in ids})
+            self.context.log.info(
+                f"enrichment: {len(self.waiting)} documents wait for batches "
+                f"{', '.join(batches)}; batch_sensor requests their run when those are over")
         if metrics.budget_fallback_calls:
             self.context.log.warning(
                 f"enrichment: {metrics.budget_fallback_calls} LLM calls were paced on an equal "

@@ -2,6 +2,7 @@
 document's share of the engine's accounting as metadata, and how one document's asset is
 recorded with its checks."""
 
+import enum
 import warnings
 
 import dagster as dg
@@ -25,8 +26,18 @@ warnings.filterwarnings("ignore", message="Specifying a partitions_def on an Ass
                         category=dg.PreviewWarning)
 
 
+class Route(enum.StrEnum):
+    """A stage's route to the provider (assets/batch_route.py). Lower-case names: run
+    config names a Dagster enum's member by its name."""
+
+    sync = "sync"
+    batch = "batch"  # the Batch API, at half the price
+    auto = "auto"  # batch from LLM_BATCH_MIN_ITEMS items, if the model's batch is cheaper
+
+
 class GateConfig(dg.Config):
     success_threshold: float = 0.99  # below it the <asset>_success_rate check fails
+    route: Route | None = None  # None: the step's route
 
 
 def failed_items(frame: pd.DataFrame, id_column: str = "chunk_id") -> list[dict]:

@@ -161,6 +161,11 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
                         help="run the chain in N processes at once, each with 1/N of the "
                         "LLM concurrency and rates (default 1; 2 uses a second core at "
                         "high LLM_MAX_CONCURRENCY)")
+    parser.add_argument("--route", choices=["sync", "batch", "auto"],
+                        help="the enrichment's route (default LLM_ROUTE, else sync): batch "
+                        "sends its calls through the provider's Batch API at half the price "
+                        "and waits for them here, printing progress; interrupted, a second "
+                        "run picks the same batches up")
     _slot_wait_option(parser)
 
 
@@ -260,7 +265,7 @@ def _command(args: argparse.Namespace) -> int:
                 raise SystemExit(f"docgraph: no such document partition: {', '.join(unknown)}")
             keys = args.keys or known
         outcomes = materialize(instance, keys, args.force, args.batch_size, args.log_level,
-                               args.ingest_ahead, args.processes)
+                               args.ingest_ahead, args.processes, args.route)
         print_summary(instance, outcomes)
         if line := usage_line(instance, run_launch.launched):
             print(line)

@@ -77,14 +77,14 @@ def ensure_pools(instance: dg.DagsterInstance) -> None:
 def materialize(
     instance: dg.DagsterInstance, keys: list[str], force: bool = False,
     batch_size: int = DOCUMENTS_PER_RUN, log_level: str = "CRITICAL",
-    ingest_ahead: bool = True, processes: int = 1,
+    ingest_ahead: bool = True, processes: int = 1, route: str | None = None,
 ) -> list[Outcome]:
     """The chain over `keys` (`chain`), then the theme catalog if anything changed. With
     `processes` > 1 the documents' batches are dealt to that many processes at once
     (pipeline_defs/chain_processes.py)."""
     ensure_pools(instance)
     options = dict(force=force, batch_size=batch_size, log_level=log_level,
-                   ingest_ahead=ingest_ahead)
+                   ingest_ahead=ingest_ahead, route=route)
     first = first_stale_jobs(instance, keys, force)
     shares = []
     if processes > 1 and not instance.is_ephemeral:  # deal only what needs a run
@@ -132,7 +132,7 @@ def first_stale_jobs(instance: dg.DagsterInstance, keys: list[str], force: bool
 def chain(
     instance: dg.DagsterInstance, keys: list[str], first: dict[str, int] | None = None,
     force: bool = False, batch_size: int = DOCUMENTS_PER_RUN, log_level: str = "CRITICAL",
-    ingest_ahead: bool = True, llm: LLMResource | None = None,
+    ingest_ahead: bool = True, llm: LLMResource | None = None, route: str | None = None,
 ) -> list[Outcome]:
     """Run the chain's jobs in-process, in order, over the `keys` that need them, from
     each document's first stale step (`first`: as first_stale_jobs gives it, computed if
@@ -141,7 +141,8 @@ def chain(
     is split into a small opening batch and the rest (`opening_batch`), and batches after
     the opening one are ingested by a helper process while this one enriches
     (pipeline_defs/ingest_ahead.py). `llm`: this process's share of the LLM limits, if it
-    has one."""
+    has one. `route`: the enrichment's route (sync, batch, auto), its batches waited for
+    here (assets/batch_route.py)."""
     jobs = chain_jobs()
     if first is None:
         first = first_stale_jobs(instance, keys, force)
@@ -174,7 +175,8 @@ def chain(
                           if first[k] <= index and not needs[job] & set(failed.get(k, {}))]
                 for batch in partition_batches(ordered, wanted, batch_size):
                     run_id = ahead.next_run_id() if ahead and number and not index else None
-                    run_id = run_id or launch_batch(instance, job, batch, run_config,
+                    run_id = run_id or launch_batch(instance, job, batch,
+                                                    job_config(job, run_config, route),
                                                     resources).run_id
                     for key, assets in materialized_in(instance, run_id).items():
                         done.setdefault(key, set()).update(assets)
@@ -219,6 +221,15 @@ def launch_batch(instance: dg.DagsterInstance, job: str, batch: list[str], run_c
     return launch(instance, defs.resolve_job_def(job), raise_on_error=False,
                   tags={RANGE_START_TAG: batch[0], RANGE_END_TAG: batch[-1]},
                   run_config=run_config, resources=resources or None)
+
+
+def job_config(job: str, run_config: dict, route: str | None) -> dict:
+    """`run_config`, with the enrichment step's route if one is given: the CLI runs in the
+    foreground, so the step waits for its batches."""
+    if not route or job != "enrichment_job":
+        return run_config
+    return {**run_config, "ops": {"enrichment": {"config": {"route": route,
+                                                            "batch_wait": True}}}}
 
 
 def rebuild_catalog(instance: dg.DagsterInstance, log_level: str = "CRITICAL") -> None:

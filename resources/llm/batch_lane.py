@@ -32,7 +32,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -77,13 +77,14 @@ class LaneReport:
     batches: list[str] = field(default_factory=list)  # provider batch ids waited for
     uploads: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)  # answered, invalid, failed, ...
+    lane_errors: int = 0  # rounds the provider's Batch API failed (their items went sync)
 
 
 class _File:
-    """One input file being written: the lines of one endpoint and schema."""
+    """One input file being written: the lines of one stage, endpoint and schema."""
 
-    def __init__(self, endpoint: str, schema: str):
-        self.endpoint, self.schema = endpoint, schema
+    def __init__(self, stage: str, endpoint: str, schema: str):
+        self.stage, self.endpoint, self.schema = stage, endpoint, schema
         fd, self.path = tempfile.mkstemp(prefix="docgraph-batch-", suffix=".jsonl")
         self.handle = os.fdopen(fd, "wb")
         self.lines = 0
@@ -112,6 +113,14 @@ class BatchLane:
         self.settings = engine.settings
         self.collected: set[str] = set()  # batch ids collected by this lane: their answers
         # are this run's, accounted on the batch route
+        self.progress: Callable[[str], None] | None = None  # also told what is logged
+        self.partitions: list[str] = []  # the documents the engine's items are of
+        self.report = LaneReport()  # what the engine's rounds did (engine.run)
+
+    def say(self, message: str) -> None:
+        self.log.info(message)
+        if self.progress:
+            self.progress(message)
 
     # -- one call -------------------------------------------------------------------------
     async def run(self, items: Iterable[ChatItem | EmbedItem], stage: str,
@@ -120,38 +129,54 @@ class BatchLane:
         these items and collect it."""
         report = LaneReport()
         await self.resume_submitting(report)
-        open_ids = await self.submit(items, stage, partitions, report)
-        if wait:
-            await self.wait(open_ids, report)
-            for submission in open_ids:
-                await self.collect(submission, report)
+        holding = await self.submit(((stage, item) for item in items), partitions, report)
+        await self.settle(holding, wait, report)
         return report
 
+    async def settle(self, submissions: list[str], wait: bool, report: LaneReport
+                     ) -> list[str]:
+        """With `wait`, wait until every batch is over; collect those that are. The
+        submissions still open."""
+        if wait:
+            await self.wait(submissions, report)
+        still_open = []
+        for submission in submissions:
+            row = await self.refresh(submission)
+            if row.batch_id and row.batch_id not in report.batches:
+                report.batches.append(row.batch_id)
+            if row.status in TERMINAL:
+                await self.collect(submission, report)
+            else:
+                still_open.append(submission)
+        return still_open
+
     # -- submitting ------------------------------------------------------------------------
-    async def submit(self, items: Iterable[ChatItem | EmbedItem], stage: str,
+    async def submit(self, items: Iterable[tuple[str, ChatItem | EmbedItem]],
                      partitions: list[str], report: LaneReport) -> list[str]:
-        """The submissions (new and earlier ones still open) that hold these items."""
-        files: dict[tuple[str, str], _File] = {}
+        """Send (stage, item)s; the submissions (new, and earlier ones still open) that
+        hold them."""
+        files: dict[tuple[str, str, str], _File] = {}
         holding: dict[str, None] = {}  # submission ids, in order
 
         async def flush(out: _File) -> None:
-            holding[await self._send(out, stage, partitions, report)] = None
-            del files[(out.endpoint, out.schema)]
+            holding[await self._send(out, partitions, report)] = None
+            del files[(out.stage, out.endpoint, out.schema)]
 
-        chunk: list[tuple[str, str, str, bytes]] = []
-        for item in self._with_sentinel(items):
-            if item is not None:
-                chunk.append(self._line(item))
+        chunk: list[tuple[str, str, str, str, bytes]] = []
+        for staged in self._with_sentinel(items):
+            if staged is not None:
+                chunk.append((staged[0], *self._line(staged[1])))
                 if len(chunk) < CHUNK:
                     continue
-            for endpoint, schema, _key, line in await self._new_lines(chunk, holding, report):
-                out = files.get((endpoint, schema))
+            for stage, endpoint, schema, _, line in await self._new_lines(chunk, holding,
+                                                                          report):
+                out = files.get((stage, endpoint, schema))
                 if out and (out.lines >= self.settings.batch_max_requests
                             or out.bytes + len(line) > self.settings.batch_max_bytes):
                     await flush(out)
                     out = None
                 if out is None:
-                    out = files[(endpoint, schema)] = _File(endpoint, schema)
+                    out = files[(stage, endpoint, schema)] = _File(stage, endpoint, schema)
                 out.add(line)
             chunk = []
         for out in list(files.values()):
@@ -177,35 +202,33 @@ class BatchLane:
 
     async def _new_lines(self, chunk: list, holding: dict, report: LaneReport) -> list:
         """The chunk's lines to send: not answered, not on their way, not twice."""
-        unique = list({key: (endpoint, schema, key, line)
-                       for endpoint, schema, key, line in chunk}.values())
-        keys = [key for _, _, key, _ in unique]
+        unique = list({entry[3]: entry for entry in chunk}.values())
+        keys = [entry[3] for entry in unique]
         answered = set(await asyncio.to_thread(self._cached, keys))
         on_the_way = await asyncio.to_thread(self.store.open_for, keys)
         report.already_answered += len(answered)
         report.already_open += len(set(on_the_way) - answered)
         for submission in on_the_way.values():
             holding[submission] = None
-        return [entry for entry in unique if entry[2] not in answered
-                and entry[2] not in on_the_way]
+        return [entry for entry in unique if entry[3] not in answered
+                and entry[3] not in on_the_way]
 
     def _cached(self, keys: list[str]) -> list[str]:
         return [key for key in keys if self.cache.get(key) is not None]
 
-    async def _send(self, out: _File, stage: str, partitions: list[str],
-                    report: LaneReport) -> str:
+    async def _send(self, out: _File, partitions: list[str], report: LaneReport) -> str:
         """Upload the file, record it, create its batch; the submission id."""
         out.handle.close()
         client = self.engine.client()
         try:
             with open(out.path, "rb") as handle:
                 uploaded = await client.files.create(
-                    file=(f"docgraph-{stage}.jsonl", handle), purpose="batch")
+                    file=(f"docgraph-{out.stage}.jsonl", handle), purpose="batch")
             report.uploads += 1
             now = time.time()
             submission = Submission(
                 submission=uuid.uuid4().hex, batch_id=None, endpoint=out.endpoint,
-                schema_name=out.schema, stage=stage, requests=out.lines,
+                schema_name=out.schema, stage=out.stage, requests=out.lines,
                 input_file_id=uploaded.id, status="submitting", completed=0, failed=0,
                 partitions=tuple(partitions), created_at=now, updated_at=now,
                 collected_at=None)
@@ -224,8 +247,8 @@ class BatchLane:
                       "docgraph_stage": submission.stage})
         await asyncio.to_thread(self.store.update, submission.submission, batch_id=batch.id,
                                 status=batch.status)
-        self.log.info("batch lane: %s: %s requests of %s in batch %s", submission.stage,
-                      submission.requests, submission.endpoint, batch.id)
+        self.say(f"batch lane: {submission.stage}: {submission.requests} requests of "
+                 f"{submission.endpoint} in batch {batch.id}")
 
     async def resume_submitting(self, report: LaneReport) -> None:
         """Finish submissions whose process died after recording them: adopt the batch
@@ -260,14 +283,12 @@ class BatchLane:
         while pending:
             for submission in list(pending):
                 batch = await self.refresh(submission)
-                if batch.batch_id not in report.batches:
-                    report.batches.append(batch.batch_id)
                 progress = (batch.status, batch.completed, batch.failed)
                 if seen.get(submission) != progress:
                     seen[submission] = progress
-                    self.log.info("batch lane: %s batch %s: %s, %s of %s done, %s failed",
-                                  batch.stage, batch.batch_id, batch.status, batch.completed,
-                                  batch.requests, batch.failed)
+                    self.say(f"batch lane: {batch.stage} batch {batch.batch_id}: "
+                             f"{batch.status}, {batch.completed} of {batch.requests} done, "
+                             f"{batch.failed} failed")
                 if batch.status in TERMINAL:
                     pending.remove(submission)
             if pending:
@@ -317,8 +338,8 @@ class BatchLane:
                                 collected_at=time.time())
         self.collected.add(batch.id)
         report.outcomes.update(outcomes)
-        self.log.info("batch lane: %s batch %s %s: %s", row.stage, batch.id, batch.status,
-                      dict(outcomes))
+        self.say(f"batch lane: {row.stage} batch {batch.id} {batch.status}: "
+                 + ", ".join(f"{n} {state}" for state, n in sorted(outcomes.items())))
 
     async def _lines(self, file_id: str):
         client = self.engine.client()

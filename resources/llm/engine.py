@@ -31,7 +31,7 @@ from resources.llm.breaker import CircuitBreaker
 from resources.llm.cache import CACHE_ERRORS, Cache, cache_key, open_cache
 from resources.llm.calls import Batch, CallLoop, FormatRejected, ItemFailed
 from resources.llm.client import make_client
-from resources.llm.feed import Feed
+from resources.llm.feed import ROUND, Feed
 from resources.llm.formats import FormatModes, as_mode
 from resources.llm.items import ChatItem, EmbedItem, ItemAccount, ItemResult
 from resources.llm.limits import AIMDLimit, ConcurrencyGate
@@ -79,6 +79,7 @@ class LLMEngine(CallLoop):
         self._client: openai.AsyncOpenAI | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.lane: BatchLane | None = None  # once batch_lane() made one
+        self.waiting: list[ChatItem | EmbedItem] = []  # the last run's items left in batches
 
     @property
     def rpm(self):
@@ -132,12 +133,22 @@ class LLMEngine(CallLoop):
         items: Iterable[ChatItem | EmbedItem],
         on_result: Callable[[ItemResult], Iterable[ChatItem | EmbedItem] | None],
         concurrency: int | None = None,
+        batch_stage: Callable[[ChatItem | EmbedItem], str | None] | None = None,
+        wait_for_batches: bool = True,
     ) -> BatchMetrics:
         """Process every item; call `on_result` once per item, in completion order; the
-        items it returns are processed in the same run."""
+        items it returns are processed in the same run.
+
+        `batch_stage` names the stage of an item that takes the batch lane (None: sync).
+        Such an item without an answer in the cache is held, and sent with the others
+        when nothing else is left (resources/llm/feed.py): with `wait_for_batches` the run
+        waits for the batches and goes on with their answers; without, the items still in
+        open batches are left out (`self.waiting`: no `on_result` for them)."""
         if concurrency is not None and concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self._client_here()
+        if batch_stage:
+            self.batch_lane()  # no response cache: fail now, not at the first round
         ceiling = concurrency or self.settings.max_concurrency
         floor = min(self.settings.min_concurrency, ceiling)
         # Without a configured or learned RPM, start slowly: the first answers carry the
@@ -149,8 +160,18 @@ class LLMEngine(CallLoop):
         started = time.monotonic()
         fallbacks_before = self.throttle.fallback_calls
 
+        laned: set[str] = set()  # items held once: a second time they go sync
+
         async def worker() -> None:
             while (item := await feed.take()) is not None:
+                if item is ROUND:
+                    await self._batch_round(feed, wait_for_batches)
+                    continue
+                stage = batch_stage(item) if batch_stage else None
+                if stage and item.key not in laned and not await self._answered(item):
+                    laned.add(item.key)
+                    feed.hold((stage, item))
+                    continue
                 result = await self._process(item, batch)
                 batch.stats.add(result)
                 feed.done(on_result(result) or ())
@@ -158,6 +179,7 @@ class LLMEngine(CallLoop):
         async with asyncio.TaskGroup() as workers:
             for _ in range(ceiling):
                 workers.create_task(worker())
+        self.waiting = [item for _, item in feed.held]
 
         return batch.stats.snapshot(
             provider=self.settings.provider,
@@ -271,6 +293,33 @@ class LLMEngine(CallLoop):
                 self.formats.worked(model, mode)
             call.response_format = mode
             return answer_text(reply)
+
+    # -- the batch lane -----------------------------------------------------------------------
+    def cache_key_of(self, item: ChatItem | EmbedItem) -> str:
+        return (self.chat_request(item) if isinstance(item, ChatItem)
+                else self.embed_request(item))[1]
+
+    async def _answered(self, item: ChatItem | EmbedItem) -> bool:
+        return await self._cache_get(self.cache_key_of(item)) is not None
+
+    async def _batch_round(self, feed: Feed, wait: bool) -> None:
+        """Send the held items as batches; requeue those no longer waiting for one. A
+        provider without the Batch API (or down) costs the sync price, not the items."""
+        held, lane = feed.held, self.batch_lane()
+        try:
+            await lane.resume_submitting(lane.report)
+            holding = await lane.submit(held, lane.partitions, lane.report)
+            still_open = await lane.settle(holding, wait, lane.report)
+            waiting = set(await asyncio.to_thread(
+                lane.store.open_for, [self.cache_key_of(item) for _, item in held])) \
+                if still_open else set()
+        except (openai.OpenAIError, httpx2.HTTPError) as exc:
+            self.log.warning("batch lane unavailable (%s: %s): %s items go sync",
+                             type(exc).__name__, short(exc), len(held))
+            lane.report.lane_errors += 1
+            waiting = set()
+        feed.requeue([item for _, item in held if self.cache_key_of(item) not in waiting],
+                     [(stage, item) for stage, item in held if self.cache_key_of(item) in waiting])
 
     # -- what the batch lane answered -------------------------------------------------------
     def _served(self, call: ItemAccount, hit: dict, model: str) -> None:

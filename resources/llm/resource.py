@@ -79,4 +79,18 @@ def metrics_metadata(metrics: BatchMetrics) -> dict[str, dg.MetadataValue]:
         "response_format_mode": dg.MetadataValue.json(metrics.response_format_modes),
         # calls paced on an equal share while the shared LLM budget could not be reached
         "budget_fallback_calls": dg.MetadataValue.int(metrics.budget_fallback_calls),
+        # how the items were answered (sync, batch; cached ones are in cache_hits), the
+        # provider batches that answered them, and what the batch and the provider's
+        # prompt cache saved against the sync price
+        "llm_route": dg.MetadataValue.text(route_of(metrics)),
+        "routes": dg.MetadataValue.json(metrics.routes),
+        "batch_ids": dg.MetadataValue.json(metrics.batch_ids),
+        "batch_fallbacks": dg.MetadataValue.int(metrics.batch_fallbacks),
+        "cached_tokens": dg.MetadataValue.int(metrics.cached_tokens),
+        "cost_saved_usd": number(metrics.cost_saved_usd),
     }
+
+
+def route_of(metrics: BatchMetrics) -> str:
+    """One word for the UI: sync, batch, batch+sync, or cache when nothing was asked."""
+    return "+".join(sorted(metrics.routes)) or "cache"
