@@ -83,6 +83,7 @@ class BatchRoute:
             return
         lane = engine.batch_lane()
         lane.partitions = self.keys
+        lane.partition_of = lambda item: self.stream.owner[item.key][0].key
         if self.config.batch_wait:
             lane.progress = lambda line: print(f"docgraph: {line}", file=sys.stderr,
                                                flush=True)

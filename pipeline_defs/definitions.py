@@ -6,6 +6,7 @@ from assets.catalog import theme_catalog
 from assets.enrichment import enrichment
 from assets.graph import neo4j_graph
 from assets.ingestion import ingestion
+from pipeline_defs.batch_sensor import batch_sensor
 from pipeline_defs.jobs import catalog_job, enrichment_job, graph_job, ingestion_job
 from pipeline_defs.schedules import catalog_schedule, sweep_schedule
 from pipeline_defs.sensors import automation_sensor, inbox_sensor
@@ -40,7 +41,7 @@ def executor() -> dg.ExecutorDefinition:
 defs = dg.Definitions(
     assets=[ingestion, enrichment, neo4j_graph, theme_catalog],
     jobs=[ingestion_job, enrichment_job, graph_job, catalog_job],
-    sensors=[inbox_sensor, automation_sensor],
+    sensors=[inbox_sensor, automation_sensor, batch_sensor],
     schedules=[sweep_schedule, catalog_schedule],
     resources={
         "store": store,

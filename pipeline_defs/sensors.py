@@ -1,6 +1,8 @@
-"""The sensors, both on by default: `inbox_sensor` (the inbox folder is the queue of new
-and changed documents: it requests their ingestion) and the automation sensor (it takes
-each document on from step to step: assets/automation.py)."""
+"""The sensors, on by default: `inbox_sensor` (the inbox folder is the queue of new and
+changed documents: it requests their ingestion; it also ends the runs of a killed
+`docgraph` command, pipeline_defs/run_recovery.py), the automation sensor (it takes each
+document on from step to step: assets/automation.py) and `batch_sensor`
+(pipeline_defs/batch_sensor.py)."""
 
 import json
 import time
@@ -15,6 +17,7 @@ from assets.partitions import documents_partitions
 from pipeline_defs.graph_removal import in_graph, remove_from_graph
 from pipeline_defs.intervals import sensor_interval
 from pipeline_defs.jobs import ingestion_job
+from pipeline_defs.run_recovery import recover
 from resources.neo4j.resource import Neo4jResource
 from resources.neo4j.settings import CONNECTION_ERRORS
 from resources.registry import DocumentRegistry, supported_files
@@ -43,6 +46,11 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 )
 def inbox_sensor(context: dg.SensorEvaluationContext, registry: DocumentRegistry,
                  neo4j_db: Neo4jResource):
+    # A `docgraph` command killed mid-run leaves its run STARTED: the daemon's run
+    # monitoring cannot see it (no run launcher started it), and it holds the run queue
+    # and its pool slots until someone ends it.
+    if (found := recover(context.instance, "inbox_sensor")).changed:
+        context.log.warning(found.line())  # the daemon's own runs holding slots: no news
     inbox = registry.inbox_path()
     if not inbox.is_dir():
         return dg.SkipReason(f"inbox {inbox} does not exist; create it and drop documents in")

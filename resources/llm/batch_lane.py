@@ -89,8 +89,11 @@ class _File:
         self.handle = os.fdopen(fd, "wb")
         self.lines = 0
         self.bytes = 0
+        self.documents: set[str] = set()
 
-    def add(self, line: bytes) -> None:
+    def add(self, line: bytes, document: str | None) -> None:
+        if document is not None:
+            self.documents.add(document)
         self.handle.write(line)
         self.lines += 1
         self.bytes += len(line)
@@ -115,6 +118,8 @@ class BatchLane:
         # are this run's, accounted on the batch route
         self.progress: Callable[[str], None] | None = None  # also told what is logged
         self.partitions: list[str] = []  # the documents the engine's items are of
+        # an item's document (each submission records those of its items), else all
+        self.partition_of: Callable[[ChatItem | EmbedItem], str] | None = None
         self.report = LaneReport()  # what the engine's rounds did (engine.run)
 
     def say(self, message: str) -> None:
@@ -159,17 +164,21 @@ class BatchLane:
         holding: dict[str, None] = {}  # submission ids, in order
 
         async def flush(out: _File) -> None:
-            holding[await self._send(out, partitions, report)] = None
+            documents = [p for p in partitions if p in out.documents] if self.partition_of \
+                else partitions
+            holding[await self._send(out, documents, report)] = None
             del files[(out.stage, out.endpoint, out.schema)]
 
-        chunk: list[tuple[str, str, str, str, bytes]] = []
+        chunk: list[tuple[str, str, str, str, bytes, str | None]] = []
         for staged in self._with_sentinel(items):
             if staged is not None:
-                chunk.append((staged[0], *self._line(staged[1])))
+                stage, item = staged
+                document = self.partition_of(item) if self.partition_of else None
+                chunk.append((stage, *self._line(item), document))
                 if len(chunk) < CHUNK:
                     continue
-            for stage, endpoint, schema, _, line in await self._new_lines(chunk, holding,
-                                                                          report):
+            for stage, endpoint, schema, _, line, document in await self._new_lines(
+                    chunk, holding, report):
                 out = files.get((stage, endpoint, schema))
                 if out and (out.lines >= self.settings.batch_max_requests
                             or out.bytes + len(line) > self.settings.batch_max_bytes):
@@ -177,7 +186,7 @@ class BatchLane:
                     out = None
                 if out is None:
                     out = files[(stage, endpoint, schema)] = _File(stage, endpoint, schema)
-                out.add(line)
+                out.add(line, document)
             chunk = []
         for out in list(files.values()):
             await flush(out)
