@@ -1,11 +1,13 @@
-"""The enrichment step's batch route: which stages take the Batch API, and what the UI is
-told about the documents that wait for a batch.
+"""The enrichment step's routes: which stages take the Batch API or Flex processing, and
+what the UI is told about the documents that wait for a batch.
 
 A stage's route is its own `route` in the step's run config, else the step's `route`,
-else `LLM_ROUTE` (default sync). `auto` takes the batch lane for a chunk stage when the
-step has at least `LLM_BATCH_MIN_ITEMS` of its items (one per chunk; one per
-`inputs_per_request` chunks for embeddings) and the model's batch price is below its sync
-price; document_themes on auto follows chunk_metadata (its calls come after the metadata's).
+else `LLM_ROUTE` (default sync): sync, batch, flex (synchronous calls with
+service_tier=flex: resources/llm/calls.py), or auto. `auto` takes the batch lane for a
+chunk stage when the step has at least `LLM_BATCH_MIN_ITEMS` of its items (one per chunk;
+one per `inputs_per_request` chunks for embeddings) and the model's batch price is below
+its sync price; document_themes on auto follows chunk_metadata (its calls come after the
+metadata's).
 
 The step's stream holds a batch stage's items that are not answered yet and sends them
 together when nothing else is left (resources/llm/engine.py): the chunk stages in a first
@@ -54,6 +56,8 @@ class BatchRoute:
         if any(route == "auto" for route in self.routes.values()):
             self._resolve_auto()
         self.batched = {stage for stage, route in self.routes.items() if route == "batch"}
+        self.routed = {stage: route for stage, route in self.routes.items()
+                       if route in ("batch", "flex")}
 
     def _resolve_auto(self) -> None:
         settings = self.stream.settings
@@ -73,22 +77,24 @@ class BatchRoute:
             if self.routes["document_themes"] == "auto":  # metadata not in this step
                 self.routes["document_themes"] = "sync"
 
-    def stage_of(self, item: ChatItem | EmbedItem) -> str | None:
-        """The item's stage if it takes the batch lane (the engine's `batch_stage`)."""
+    def route_of(self, item: ChatItem | EmbedItem) -> tuple[str, str] | None:
+        """(route, stage) of an item not on the sync route (the engine's `route_of`)."""
         stage = PHASE_STAGE[self.stream.owner[item.key][1]]
-        return stage if stage in self.batched else None
+        route = self.routed.get(stage)
+        return (route, stage) if route else None
 
     def start(self, engine: LLMEngine) -> None:
+        if self.routed:
+            self.context.log.info("enrichment: routes " + ", ".join(
+                f"{stage} {route}" for stage, route in sorted(self.routed.items())))
         if not self.batched:
             return
-        lane = engine.batch_lane()
+        lane = engine.batch_lane()  # no response cache: the step fails here, saying so
         lane.partitions = self.keys
         lane.partition_of = lambda item: self.stream.owner[item.key][0].key
         if self.config.batch_wait:
             lane.progress = lambda line: print(f"docgraph: {line}", file=sys.stderr,
                                                flush=True)
-        self.context.log.info("enrichment: the batch route for "
-                              + ", ".join(sorted(self.batched)))
 
     def observe_waiting(self, engine: LLMEngine) -> dict[str, dict[str, list[str]]]:
         """{document: {stage: batch ids}} of the items left in open batches; one
@@ -114,7 +120,8 @@ class BatchRoute:
                     "batch_ids": dg.MetadataValue.json(batch_ids),
                     "batch_status": ", ".join(sorted({r.status for r in rows})),
                     "batch_requests": dg.MetadataValue.int(len(item_keys)),
-                    "batch_completed": dg.MetadataValue.int(sum(r.completed for r in rows)),
-                    "batch_failed": dg.MetadataValue.int(sum(r.failed for r in rows)),
+                    "batch_completed_requests": dg.MetadataValue.int(
+                        sum(r.completed for r in rows)),
+                    "batch_failed_requests": dg.MetadataValue.int(sum(r.failed for r in rows)),
                 }))
         return waiting

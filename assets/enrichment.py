@@ -145,7 +145,7 @@ class EnrichmentStream:
                 route.start(engine)
                 metrics = await engine.run(
                     self.items(keys), self.on_result, self.config.concurrency,
-                    batch_stage=route.stage_of if route.batched else None,
+                    route_of=route.route_of if route.routed else None,
                     wait_for_batches=self.config.batch_wait)
                 self.waiting = route.observe_waiting(engine)
                 return metrics

@@ -32,6 +32,7 @@ class Route(enum.StrEnum):
 
     sync = "sync"
     batch = "batch"  # the Batch API, at half the price
+    flex = "flex"  # synchronous calls with service_tier=flex: slower, half the price
     auto = "auto"  # batch from LLM_BATCH_MIN_ITEMS items, if the model's batch is cheaper
 
 

@@ -161,11 +161,11 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
                         help="run the chain in N processes at once, each with 1/N of the "
                         "LLM concurrency and rates (default 1; 2 uses a second core at "
                         "high LLM_MAX_CONCURRENCY)")
-    parser.add_argument("--route", choices=["sync", "batch", "auto"],
+    parser.add_argument("--route", choices=["sync", "batch", "flex", "auto"],
                         help="the enrichment's route (default LLM_ROUTE, else sync): batch "
                         "sends its calls through the provider's Batch API at half the price "
-                        "and waits for them here, printing progress; interrupted, a second "
-                        "run picks the same batches up")
+                        "and waits for them here, printing progress (interrupted, a second "
+                        "run picks the same batches up); flex asks with service_tier=flex")
     _slot_wait_option(parser)
 
 

@@ -87,6 +87,9 @@ class SimConfig(LooseConfig):  # the loose_* and reject_* knobs: loose.LooseConf
     # prompt_cache_block, if its prompt has at least prompt_cache_min_tokens (None: off).
     prompt_cache_min_tokens: int | None = Field(None, ge=0)
     prompt_cache_block: int = Field(128, ge=1)
+    # Flex processing: the share of service_tier=flex requests answered 429 "Resource
+    # Unavailable" (OpenAI's answer when the flex tier has no capacity)
+    flex_unavailable_rate: float = Field(0.0, ge=0, le=1)
     batch: BatchKnobs = Field(default_factory=BatchKnobs)
 
 
@@ -204,6 +207,15 @@ class Simulator:
                                      "invalid_request_error")
         if wait:
             return await self._rate_limited(send, wait)
+        if cfg.flex_unavailable_rate and b'"service_tier":"flex"' in body.replace(b" ", b"") \
+                and self.rng.random() < cfg.flex_unavailable_rate:
+            self.faults["flex_unavailable"] += 1
+            await send_json(send, 429, {"error": {
+                "message": "Resource Unavailable: flex processing has no capacity right "
+                "now; retry later or use the default service tier.",
+                "type": "service_unavailable", "code": "resource_unavailable"}},
+                {"retry-after-ms": str(int(cfg.retry_after_seconds * 1000))})
+            return 429
         targeted = bool(cfg.target) and cfg.target.encode() in body
         if targeted and self.target_rng.random() < cfg.target_rate:
             self.faults["targeted"] += 1

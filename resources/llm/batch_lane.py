@@ -38,6 +38,7 @@ from types import SimpleNamespace
 
 from pydantic import BaseModel
 
+from resources.errors import ErrorClass
 from resources.llm.batch_store import CHUNK, BatchStore, Submission
 from resources.llm.cache import Cache
 from resources.llm.calls import usage_of
@@ -47,10 +48,6 @@ from resources.llm.structured import answer_text, parse, short
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 ENDPOINTS = {"chat": "/v1/chat/completions", "embeddings": "/v1/embeddings"}
 STALE_SUBMITTING_SECONDS = 120  # a submission without a batch id this old: its process died
-
-
-class BatchLaneError(Exception):
-    """The lane cannot run (no response cache to put the answers in)."""
 
 
 def schema_name(schema: type[BaseModel] | None) -> str:
@@ -365,7 +362,9 @@ class BatchLane:
         response = line.get("response")
         if not response:
             error = line.get("error") or {}
-            state = "expired" if error.get("code") == "batch_expired" else "failed"
+            # OpenAI's error code for it is our error class's word
+            expired = error.get("code") == ErrorClass.BATCH_EXPIRED
+            state = "expired" if expired else "failed"
             return key, state, error.get("message") or str(error)
         if response.get("status_code") != 200:
             error = (response.get("body") or {}).get("error") or {}

@@ -54,6 +54,16 @@ def usage_of(reply) -> dict[str, int]:
             "cached_tokens": getattr(details, "cached_tokens", 0) or 0}
 
 
+def is_flex_unavailable(error: BaseException) -> bool:
+    """OpenAI's 429 "Resource Unavailable": the flex tier has no capacity just now."""
+    if getattr(error, "status_code", None) != 429:
+        return False
+    body = getattr(error, "body", None)
+    code = str(body.get("code") or "") if isinstance(body, dict) else ""
+    text = f"{code} {getattr(error, 'message', '')}".lower().replace("_", " ")
+    return "resource unavailable" in text
+
+
 class ItemFailed(DocgraphError):
     """The item is over: it ends as failed, with this error class."""
 
@@ -86,6 +96,7 @@ class CallLoop:
         client = self._client_here()
         attempts = 0
         limited_since: float | None = None  # first 429 that said when to come back
+        flex_since: float | None = None  # first "resource unavailable" on the flex route
         held_since: float | None = None  # first time the breaker held this item
         while True:
             probe, held_since = await self._wait_for_breaker(held_since)
@@ -104,9 +115,13 @@ class CallLoop:
                     sent = time.monotonic()
                     try:
                         # The SDK's timeout is per socket read; this one bounds the request.
-                        async with asyncio.timeout(self.settings.timeout_seconds):
-                            raw = await client.post(PATHS[kind], body=request,
-                                                    cast_to=httpx2.Response)
+                        body, timeout = (({**request, "service_tier": "flex"},
+                                          self.settings.flex_timeout_seconds) if call.flex
+                                         else (request, self.settings.timeout_seconds))
+                        async with asyncio.timeout(timeout):
+                            raw = await client.post(PATHS[kind], body=body,
+                                                    cast_to=httpx2.Response,
+                                                    options={"timeout": timeout})
                             reply = reply_of(raw)
                     except (openai.OpenAIError, ValueError, TimeoutError) as exc:
                         # ValueError: a garbled body; TimeoutError: the whole-request limit
@@ -135,6 +150,19 @@ class CallLoop:
             if error_class != ErrorClass.TIMEOUT:
                 self.throttle.settle(estimate, 0, now)  # rejected requests spend no tokens
             retry_after = retry_after_seconds(headers)
+            if call.flex and is_flex_unavailable(error):
+                # No capacity on the flex tier (not our rate: no AIMD, no attempt spent):
+                # wait, and after LLM_FLEX_FALLBACK_SECONDS ask at the standard tier.
+                call.rate_limited += 1
+                flex_since = flex_since or now
+                if now - flex_since >= self.settings.flex_fallback_seconds:
+                    call.flex, call.flex_fallback = False, True
+                    continue
+                call.retries += 1
+                await asyncio.sleep(retry_after or backoff_seconds(
+                    call.rate_limited, self.settings.backoff_base_seconds,
+                    self.settings.backoff_cap_seconds, self.rng))
+                continue
             if error_class == ErrorClass.RATE_LIMITED:
                 call.rate_limited += 1
                 # With x-ratelimit-* headers the buckets already follow the server (above);
@@ -175,8 +203,10 @@ class CallLoop:
         call.latencies.append(now - sent)
         batch.observe(now - sent)
         usage = usage_of(reply)
-        call.route = "sync"
-        self.account(call, request["model"], usage, "sync")
+        # priced at flex only if the server says it served the request on that tier
+        call.route = "flex" if call.flex and getattr(reply, "service_tier", None) == "flex" \
+            else "sync"
+        self.account(call, request["model"], usage, call.route)
         if getattr(reply, "usage", None) is not None:
             self.throttle.settle(estimate, usage["prompt_tokens"] + usage["completion_tokens"],
                                  now)

@@ -25,7 +25,7 @@ import sqlalchemy
 from pydantic import BaseModel, ValidationError
 
 from resources.errors import ErrorClass
-from resources.llm.batch_lane import BatchLane, BatchLaneError
+from resources.llm.batch_lane import BatchLane
 from resources.llm.batch_store import BatchStore
 from resources.llm.breaker import CircuitBreaker
 from resources.llm.cache import CACHE_ERRORS, Cache, cache_key, open_cache
@@ -109,7 +109,7 @@ class LLMEngine(CallLoop):
         this engine's items, on the batch route."""
         location = self.settings.resolved_cache_path()
         if self.cache is None or not location:
-            raise BatchLaneError("the batch lane needs the response cache (LLM_CACHE_PATH is "
+            raise ValueError("the batch lane needs the response cache (LLM_CACHE_PATH is "
                                  "off): batch answers are kept there until a run uses them")
         if self.lane is None:
             self.lane = BatchLane(self, BatchStore(location), self.cache, self.log)
@@ -133,22 +133,21 @@ class LLMEngine(CallLoop):
         items: Iterable[ChatItem | EmbedItem],
         on_result: Callable[[ItemResult], Iterable[ChatItem | EmbedItem] | None],
         concurrency: int | None = None,
-        batch_stage: Callable[[ChatItem | EmbedItem], str | None] | None = None,
+        route_of: Callable[[ChatItem | EmbedItem], tuple[str, str] | None] | None = None,
         wait_for_batches: bool = True,
     ) -> BatchMetrics:
         """Process every item; call `on_result` once per item, in completion order; the
         items it returns are processed in the same run.
 
-        `batch_stage` names the stage of an item that takes the batch lane (None: sync).
-        Such an item without an answer in the cache is held, and sent with the others
-        when nothing else is left (resources/llm/feed.py): with `wait_for_batches` the run
-        waits for the batches and goes on with their answers; without, the items still in
-        open batches are left out (`self.waiting`: no `on_result` for them)."""
+        `route_of` gives an item's (route, stage) when it is not sync: `flex` items are
+        asked with service_tier=flex; a `batch` item without an answer in the cache is
+        held, and sent with the others when nothing else is left (resources/llm/feed.py):
+        with `wait_for_batches` the run waits for the batches and goes on with their
+        answers; without, the items still in open batches are left out (`self.waiting`:
+        no `on_result` for them)."""
         if concurrency is not None and concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self._client_here()
-        if batch_stage:
-            self.batch_lane()  # no response cache: fail now, not at the first round
         ceiling = concurrency or self.settings.max_concurrency
         floor = min(self.settings.min_concurrency, ceiling)
         # Without a configured or learned RPM, start slowly: the first answers carry the
@@ -167,12 +166,13 @@ class LLMEngine(CallLoop):
                 if item is ROUND:
                     await self._batch_round(feed, wait_for_batches)
                     continue
-                stage = batch_stage(item) if batch_stage else None
-                if stage and item.key not in laned and not await self._answered(item):
+                route, stage = (route_of and route_of(item)) or ("sync", None)
+                if route == "batch" and item.key not in laned \
+                        and not await self._answered(item):
                     laned.add(item.key)
                     feed.hold((stage, item))
                     continue
-                result = await self._process(item, batch)
+                result = await self._process(item, batch, flex=route == "flex")
                 batch.stats.add(result)
                 feed.done(on_result(result) or ())
 
@@ -196,8 +196,9 @@ class LLMEngine(CallLoop):
         metrics = await self.run(items, results.append, concurrency)
         return results, metrics
 
-    async def _process(self, item: ChatItem | EmbedItem, batch: Batch) -> ItemResult:
-        call = ItemAccount()
+    async def _process(self, item: ChatItem | EmbedItem, batch: Batch, flex: bool = False
+                       ) -> ItemResult:
+        call = ItemAccount(flex=flex)
         try:
             if isinstance(item, ChatItem):
                 value = await self._chat(item, batch, call)

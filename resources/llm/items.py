@@ -52,6 +52,7 @@ class ItemResult:
     cached_tokens: int = 0  # prompt tokens the provider served from its prompt cache
     saved_usd: float | None = 0.0  # the sync price less what was paid (batch, cached)
     batch_fallback: bool = False  # the batch did not answer it: asked synchronously
+    flex_fallback: bool = False  # flex had no capacity for long enough: asked standard
 
     @property
     def ok(self) -> bool:
@@ -79,6 +80,8 @@ class ItemAccount:
     cached_tokens: int = 0
     saved_usd: float | None = 0.0
     batch_fallback: bool = False
+    flex: bool = False  # its calls go with service_tier=flex (until flex_fallback)
+    flex_fallback: bool = False
 
     def add_cost(self, cost: float | None, saved: float | None) -> None:
         self.cost_usd = None if cost is None or self.cost_usd is None else self.cost_usd + cost
@@ -92,5 +95,5 @@ class ItemAccount:
             self.repairs, self.rate_limited, self.prompt_tokens, self.completion_tokens,
             self.cost_usd, tuple(self.latencies), tuple(sorted(self.normalised.items())),
             self.format_rejected, self.response_format, self.route, self.batch_id,
-            self.cached_tokens, self.saved_usd, self.batch_fallback,
+            self.cached_tokens, self.saved_usd, self.batch_fallback, self.flex_fallback,
         )

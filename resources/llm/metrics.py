@@ -48,6 +48,7 @@ class BatchMetrics(BaseModel):
     routes: dict[str, int] = {}  # items answered per route (sync, batch)
     batch_ids: list[str] = []  # the provider batches that answered items
     batch_fallbacks: int = 0  # items a batch did not answer, asked synchronously
+    flex_fallbacks: int = 0  # flex items asked standard after flex had no capacity
 
     @model_validator(mode="after")
     def _accounts(self) -> "BatchMetrics":
@@ -91,6 +92,7 @@ class MetricsRecorder:
         self.routes: Counter[str] = Counter()
         self.batch_ids: dict[str, None] = {}
         self.batch_fallbacks = 0
+        self.flex_fallbacks = 0
 
     def add(self, result: "ItemResult") -> None:
         self.attempted += 1
@@ -128,6 +130,7 @@ class MetricsRecorder:
         if result.batch_id:
             self.batch_ids[result.batch_id] = None
         self.batch_fallbacks += result.batch_fallback
+        self.flex_fallbacks += result.flex_fallback
 
     def snapshot(self, *, provider: str, model: str, peak: int, limit: int,
                  wall: float, budget_fallback_calls: int = 0) -> BatchMetrics:
@@ -170,4 +173,5 @@ class MetricsRecorder:
             routes=dict(sorted(self.routes.items())),
             batch_ids=list(self.batch_ids),
             batch_fallbacks=self.batch_fallbacks,
+            flex_fallbacks=self.flex_fallbacks,
         )

@@ -86,6 +86,7 @@ def metrics_metadata(metrics: BatchMetrics) -> dict[str, dg.MetadataValue]:
         "routes": dg.MetadataValue.json(metrics.routes),
         "batch_ids": dg.MetadataValue.json(metrics.batch_ids),
         "batch_fallbacks": dg.MetadataValue.int(metrics.batch_fallbacks),
+        "flex_fallbacks": dg.MetadataValue.int(metrics.flex_fallbacks),
         "cached_tokens": dg.MetadataValue.int(metrics.cached_tokens),
         "cost_saved_usd": number(metrics.cost_saved_usd),
     }

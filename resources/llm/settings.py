@@ -15,10 +15,12 @@
 | LLM_BUDGET_FALLBACK_SHARE | 4 | processes assumed if that database was never reached |
 | LLM_CACHE_PATH | <docgraph home>/llm-cache.sqlite | response cache: a file, postgresql://…, off |
 | LLM_PRICES | built-in table | JSON per model: resources/llm/prices.py |
-| LLM_ROUTE | sync | sync, batch (the Batch API at half price), auto: resources/llm/batch_lane.py |
+| LLM_ROUTE | sync | sync, batch (Batch API), flex, auto: assets/batch_route.py |
 | LLM_BATCH_MIN_ITEMS | 1000 | auto takes the batch lane from this many items of a stage |
 | LLM_BATCH_POLL_SECONDS | 30 | how often an open batch is looked at |
 | LLM_BATCH_FALLBACK | sync | a batch's failed or expired line: asked synchronously, or fail |
+| LLM_FLEX_TIMEOUT_SECONDS | 900 | per request on the flex route (slower by design) |
+| LLM_FLEX_FALLBACK_SECONDS | 300 | waiting out flex's "resource unavailable", then standard |
 """
 
 import json
@@ -31,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from resources.llm.prices import DEFAULT_PRICES, Price, Route
 from resources.paths import docgraph_home
 
-RouteSetting = Literal["sync", "batch", "auto"]
+RouteSetting = Literal["sync", "batch", "flex", "auto"]
 
 _ENV = {
     "base_url": "OPENAI_BASE_URL",
@@ -53,6 +55,8 @@ _ENV = {
     "batch_min_items": "LLM_BATCH_MIN_ITEMS",
     "batch_poll_seconds": "LLM_BATCH_POLL_SECONDS",
     "batch_fallback": "LLM_BATCH_FALLBACK",
+    "flex_timeout_seconds": "LLM_FLEX_TIMEOUT_SECONDS",
+    "flex_fallback_seconds": "LLM_FLEX_FALLBACK_SECONDS",
 }
 
 
@@ -91,6 +95,8 @@ class LLMSettings(BaseModel):
     # a batch input file's limits (OpenAI's: 50,000 requests, 200 MB)
     batch_max_requests: int = Field(50_000, ge=1)
     batch_max_bytes: int = Field(200_000_000, ge=1_000)
+    flex_timeout_seconds: float = Field(900.0, gt=0)
+    flex_fallback_seconds: float = Field(300.0, ge=0)
 
     @property
     def offline(self) -> bool:

@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from resources.errors import ErrorClass
 from resources.llm import ChatItem, EmbedItem, LLMEngine
 from resources.llm import batch_lane as lane_module
-from resources.llm.batch_lane import BatchLaneError
 from resources.llm.batch_store import BatchStore
+from tests.conftest import fresh_database
 from tests.llm.conftest import Summary, chat_items, fast_settings
 
 
@@ -209,7 +209,7 @@ def test_the_lane_needs_the_response_cache(sim):
         async with LLMEngine(fast_settings(sim, cache_path=None)) as engine:
             engine.batch_lane()
 
-    with pytest.raises(BatchLaneError, match="response cache"):
+    with pytest.raises(ValueError, match="response cache"):
         asyncio.run(go())
 
 
@@ -220,3 +220,17 @@ def test_progress_is_logged_while_a_batch_runs(sim, lane_settings, caplog):
     progress = [r.getMessage() for r in caplog.records if "done," in r.getMessage()]
     assert any("in_progress" in line for line in progress)
     assert progress[-1].endswith("completed, 10 of 10 done, 0 failed")
+
+
+def test_the_lane_on_postgres_resumes_like_on_sqlite(sim, pg_url, request):
+    """`make prod`'s cache and batch records: the instance's PostgreSQL."""
+    sim.configure(batch={"completion_delay_seconds": 0.5})
+    items = list(chat_items(12, Summary))
+    with fresh_database(pg_url, request, "cache") as url:
+        settings = fast_settings(sim, cache_path=url, batch_poll_seconds=0.05)
+        report, _, _ = lane_then_run(settings, items, wait=False)
+        assert report.submitted == 12
+        report, results, metrics = lane_then_run(settings, items)
+        assert report.already_open == 12 and report.submitted == 0
+        assert metrics.routes == {"batch": 12} and metrics.succeeded == 12
+        assert sim.stats()["batch"]["batches_created"] == 1

@@ -79,6 +79,7 @@ def chat_completion(body: dict, heuristics: Heuristics = HEURISTICS) -> dict:
         "object": "chat.completion",
         "created": 0,
         "model": body.get("model") or MODELS[0],
+        "service_tier": body.get("service_tier") or "default",  # the tier that served it
         "choices": [{
             "index": 0,
             "message": {"role": "assistant", "content": content},

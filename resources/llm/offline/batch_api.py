@@ -25,6 +25,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from resources.errors import ErrorClass
+
 # (endpoint, request body) -> (HTTP status, response body)
 Answer = Callable[[str, dict], tuple[int, dict]]
 ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
@@ -207,8 +209,10 @@ class BatchService:
         line = work["lines"][i]
         request_id = f"req_{self.rng.getrandbits(64):016x}"
         if work["fail"][i]:
+            # OpenAI's error type, the word of docgraph's error class too
             status, body = 500, {"error": {"message": "The server had an error processing "
-                                           "this request.", "type": "server_error"}}
+                                           "this request.",
+                                           "type": str(ErrorClass.SERVER_ERROR)}}
         else:
             status, body = self.answer(line["url"], line["body"])
         return {"id": f"batch_req_{self.rng.getrandbits(64):016x}",
@@ -224,7 +228,9 @@ class BatchService:
         if status == "expired":
             bad += [{"id": f"batch_req_{self.rng.getrandbits(64):016x}",
                      "custom_id": line["custom_id"], "response": None,
-                     "error": {"code": "batch_expired", "message": "This request could not "
+                     # OpenAI's code, the word of docgraph's error class too
+                     "error": {"code": str(ErrorClass.BATCH_EXPIRED),
+                               "message": "This request could not "
                                "be executed before the completion window expired."}}
                     for line in work["lines"][done:]]
         usage = Counter()
