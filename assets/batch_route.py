@@ -56,6 +56,9 @@ class BatchRoute:
         if any(route == "auto" for route in self.routes.values()):
             self._resolve_auto()
         self.batched = {stage for stage, route in self.routes.items() if route == "batch"}
+        # the offline provider's batches live in the process that made them (and answer at
+        # once): a run that did not wait for them would leave them to no one
+        self.wait = self.config.batch_wait or settings.offline
         self.routed = {stage: route for stage, route in self.routes.items()
                        if route in ("batch", "flex")}
 
@@ -92,7 +95,7 @@ class BatchRoute:
         lane = engine.batch_lane()  # no response cache: the step fails here, saying so
         lane.partitions = self.keys
         lane.partition_of = lambda item: self.stream.owner[item.key][0].key
-        if self.config.batch_wait:
+        if self.wait:
             lane.progress = lambda line: print(f"docgraph: {line}", file=sys.stderr,
                                                flush=True)
 

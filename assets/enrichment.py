@@ -146,7 +146,7 @@ class EnrichmentStream:
                 metrics = await engine.run(
                     self.items(keys), self.on_result, self.config.concurrency,
                     route_of=route.route_of if route.routed else None,
-                    wait_for_batches=self.config.batch_wait)
+                    wait_for_batches=route.wait)
                 self.waiting = route.observe_waiting(engine)
                 return metrics
 

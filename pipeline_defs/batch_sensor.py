@@ -16,6 +16,7 @@ daily sweep.
 import asyncio
 
 import dagster as dg
+import openai
 
 from assets.batch import data_version
 from assets.batch_route import STAGES
@@ -54,7 +55,7 @@ def run_requests(submissions: list[Submission]) -> list[dg.RunRequest]:
         by_documents.setdefault(submission.partitions, []).append(submission)
     requests = []
     for documents, group in by_documents.items():
-        if not documents or any(s.status not in TERMINAL for s in group):
+        if not documents or any(s.status not in TERMINAL and not s.collected for s in group):
             continue
         stages = sorted({s.stage for s in group})
         # the themes follow from the metadata and embeddings in the same stream (and may
@@ -79,7 +80,10 @@ def run_requests(submissions: list[Submission]) -> list[dg.RunRequest]:
     "(the batch route: LLM_ROUTE=batch) once those batches are over.",
 )
 def batch_sensor(context: dg.SensorEvaluationContext, llm: LLMResource):
-    submissions = refreshed(llm)
+    try:
+        submissions = refreshed(llm)
+    except openai.OpenAIError as exc:  # the provider is down: the next tick asks again
+        return dg.SkipReason(f"the provider could not be asked about open batches: {exc}")
     if not submissions:
         return dg.SkipReason("no open batches")
     requests = run_requests(submissions)

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
+import openai
 from pydantic import BaseModel
 
 from resources.errors import ErrorClass
@@ -148,7 +149,7 @@ class BatchLane:
                 report.batches.append(row.batch_id)
             if row.status in TERMINAL:
                 await self.collect(submission, report)
-            else:
+            elif not row.collected:  # (a lost one is collected: nothing came back)
                 still_open.append(submission)
         return still_open
 
@@ -295,7 +296,7 @@ class BatchLane:
                     self.say(f"batch lane: {batch.stage} batch {batch.batch_id}: "
                              f"{batch.status}, {batch.completed} of {batch.requests} done, "
                              f"{batch.failed} failed")
-                if batch.status in TERMINAL:
+                if batch.status in TERMINAL or batch.collected:
                     pending.remove(submission)
             if pending:
                 await asyncio.sleep(self.settings.batch_poll_seconds)
@@ -305,7 +306,17 @@ class BatchLane:
         row = await asyncio.to_thread(self.store.get, submission)
         if row.collected or row.batch_id is None or row.status in TERMINAL:
             return row
-        batch = await self.engine.client().batches.retrieve(row.batch_id)
+        try:
+            batch = await self.engine.client().batches.retrieve(row.batch_id)
+        except openai.NotFoundError:
+            # the provider no longer knows it (the offline provider's process ended, a
+            # deleted project): its items are not on their way any more, a run sends them
+            self.log.warning("batch lane: the provider has no batch %s (%s): its %s items "
+                             "will be asked again", row.batch_id, row.stage, row.requests)
+            await asyncio.to_thread(self.store.mark_missing, submission)
+            await asyncio.to_thread(self.store.update, submission, status="lost",
+                                    collected_at=time.time())
+            return await asyncio.to_thread(self.store.get, submission)
         counts = batch.request_counts
         values = {"status": batch.status, "completed": counts.completed if counts else 0,
                   "failed": counts.failed if counts else 0}

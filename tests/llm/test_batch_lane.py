@@ -234,3 +234,13 @@ def test_the_lane_on_postgres_resumes_like_on_sqlite(sim, pg_url, request):
         assert report.already_open == 12 and report.submitted == 0
         assert metrics.routes == {"batch": 12} and metrics.succeeded == 12
         assert sim.stats()["batch"]["batches_created"] == 1
+
+
+def test_a_batch_the_provider_lost_is_asked_again(sim, lane_settings):
+    sim.configure(batch={"completion_delay_seconds": 30.0})
+    items = list(chat_items(5, Summary))
+    report, _, _ = lane_then_run(lane_settings(), items, wait=False)
+    sim.simulator.batches.batches.clear()  # the provider forgot it (its process ended)
+    report, results, metrics = lane_then_run(lane_settings(), items)
+    assert report.submitted == 0 and metrics.succeeded == 5
+    assert metrics.routes == {"sync": 5} and metrics.batch_fallbacks == 5
