@@ -6,10 +6,36 @@ were updated, or when it is missing (so partitions missed while the sensor was o
 caught up), once every upstream blocking check passed for that partition - a document
 whose gate failed is held back here, by Dagster, and shows as not requested. A partition
 whose last run failed is left to the daily sweep (pipeline_defs/schedules.py) rather than
-retried on every tick.
+retried on every tick, and one whose calls are in an open batch (the batch route:
+assets/batch_route.py) to batch_sensor: its run ended without recording it, and it is
+still missing, which would otherwise request it again on every tick. That condition reads
+the batch records (`WaitingForBatch`), so the automation sensor evaluates in the code
+server (`use_user_code_server`: pipeline_defs/sensors.py).
 """
 
 import dagster as dg
+
+from resources.llm.batch_store import BatchStore
+from resources.llm.settings import LLMSettings
+
+
+class WaitingForBatch(dg.AutomationCondition):
+    """The partitions of this asset whose calls are in a batch not collected yet."""
+
+    @property
+    def name(self) -> str:
+        return "waiting_for_batch"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        location = LLMSettings.from_env().resolved_cache_path()
+        stage = context.key.to_user_string()
+        waiting = {key for submission in BatchStore(location).open_submissions()
+                   if submission.stage == stage for key in submission.partitions} \
+            if location else set()
+        subset = context.candidate_subset.compute_intersection_with_partition_keys(waiting) \
+            if waiting and context.candidate_subset.is_partitioned \
+            else context.get_empty_subset()
+        return dg.AutomationResult(context, true_subset=subset)
 
 
 def chained(*, with_inputs: bool = False) -> dg.AutomationCondition:
@@ -24,5 +50,6 @@ def chained(*, with_inputs: bool = False) -> dg.AutomationCondition:
     return (
         dg.AutomationCondition.eager().replace("newly_missing", dg.AutomationCondition.missing())
         & ~dg.AutomationCondition.execution_failed()
+        & ~WaitingForBatch()
         & dg.AutomationCondition.all_deps_match(gates).with_label("inputs_passed_their_gates")
     )

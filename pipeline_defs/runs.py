@@ -224,12 +224,12 @@ def launch_batch(instance: dg.DagsterInstance, job: str, batch: list[str], run_c
 
 
 def job_config(job: str, run_config: dict, route: str | None) -> dict:
-    """`run_config`, with the enrichment step's route if one is given: the CLI runs in the
-    foreground, so the step waits for its batches."""
-    if not route or job != "enrichment_job":
+    """`run_config`, with the enrichment step's route if one is given; the CLI runs in
+    the foreground, so the step waits for its batches (LLM_ROUTE=batch too)."""
+    if job != "enrichment_job":
         return run_config
-    return {**run_config, "ops": {"enrichment": {"config": {"route": route,
-                                                            "batch_wait": True}}}}
+    step = {"batch_wait": True, **({"route": route} if route else {})}
+    return {**run_config, "ops": {"enrichment": {"config": step}}}
 
 
 def rebuild_catalog(instance: dg.DagsterInstance, log_level: str = "CRITICAL") -> None:

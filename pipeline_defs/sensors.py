@@ -6,6 +6,7 @@ document on from step to step: assets/automation.py) and `batch_sensor`
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -25,6 +26,11 @@ from resources.registry import DocumentRegistry, supported_files
 # A file modified this recently may still be being written: wait for the next tick.
 SETTLE_SECONDS = 2.0
 
+# The automation sensor evaluates in the code server (below): a beta parameter of
+# Dagster's, warned about on every load.
+warnings.filterwarnings("ignore", message="Parameter `use_user_code_server`",
+                        category=dg.BetaWarning)
+
 # Every asset with an automation condition; requests are batched into runs by the assets'
 # backfill policies (DOCUMENTS_PER_RUN documents per run).
 automation_sensor = dg.AutomationConditionSensorDefinition(
@@ -34,6 +40,8 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     minimum_interval_seconds=sensor_interval(30),
     description="Takes each document from step to step once its inputs are in and their "
     "gates passed; catches up partitions missed while it was off.",
+    # evaluated in the code server: WaitingForBatch reads the batch records
+    use_user_code_server=True,
 )
 
 

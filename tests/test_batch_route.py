@@ -162,3 +162,44 @@ def _latest(instance: dg.DagsterInstance, asset: str, partition: str):
     records = _all(instance, asset, partition)
     return records[0] if records else None
 
+
+
+@pytest.mark.daemon
+def test_the_daemons_runs_send_batches_and_end_and_the_sensor_records_them(tmp_path, sim):
+    """`make dev` with LLM_ROUTE=batch: a file in the inbox; the enrichment run sends its
+    batches and ends (no run held, no pool slot); while the batch runs, automation does not
+    request the waiting documents again; batch_sensor's run records them."""
+    sim.configure(batch={"completion_delay_seconds": 25.0})
+    home = tmp_path / "home"
+    env = _graph_off(_env(home, sim), LLM_ROUTE="batch", LLM_BATCH_POLL_SECONDS="1")
+    env.pop("DAGSTER_HOME")
+    (home / "dagster").mkdir(parents=True)
+    (home / "dagster" / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    with dagster_servers(home / "dagster", env=env) as servers:
+        instance = servers.instance
+        (servers.inbox / "retry.md").write_text(
+            "# Payment retries\n\nPriya Raman moved the payment retry queue to Kafka after "
+            "the March incident. Marcus Feld added an idempotency key to every charge.\n")
+        servers.wait_for(lambda: sim.stats()["batch"].get("batches_created", 0) >= 3,
+                         "the enrichment run's batches", timeout=180)
+        [key] = instance.get_dynamic_partitions("documents")
+
+        def enrichment_runs() -> list:
+            return [r for r in instance.get_runs() if r.job_name != "ingestion_job"
+                    and dg.AssetKey("chunk_metadata") in (r.asset_selection or ())]
+
+        servers.wait_for(lambda: enrichment_runs() and all(r.is_finished
+                                                          for r in enrichment_runs()),
+                         "the sending run to end", timeout=60)
+        assert not _all(instance, "chunk_metadata", key)  # waiting, not recorded
+        time.sleep(15)  # automation ticks every 5 s here: it must not ask again
+        assert len(enrichment_runs()) == 1, servers.diagnostics()
+        servers.wait_for(lambda: _latest(instance, "document_themes", key),
+                         "the document's themes, recorded from batches", timeout=300)
+        by_sensor = [r for r in instance.get_runs()
+                     if r.tags.get("dagster/sensor_name") == "batch_sensor"]
+        assert by_sensor, servers.diagnostics()
+        meta = _latest(instance, "chunk_metadata", key).asset_materialization.metadata
+        assert meta["llm_route"].value == "batch" and meta["cost_saved_usd"].value > 0
+    stats = sim.stats()
+    assert stats["chat_requests"] == 0 and stats["embedding_requests"] == 0
