@@ -104,7 +104,7 @@ def test_killed_after_submitting_a_second_run_finishes_without_a_second_submissi
     _when_batches(sim, 3, first)  # the chunk stages' batches are in
     first.kill()
     first.wait()
-    done = _materialize(env, "--route", "batch")
+    done = _materialize({**env, "LLM_ROUTE": "batch"})  # the route from the environment
     assert done.returncode == 0, done.stdout + done.stderr
     stats = sim.stats()["batch"]
     assert stats["batches_created"] == 6 and stats["batch_lines"] == SAMPLE_ITEMS

@@ -4,6 +4,10 @@
     report = await lane.run(items, stage="chunk_metadata", partitions=keys)
     metrics = await engine.run(items, on_result)  # answered items come from the cache
 
+or, inside one run, `engine.run(items, on_result, route_of=...)`, which holds the batch
+route's unanswered items and sends them in rounds through `submit` and `settle`
+(resources/llm/engine.py).
+
 `submit` writes each item not yet answered (not in the response cache) and not already
 on its way (in an uncollected submission: batch_store.py) as one JSONL line, custom_id =
 the item's cache key and body = the request the synchronous route would send, into one
@@ -20,7 +24,8 @@ says: asked synchronously (an invalid answer goes straight to its repair turn) o
 with `batch_failed`, `batch_expired` or `invalid_output`.
 
 Memory is O(one batch file on disk, 500 items in hand): items are read from the iterator
-and written out in chunks, and answers are read back a line at a time.
+and written out in chunks, and answers are read back a line at a time (an engine's rounds
+hold their items themselves, as a step holds its documents).
 """
 
 import asyncio

@@ -9,7 +9,10 @@ whatever the number of items, and every item ends as exactly one `ItemResult`: s
 or failed with an error class. `on_result` may return follow-up items (a document's next
 calls, once this answer is in): they join the same run ahead of the iterator's next items
 (resources/llm/feed.py), so dependent work needs no second run and no barrier. Cancelling
-`run` cancels its workers and their requests.
+`run` cancels its workers and their requests. Items may take another route (`route_of`):
+flex (service_tier=flex, resources/llm/calls.py) or the batch lane, in rounds
+(resources/llm/batch_lane.py); answers a batch gave are served from the cache, accounted at
+the batch price in the run that collected them.
 """
 
 import asyncio

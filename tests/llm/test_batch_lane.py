@@ -82,14 +82,19 @@ def test_files_split_at_the_request_limit(sim, lane_settings):
     assert metrics.routes == {"batch": 20}
 
 
-def test_failed_lines_are_asked_synchronously(sim, lane_settings):
-    sim.configure(batch={"failed_line_rate": 0.25, "seed": 3})
-    report, results, metrics = lane_then_run(lane_settings(), chat_items(40, Summary))
-    failed = report.outcomes["failed"]
-    assert 0 < failed < 40 and report.outcomes["answered"] == 40 - failed
-    assert metrics.succeeded == 40 and metrics.batch_fallbacks == failed
-    assert metrics.routes == {"batch": 40 - failed, "sync": failed}
-    assert sim.stats()["chat_requests"] == failed
+def test_failed_and_expired_lines_are_asked_synchronously(sim, lane_settings):
+    """5% of the lines fail, and the first of two batches expires half done."""
+    sim.configure(batch={"failed_line_rate": 0.05, "seed": 3, "expire_next": 1,
+                         "expired_done_share": 0.5})
+    report, results, metrics = lane_then_run(lane_settings(batch_max_requests=50),
+                                             chat_items(100, Summary))
+    assert len(report.batches) == 2 and report.outcomes["expired"] == 25
+    unanswered = report.outcomes["failed"] + report.outcomes["expired"]
+    assert report.outcomes["failed"] > 0
+    assert report.outcomes["answered"] == 100 - unanswered
+    assert metrics.succeeded == 100 and metrics.batch_fallbacks == unanswered
+    assert metrics.routes == {"batch": 100 - unanswered, "sync": unanswered}
+    assert sim.stats()["chat_requests"] == unanswered
 
 
 def test_failed_and_expired_lines_fail_with_their_class(sim, lane_settings):
