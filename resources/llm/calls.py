@@ -121,7 +121,7 @@ class CallLoop:
                         async with asyncio.timeout(timeout):
                             raw = await client.post(PATHS[kind], body=body,
                                                     cast_to=httpx2.Response,
-                                                    options={"timeout": timeout})
+                                                    options=dict(timeout=timeout))
                             reply = reply_of(raw)
                     except (openai.OpenAIError, ValueError, TimeoutError) as exc:
                         # ValueError: a garbled body; TimeoutError: the whole-request limit
