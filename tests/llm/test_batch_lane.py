@@ -249,3 +249,22 @@ def test_a_batch_the_provider_lost_is_asked_again(sim, lane_settings):
     report, results, metrics = lane_then_run(lane_settings(), items)
     assert report.submitted == 0 and metrics.succeeded == 5
     assert metrics.routes == {"sync": 5} and metrics.batch_fallbacks == 5
+
+
+def test_a_cancelled_batch_answers_what_it_did_and_the_rest_goes_sync(sim, lane_settings):
+    sim.configure(batch={"completion_delay_seconds": 2.0})
+    items = list(chat_items(10, Summary))
+    report, _, _ = lane_then_run(lane_settings(), items, wait=False)
+
+    async def cancel():
+        async with LLMEngine(lane_settings()) as engine:
+            await asyncio.sleep(1.1)  # about half of the lines are done by then
+            [batch] = [b async for b in engine.client().batches.list()]
+            cancelled = await engine.client().batches.cancel(batch.id)
+            return cancelled.status
+
+    assert asyncio.run(cancel()) == "cancelled"
+    report, results, metrics = lane_then_run(lane_settings(), items)
+    answered, missing = report.outcomes["answered"], report.outcomes["missing"]
+    assert 0 < answered < 10 and answered + missing == 10
+    assert metrics.succeeded == 10 and metrics.routes == {"batch": answered, "sync": missing}
