@@ -267,15 +267,20 @@ class BatchLane:
         the provider made for one (found by its submission id), or create it now."""
         for stale in await asyncio.to_thread(self.store.open_submissions,
                                              STALE_SUBMITTING_SECONDS):
-            found = await self._provider_batch(stale.submission)
-            if found is not None:
-                await asyncio.to_thread(self.store.update, stale.submission,
-                                        batch_id=found.id, status=found.status)
-                self.log.info("batch lane: adopted batch %s of an interrupted submission",
-                              found.id)
-            else:
-                await self._create(stale)
+            await self._finish_submitting(stale, create=True)
             report.already_open += stale.requests
+
+    async def _finish_submitting(self, row: Submission, create: bool) -> None:
+        """A recorded submission without a batch id: adopt the provider's batch made for
+        it (its process died before recording the id), or, with `create` (no one has
+        touched it for STALE_SUBMITTING_SECONDS), create it."""
+        found = await self._provider_batch(row.submission)
+        if found is not None:
+            await asyncio.to_thread(self.store.update, row.submission, batch_id=found.id,
+                                    status=found.status)
+            self.say(f"batch lane: adopted batch {found.id} of an interrupted submission")
+        elif create:
+            await self._create(row)
 
     async def _provider_batch(self, submission: str):
         async for batch in self.engine.client().batches.list(limit=100):
@@ -309,6 +314,10 @@ class BatchLane:
     async def refresh(self, submission: str) -> Submission:
         """The submission with its batch's status as the provider has it now."""
         row = await asyncio.to_thread(self.store.get, submission)
+        if row.batch_id is None and not row.collected:  # cut between recording and creating
+            stale = time.time() - row.updated_at > STALE_SUBMITTING_SECONDS
+            await self._finish_submitting(row, create=stale)
+            row = await asyncio.to_thread(self.store.get, submission)
         if row.collected or row.batch_id is None or row.status in TERMINAL:
             return row
         try:
