@@ -13,6 +13,9 @@ the batch records (`WaitingForBatch`), so the automation sensor evaluates in the
 server (`use_user_code_server`: pipeline_defs/sensors.py).
 """
 
+import datetime
+import functools
+
 import dagster as dg
 
 from resources.llm.batch_store import BatchStore
@@ -27,15 +30,22 @@ class WaitingForBatch(dg.AutomationCondition):
         return "waiting_for_batch"
 
     def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
-        location = LLMSettings.from_env().resolved_cache_path()
-        stage = context.key.to_user_string()
-        waiting = {key for submission in BatchStore(location).open_submissions()
-                   if submission.stage == stage for key in submission.partitions} \
-            if location else set()
-        subset = context.candidate_subset.compute_intersection_with_partition_keys(waiting) \
-            if waiting and context.candidate_subset.is_partitioned \
-            else context.get_empty_subset()
-        return dg.AutomationResult(context, true_subset=subset)
+        waiting = waiting_documents(context.evaluation_time).get(context.key.to_user_string())
+        if not waiting or not context.candidate_subset.is_partitioned:
+            return dg.AutomationResult(context, true_subset=context.get_empty_subset())
+        return dg.AutomationResult(context, true_subset=context.candidate_subset
+                                   .compute_intersection_with_partition_keys(waiting))
+
+
+@functools.lru_cache(maxsize=1)
+def waiting_documents(evaluation_time: datetime.datetime) -> dict[str, set[str]]:
+    """{stage: documents in its open batches}, read once per tick (each asset's condition
+    asks for its own stage)."""
+    location = LLMSettings.from_env().resolved_cache_path()
+    waiting: dict[str, set[str]] = {}
+    for submission in BatchStore(location).open_submissions() if location else ():
+        waiting.setdefault(submission.stage, set()).update(submission.partitions)
+    return waiting
 
 
 def chained(*, with_inputs: bool = False) -> dg.AutomationCondition:

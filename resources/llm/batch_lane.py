@@ -29,13 +29,13 @@ hold their items themselves, as a step holds its documents).
 """
 
 import asyncio
+import hashlib
 import importlib
 import json
 import logging
 import os
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -92,12 +92,14 @@ class _File:
         self.handle = os.fdopen(fd, "wb")
         self.lines = 0
         self.bytes = 0
+        self.digest = hashlib.sha256(f"{stage}\n{endpoint}\n{schema}\n".encode())
         self.documents: set[str] = set()
 
     def add(self, line: bytes, document: str | None) -> None:
         if document is not None:
             self.documents.add(document)
         self.handle.write(line)
+        self.digest.update(line)
         self.lines += 1
         self.bytes += len(line)
 
@@ -239,7 +241,9 @@ class BatchLane:
             report.uploads += 1
             now = time.time()
             submission = Submission(
-                submission=uuid.uuid4().hex, batch_id=None, endpoint=out.endpoint,
+                submission=await asyncio.to_thread(self.store.fresh_id,
+                                                   out.digest.hexdigest()[:32]),
+                batch_id=None, endpoint=out.endpoint,
                 schema_name=out.schema, stage=out.stage, requests=out.lines,
                 input_file_id=uploaded.id, status="submitting", completed=0, failed=0,
                 partitions=tuple(partitions), created_at=now, updated_at=now,

@@ -107,6 +107,15 @@ class BatchStore:
         conn.execute(sa.text("INSERT INTO llm_batch_items (custom_id, submission, state)"
                              " VALUES (:custom_id, :submission, 'submitted')"), rows)
 
+    def fresh_id(self, digest: str) -> str:
+        """A submission id from its file's content: the digest, then `digest-N` for the
+        N-th time the same lines are sent again (after an expired or failed batch)."""
+        with transaction(self.engine, write=False) as conn:
+            sent = conn.execute(sa.text("SELECT count(*) FROM llm_batches WHERE submission = :d"
+                                        " OR submission LIKE :repeat"),
+                                {"d": digest, "repeat": f"{digest}-%"}).scalar()
+        return f"{digest}-{sent}" if sent else digest
+
     def update(self, submission: str, **values: object) -> None:
         values["updated_at"] = time.time()
         assignments = ", ".join(f"{name} = :{name}" for name in values)

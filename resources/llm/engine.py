@@ -310,20 +310,27 @@ class LLMEngine(CallLoop):
         """Send the held items as batches; requeue those no longer waiting for one. A
         provider without the Batch API (or down) costs the sync price, not the items."""
         held, lane = feed.held, self.batch_lane()
+        waiting: set[str] = set()
         try:
             await lane.resume_submitting(lane.report)
             holding = await lane.submit(held, lane.partitions, lane.report)
-            still_open = await lane.settle(holding, wait, lane.report)
-            waiting = set(await asyncio.to_thread(
-                lane.store.open_for, [self.cache_key_of(item) for _, item in held])) \
-                if still_open else set()
+            if await lane.settle(holding, wait, lane.report):  # some still open
+                keys = [self.cache_key_of(item) for _, item in held]
+                waiting = set(await asyncio.to_thread(lane.store.open_for, keys))
         except (openai.OpenAIError, httpx2.HTTPError) as exc:
             self.log.warning("batch lane unavailable (%s: %s): %s items go sync",
                              type(exc).__name__, short(exc), len(held))
             lane.report.lane_errors += 1
-            waiting = set()
-        feed.requeue([item for _, item in held if self.cache_key_of(item) not in waiting],
-                     [(stage, item) for stage, item in held if self.cache_key_of(item) in waiting])
+        if not waiting:
+            feed.requeue([item for _, item in held], [])
+            return
+        ready, still_held = [], []
+        for key, (stage, item) in zip(keys, held, strict=True):
+            if key in waiting:
+                still_held.append((stage, item))
+            else:
+                ready.append(item)
+        feed.requeue(ready, still_held)
 
     # -- what the batch lane answered -------------------------------------------------------
     def _served(self, call: ItemAccount, hit: dict, model: str) -> None:

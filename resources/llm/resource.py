@@ -82,7 +82,7 @@ def metrics_metadata(metrics: BatchMetrics) -> dict[str, dg.MetadataValue]:
         # how the items were answered (sync, batch; cached ones are in cache_hits), the
         # provider batches that answered them, and what the batch and the provider's
         # prompt cache saved against the sync price
-        "llm_route": dg.MetadataValue.text(route_of(metrics)),
+        "llm_route": dg.MetadataValue.text(route_label(metrics)),
         "routes": dg.MetadataValue.json(metrics.routes),
         "batch_ids": dg.MetadataValue.json(metrics.batch_ids),
         "batch_fallbacks": dg.MetadataValue.int(metrics.batch_fallbacks),
@@ -92,6 +92,6 @@ def metrics_metadata(metrics: BatchMetrics) -> dict[str, dg.MetadataValue]:
     }
 
 
-def route_of(metrics: BatchMetrics) -> str:
+def route_label(metrics: BatchMetrics) -> str:
     """One word for the UI: sync, batch, batch+sync, or cache when nothing was asked."""
     return "+".join(sorted(metrics.routes)) or "cache"
