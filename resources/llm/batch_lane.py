@@ -30,7 +30,6 @@ hold their items themselves, as a step holds its documents).
 
 import asyncio
 import hashlib
-import importlib
 import json
 import logging
 import os
@@ -39,35 +38,18 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 import openai
 from pydantic import BaseModel
 
-from resources.errors import ErrorClass
+from resources.llm.batch_answers import line_outcome, schema_name, schema_named
 from resources.llm.batch_store import CHUNK, BatchStore, Submission
 from resources.llm.cache import Cache
-from resources.llm.calls import usage_of
 from resources.llm.items import ChatItem, EmbedItem
-from resources.llm.structured import answer_text, parse, short
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 ENDPOINTS = {"chat": "/v1/chat/completions", "embeddings": "/v1/embeddings"}
 STALE_SUBMITTING_SECONDS = 120  # a submission without a batch id this old: its process died
-
-
-def schema_name(schema: type[BaseModel] | None) -> str:
-    return f"{schema.__module__}:{schema.__qualname__}" if schema else ""
-
-
-def schema_named(name: str) -> type[BaseModel] | None:
-    if not name:
-        return None
-    module, qualname = name.split(":")
-    found = importlib.import_module(module)
-    for part in qualname.split("."):
-        found = getattr(found, part)
-    return found
 
 
 @dataclass
@@ -386,38 +368,9 @@ class BatchLane:
     async def _take(self, raw: str, row: Submission, batch_id: str,
                     schema: type[BaseModel] | None) -> tuple[str, str, str | None]:
         """(key, state, detail) of one output or error line; an answer is cached."""
-        line = json.loads(raw)
-        key = line.get("custom_id") or ""
-        response = line.get("response")
-        if not response:
-            error = line.get("error") or {}
-            # OpenAI's error code for it is our error class's word
-            expired = error.get("code") == ErrorClass.BATCH_EXPIRED
-            state = "expired" if expired else "failed"
-            return key, state, error.get("message") or str(error)
-        if response.get("status_code") != 200:
-            error = (response.get("body") or {}).get("error") or {}
-            return key, "failed", f"HTTP {response.get('status_code')}: " \
-                                  f"{error.get('message') or response.get('body')}"
-        body = json.loads(json.dumps(response.get("body") or {}),
-                          object_hook=lambda d: SimpleNamespace(**d))
-        usage = usage_of(body)
-        if row.endpoint == ENDPOINTS["chat"]:
-            content = answer_text(body)
-            try:
-                value, normalised = parse(content, schema)
-            except ValueError as invalid:
-                # the answer to repair, and why: the sync route's repair turn starts there
-                return key, "invalid", json.dumps({"content": content, "error": short(invalid)})
-            stored = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
-            entry = {"value": stored, "normalised": dict(normalised)}
-        else:
-            vectors = [d.embedding for d in sorted(getattr(body, "data", []) or [],
-                                                   key=lambda d: d.index)]
-            if not vectors or len({len(v) for v in vectors}) != 1:
-                return key, "invalid", json.dumps({"content": None, "error": "no vectors of "
-                                                   "one size"})
-            entry = {"value": vectors}
-        entry["batch"] = {"id": batch_id, **usage}
-        await asyncio.to_thread(self.cache.put, key, entry)
-        return key, "answered", None
+        key, state, detail, entry = line_outcome(raw, row.endpoint == ENDPOINTS["chat"],
+                                                 schema)
+        if entry is not None:
+            entry["batch"] = {"id": batch_id, **entry.pop("usage")}
+            await asyncio.to_thread(self.cache.put, key, entry)
+        return key, state, detail
